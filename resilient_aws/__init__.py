@@ -1,0 +1,39 @@
+"""resilient_aws: AWS SDK calls that survive production.
+
+Throttling, partial batch failures, duplicate deliveries, poison messages and expiring streams,
+handled by one retry core. Subpackages load on first use, so ``import resilient_aws`` costs
+next to nothing on a Lambda cold start::
+
+    from resilient_aws.retry import RetryPolicy
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Silent unless the application configures logging (Powertools Logger, logging.basicConfig...).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+_SUBMODULES = ("cli", "errors", "retry", "testing")
+
+__all__ = ["__version__", *_SUBMODULES]
+
+if TYPE_CHECKING:
+    from resilient_aws import cli as cli
+    from resilient_aws import errors as errors
+    from resilient_aws import retry as retry
+    from resilient_aws import testing as testing
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,5 @@
+import sys
+
+from resilient_aws.cli import main
+
+sys.exit(main())

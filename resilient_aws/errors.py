@@ -1,0 +1,143 @@
+"""Every exception resilient_aws raises on purpose.
+
+The hierarchy::
+
+    ResilientAWSError
+    ├── ConfigurationError        (also ValueError) a policy or option is invalid; names the field
+    ├── EntryValidationError      (also ValueError) an entry can never be sent; names the entry
+    │   ├── EntryTooLargeError        over the service's per-entry byte limit
+    │   ├── DuplicateEntryError       two entries share an id or key in one batch
+    │   └── UnsupportedValueError     a value the service cannot represent (NaN, a set of mixed types…)
+    └── RetryError                a retryable failure that the retry core stopped retrying
+        ├── AttemptsExhaustedError    ``max_attempts`` (counted across botocore and the core) used up
+        ├── ElapsedTimeExceededError  ``max_elapsed`` would be passed by the next sleep
+        ├── DeadlineExceededError     the next sleep would end past the ``Deadline``
+        └── RetryBudgetExhaustedError the shared ``RetryBudget`` refused another retry
+
+Errors the service returns for a request that can never succeed (validation, access denied,
+conditional check failed, resource not found) are *not* wrapped: the retry core re-raises
+botocore's ``ClientError`` unchanged, so ``except client.exceptions.ConditionalCheckFailedException``
+keeps working. When the core gives up on a retryable error, the ``RetryError`` it raises keeps the
+last botocore error as ``__cause__`` (and as ``.last_error``).
+
+Messages name entries by id or key, never by payload: payloads may hold personal data.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttemptsExhaustedError",
+    "ConfigurationError",
+    "DeadlineExceededError",
+    "DuplicateEntryError",
+    "ElapsedTimeExceededError",
+    "EntryTooLargeError",
+    "EntryValidationError",
+    "ResilientAWSError",
+    "RetryBudgetExhaustedError",
+    "RetryError",
+    "UnsupportedValueError",
+]
+
+
+class ResilientAWSError(Exception):
+    """Root of every exception this library raises on purpose."""
+
+
+class ConfigurationError(ResilientAWSError, ValueError):
+    """An option has an invalid value. ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class EntryValidationError(ResilientAWSError, ValueError):
+    """An entry can never be accepted by the service. ``entry_id`` names it (never its payload)."""
+
+    def __init__(self, entry_id: str, message: str) -> None:
+        super().__init__(f"entry {entry_id!r}: {message}")
+        self.entry_id = entry_id
+        self.reason = message
+
+
+class EntryTooLargeError(EntryValidationError):
+    """An entry is larger than the service accepts for a single entry."""
+
+    def __init__(self, entry_id: str, size: int, limit: int) -> None:
+        super().__init__(entry_id, f"{size} bytes is over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class DuplicateEntryError(EntryValidationError):
+    """Two entries of one batch share an id (or a primary key) the service requires unique."""
+
+
+class UnsupportedValueError(EntryValidationError):
+    """An entry holds a value the service cannot represent."""
+
+
+class RetryError(ResilientAWSError):
+    """The retry core stopped retrying a retryable failure.
+
+    ``operation`` names the call, ``attempts`` counts every attempt on the wire (botocore's own
+    retries included), ``reason`` is one of ``"attempts"``, ``"elapsed"``, ``"deadline"``,
+    ``"budget"`` or ``"stop"`` (a user-supplied tenacity stop strategy), and ``last_error`` is the
+    last exception seen (also ``__cause__``).
+    """
+
+    reason = "stop"
+
+    def __init__(
+        self,
+        operation: str,
+        attempts: int,
+        last_error: BaseException | None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        if reason is not None:
+            self.reason = reason
+        self.operation = operation
+        self.attempts = attempts
+        self.last_error = last_error
+        code = _error_code(last_error)
+        super().__init__(
+            f"{operation}: gave up after {attempts} attempt(s) ({self.reason}); last error: {code}"
+        )
+
+
+class AttemptsExhaustedError(RetryError):
+    """``max_attempts`` was reached."""
+
+    reason = "attempts"
+
+
+class ElapsedTimeExceededError(RetryError):
+    """The next sleep would pass ``max_elapsed``."""
+
+    reason = "elapsed"
+
+
+class DeadlineExceededError(RetryError):
+    """The next sleep would end past the deadline; the core stopped instead of being killed."""
+
+    reason = "deadline"
+
+
+class RetryBudgetExhaustedError(RetryError):
+    """The shared retry budget refused another retry (many calls are failing at once)."""
+
+    reason = "budget"
+
+
+def _error_code(error: BaseException | None) -> str:
+    if error is None:
+        return "none"
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(error).__name__

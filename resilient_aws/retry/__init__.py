@@ -1,0 +1,48 @@
+"""The one retry core of resilient_aws, built on tenacity.
+
+Every retry in the library, of a whole request or of the failed entries of a batch, goes
+through here: full-jitter exponential backoff, attempt and elapsed-time caps counted across
+botocore's own retries, a per-call :class:`Deadline` (Lambda-aware) that no sleep overruns, and
+a shared :class:`RetryBudget` that refuses retries when everything is failing at once.
+
+>>> from resilient_aws.retry import RetryPolicy
+>>> policy = RetryPolicy(max_attempts=5, base_delay=0.05, max_delay=2.0)
+>>> policy.call(lambda: "ok")
+'ok'
+"""
+
+from resilient_aws.retry._budget import RetryBudget
+from resilient_aws.retry._classify import (
+    ErrorClass,
+    classify,
+    classify_entry,
+    register_entry_codes,
+)
+from resilient_aws.retry._deadline import Deadline
+from resilient_aws.retry._decorator import retry
+from resilient_aws.retry._events import RetryEvent, RetryListener, add_listener, remove_listener
+from resilient_aws.retry._partial import FailedEntry, PartialOutcome, arun_partial, run_partial
+from resilient_aws.retry._policy import DEFAULT_POLICY, RetryPolicy
+from resilient_aws.retry._wait import Jitter, wait_jittered
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Deadline",
+    "ErrorClass",
+    "FailedEntry",
+    "Jitter",
+    "PartialOutcome",
+    "RetryBudget",
+    "RetryEvent",
+    "RetryListener",
+    "RetryPolicy",
+    "add_listener",
+    "arun_partial",
+    "classify",
+    "classify_entry",
+    "register_entry_codes",
+    "remove_listener",
+    "retry",
+    "run_partial",
+    "wait_jittered",
+]

@@ -1,0 +1,212 @@
+"""The one retry loop of the library: tenacity, driven by a RetryPolicy."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, Retrying
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
+
+from resilient_aws.errors import (
+    AttemptsExhaustedError,
+    DeadlineExceededError,
+    ElapsedTimeExceededError,
+    RetryBudgetExhaustedError,
+    RetryError,
+)
+from resilient_aws.retry._classify import ErrorClass, classify
+from resilient_aws.retry._events import RetryEvent, emit
+
+if TYPE_CHECKING:
+    from resilient_aws.retry._policy import RetryPolicy
+
+T = TypeVar("T")
+
+_GIVE_UP: dict[str, type[RetryError]] = {
+    "attempts": AttemptsExhaustedError,
+    "elapsed": ElapsedTimeExceededError,
+    "deadline": DeadlineExceededError,
+    "budget": RetryBudgetExhaustedError,
+    "stop": RetryError,
+}
+
+
+class Run:
+    """The state of one retried call; never shared between calls, never stored on the policy."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        operation: str,
+        classifier: Callable[[BaseException], ErrorClass] = classify,
+        pending_count: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.policy = policy
+        self.operation = operation
+        self.classifier = classifier
+        self.pending_count = pending_count
+        self.started = policy.clock()
+        self.wire_attempts = 0
+        self.retries = 0
+        self.reason: str | None = None
+        self.last_error: BaseException | None = None
+        self.last_class: ErrorClass | None = None
+        self.tokens_held = 0
+
+    # tenacity strategies bound to this run
+    def is_retryable(self, state: RetryCallState) -> bool:
+        outcome = state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        error = outcome.exception()
+        assert error is not None
+        verdict = self.classifier(error)
+        self.last_error, self.last_class = error, verdict
+        self.wire_attempts += 1 + _botocore_retries(error)
+        return verdict.retryable
+
+    def should_stop(self, state: RetryCallState) -> bool:
+        policy, upcoming = self.policy, state.upcoming_sleep
+        reason: str | None = None
+        if policy.stop is not None and policy.stop(state):
+            reason = "stop"
+        elif self.wire_attempts >= policy.max_attempts:
+            reason = "attempts"
+        elif policy.max_elapsed is not None and (
+            policy.clock() - self.started + upcoming > policy.max_elapsed
+        ):
+            reason = "elapsed"
+        elif policy.deadline is not None and not policy.deadline.allows(upcoming):
+            reason = "deadline"
+        elif policy.budget is not None:
+            cost = policy.budget.cost_of(
+                throttle=bool(self.last_class and self.last_class.is_throttle)
+            )
+            if policy.budget.try_acquire(cost):
+                self.tokens_held = cost
+            else:
+                reason = "budget"
+                self._emit("budget_refused", reason=reason)
+        if reason is None:
+            return False
+        self.reason = reason
+        self._emit("give_up", reason=reason)
+        return True
+
+    def before_sleep(self, state: RetryCallState) -> None:
+        self.retries += 1
+        self._emit("retry", delay=state.upcoming_sleep)
+
+    def succeeded(self) -> None:
+        budget = self.policy.budget
+        if budget is not None:
+            budget.release(self.tokens_held if self.retries else budget.success_refund)
+        if self.retries:
+            self._emit("recovered")
+
+    def give_up_error(self, error: BaseException) -> BaseException:
+        """What to raise when ``error`` ends the run: a RetryError if we stopped retrying it."""
+        if self.reason is None or error is not self.last_error:
+            return error
+        give_up = _GIVE_UP[self.reason](self.operation, max(self.wire_attempts, 1), error)
+        give_up.__cause__ = error
+        return give_up
+
+    def retrying(self) -> Retrying:
+        return Retrying(
+            sleep=self.policy.sleep,
+            wait=self.policy.wait_strategy(),
+            stop=_Stop(self),
+            retry=_Retry(self),
+            before_sleep=self.before_sleep,
+            reraise=True,
+        )
+
+    def async_retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            sleep=self.policy.async_sleep,
+            wait=self.policy.wait_strategy(),
+            stop=_Stop(self),
+            retry=_Retry(self),
+            before_sleep=self.before_sleep,
+            reraise=True,
+        )
+
+    def _emit(self, kind: Any, *, delay: float = 0.0, reason: str | None = None) -> None:
+        emit(
+            RetryEvent(
+                kind=kind,
+                operation=self.operation,
+                attempt=self.wire_attempts,
+                delay=delay,
+                error_code=self.last_class.code if self.last_class else None,
+                reason=reason,
+                entries=self.pending_count(),
+            ),
+            self.policy.listeners,
+        )
+
+
+class _Stop(stop_base):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.run.should_stop(retry_state)
+
+
+class _Retry(retry_base):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.run.is_retryable(retry_state)
+
+
+def _botocore_retries(error: BaseException) -> int:
+    """How many times botocore already retried the request that raised ``error``."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        attempts = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        if isinstance(attempts, int) and attempts > 0:
+            return attempts
+    return 0
+
+
+def operation_name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+def call(
+    policy: RetryPolicy, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    run = Run(policy, operation_name(fn))
+    try:
+        result = run.retrying()(fn, *args, **kwargs)
+    except BaseException as error:
+        replacement = run.give_up_error(error)
+        if replacement is error:
+            raise
+        raise replacement from error
+    run.succeeded()
+    return result
+
+
+async def acall(
+    policy: RetryPolicy,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    run = Run(policy, operation_name(fn))
+    try:
+        result: T = await run.async_retrying()(fn, *args, **kwargs)
+    except BaseException as error:
+        replacement = run.give_up_error(error)
+        if replacement is error:
+            raise
+        raise replacement from error
+    run.succeeded()
+    return result

@@ -1,0 +1,196 @@
+"""Per-entry retries for batch APIs that answer 200 and report failures entry by entry."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from resilient_aws.retry._classify import ErrorClass, classify
+from resilient_aws.retry._engine import Run
+
+if TYPE_CHECKING:
+    from resilient_aws.retry._policy import RetryPolicy
+
+__all__ = ["FailedEntry", "PartialOutcome", "arun_partial", "run_partial"]
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class FailedEntry(Generic[E]):
+    """An entry the service did not accept, with the service's ``code`` and ``message``.
+
+    ``entry`` is the caller's own object; ``entry_id`` names it in logs and reprs (the payload is
+    never printed). ``retryable`` says whether the error was worth retrying, ``attempts`` how many
+    times the entry was sent, and ``gave_up`` why the core stopped re-sending a retryable entry
+    (``"attempts"``, ``"elapsed"``, ``"deadline"``, ``"budget"``, ``"stop"``), ``None`` if the
+    error was permanent.
+    """
+
+    entry: E = field(repr=False)
+    entry_id: str
+    code: str
+    message: str = ""
+    retryable: bool = False
+    attempts: int = 1
+    gave_up: str | None = None
+
+
+@dataclass(frozen=True)
+class PartialOutcome(Generic[E]):
+    """What became of a set of entries: every entry not in ``failed`` succeeded."""
+
+    total: int
+    failed: tuple[FailedEntry[E], ...]
+    attempts: int
+    resent: int
+    gave_up: str | None = None
+
+    @property
+    def succeeded(self) -> int:
+        return self.total - len(self.failed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class _RetryableEntriesError(Exception):
+    """Raised inside an attempt when retryable entries remain; never leaves this module."""
+
+    def __init__(self, failures: list[FailedEntry[object]]) -> None:
+        super().__init__(f"{len(failures)} entries to retry")
+        self.code = failures[0].code
+
+
+def _classify(error: BaseException) -> ErrorClass:
+    if isinstance(error, _RetryableEntriesError):
+        # Partial failures are nearly always capacity: the cheap, back-off-and-retry kind.
+        return ErrorClass(True, "throttle", error.code)
+    return classify(error)
+
+
+class _PartialRun(Generic[E]):
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        entries: Sequence[E],
+        entry_id: Callable[[E], str],
+        operation: str,
+    ) -> None:
+        self.total = len(entries)
+        self.pending: list[E] = list(entries)
+        self.entry_id = entry_id
+        self.sends: dict[int, int] = {}
+        self.settled: list[FailedEntry[E]] = []
+        self.resent = 0
+        self.last_retry: list[FailedEntry[E]] = []
+        self.run = Run(
+            policy, operation, classifier=_classify, pending_count=lambda: len(self.pending)
+        )
+
+    def before_send(self) -> list[E]:
+        batch = list(self.pending)
+        for entry in batch:
+            count = self.sends.get(id(entry), 0)
+            if count:
+                self.resent += 1
+            self.sends[id(entry)] = count + 1
+        return batch
+
+    def after_send(self, failures: Sequence[FailedEntry[E]]) -> None:
+        retry: list[FailedEntry[E]] = []
+        for failure in failures:
+            failure = replace(failure, attempts=self.sends.get(id(failure.entry), 1))
+            (retry if failure.retryable else self.settled).append(failure)
+        self.pending = [f.entry for f in retry]
+        self.last_retry = retry
+        if retry:
+            raise _RetryableEntriesError(retry)  # type: ignore[arg-type]
+
+    def finish(self, error: BaseException | None) -> PartialOutcome[E]:
+        if error is None:
+            self.run.succeeded()
+        elif isinstance(error, _RetryableEntriesError):
+            self.settled.extend(replace(f, gave_up=self.run.reason) for f in self.last_retry)
+        elif isinstance(error, (ClientError, BotoCoreError)):
+            verdict = classify(error)
+            self.settled.extend(
+                FailedEntry(
+                    entry=entry,
+                    entry_id=self.entry_id(entry),
+                    code=verdict.code,
+                    message=str(error),
+                    retryable=verdict.retryable,
+                    attempts=self.sends.get(id(entry), 0),
+                    gave_up=self.run.reason if verdict.retryable else None,
+                )
+                for entry in self.pending
+            )
+        else:
+            raise error
+        return PartialOutcome(
+            total=self.total,
+            failed=tuple(self.settled),
+            attempts=self.run.wire_attempts + (1 if error is None else 0),
+            resent=self.resent,
+            gave_up=self.run.reason,
+        )
+
+
+def run_partial(
+    policy: RetryPolicy,
+    send: Callable[[list[E]], Sequence[FailedEntry[E]]],
+    entries: Sequence[E],
+    *,
+    entry_id: Callable[[E], str],
+    operation: str,
+) -> PartialOutcome[E]:
+    """Send ``entries`` with ``send`` and re-send only what failed retryably, until settled.
+
+    ``send(batch)`` makes one request and returns the entries of ``batch`` that failed (each a
+    :class:`FailedEntry` carrying the caller's entry object); everything else in ``batch``
+    succeeded. Retryable failures are sent again after the policy's backoff; permanent ones are
+    settled at once. A retryable error of the whole request re-sends the whole pending set. When
+    the policy stops (attempts, elapsed time, deadline, budget), the entries still pending are
+    reported with ``gave_up`` set: every entry ends up either succeeded or in ``failed``.
+    Exceptions that do not come from botocore (bugs in ``send``) propagate.
+    """
+    state = _PartialRun(policy, entries, entry_id, operation)
+    if not state.pending:
+        return PartialOutcome(total=0, failed=(), attempts=0, resent=0)
+
+    def attempt() -> None:
+        state.after_send(send(state.before_send()))
+
+    try:
+        state.run.retrying()(attempt)
+    except BaseException as error:
+        return state.finish(error)
+    return state.finish(None)
+
+
+async def arun_partial(
+    policy: RetryPolicy,
+    send: Callable[[list[E]], Awaitable[Sequence[FailedEntry[E]]]],
+    entries: Sequence[E],
+    *,
+    entry_id: Callable[[E], str],
+    operation: str,
+) -> PartialOutcome[E]:
+    """:func:`run_partial` for an ``async def send``."""
+    state = _PartialRun(policy, entries, entry_id, operation)
+    if not state.pending:
+        return PartialOutcome(total=0, failed=(), attempts=0, resent=0)
+
+    async def attempt() -> None:
+        state.after_send(await send(state.before_send()))
+
+    try:
+        await state.run.async_retrying()(attempt)
+    except BaseException as error:
+        return state.finish(error)
+    return state.finish(None)

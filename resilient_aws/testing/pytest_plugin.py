@@ -1,0 +1,53 @@
+"""pytest fixtures shipped with resilient_aws (registered through the ``pytest11`` entry point).
+
+``moto_server``
+    A moto server in a thread on a free localhost port for the whole session (needs
+    ``moto[server]``, in the ``test`` extra). ``moto_server.client("sqs")`` gives a boto3
+    client pointed at it with dummy credentials; ``moto_server.reset()`` empties it.
+``chaos``
+    A factory: ``chaos(client, partial=0.3, throttle=0.05, seed=1)`` installs fault injection
+    on a client for the rest of the test and removes it afterwards.
+``fake_clock``
+    A :class:`~resilient_aws.testing.FakeClock`: retry policies that sleep instantly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from resilient_aws.testing._chaos import Chaos
+from resilient_aws.testing._clock import FakeClock
+from resilient_aws.testing._moto import MotoServer
+
+__all__ = ["MotoServer", "chaos", "fake_clock", "moto_server"]
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """A moto server on a free port, shared by the session."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def chaos() -> Iterator[Callable[..., Chaos]]:
+    """Install fault injection on clients for the duration of one test."""
+    installed: list[Chaos] = []
+
+    def make(client: Any, **rates: Any) -> Chaos:
+        injector = Chaos(client, **rates).install()
+        installed.append(injector)
+        return injector
+
+    yield make
+    for injector in installed:
+        injector.uninstall()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock whose sleeps return at once and are recorded in ``slept``."""
+    return FakeClock()
