@@ -37,6 +37,7 @@ class ErrorClass:
 THROTTLING_CODES = frozenset(
     {
         "Throttling",
+        "Throttled",
         "ThrottlingException",
         "ThrottledException",
         "RequestThrottledException",

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Never let a test reach real AWS, whatever the developer's environment holds.
+for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(name, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105
+    AWS_DEFAULT_REGION="us-east-1",
+)
+
+
+@pytest.fixture
+def aws_region() -> str:
+    return "us-east-1"

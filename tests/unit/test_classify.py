@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import (
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+)
+
+from resilient_aws.retry import classify, classify_entry, register_entry_codes
+from tests.unit.helpers import client_error
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "RequestThrottled",
+        "Throttled",
+        "LimitExceededException",
+        "TransactionInProgressException",
+    ],
+)
+def test_throttling_codes_are_retryable_throttles(code: str) -> None:
+    verdict = classify(client_error(code))
+    assert verdict.retryable
+    assert verdict.kind == "throttle"
+    assert verdict.code == code
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("InternalServerError", 500), ("ServiceUnavailable", 503), ("Whatever", 502), ("Odd", 504)],
+)
+def test_5xx_is_transient(code: str, status: int) -> None:
+    verdict = classify(client_error(code, status))
+    assert verdict.retryable
+    assert verdict.kind == "transient"
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ValidationException", 400),
+        ("AccessDeniedException", 400),
+        ("AccessDenied", 403),
+        ("ConditionalCheckFailedException", 400),
+        ("ResourceNotFoundException", 400),
+        ("UnrecognizedClientException", 400),
+        ("SomethingNew", 400),
+    ],
+)
+def test_client_mistakes_are_permanent(code: str, status: int) -> None:
+    verdict = classify(client_error(code, status))
+    assert not verdict.retryable
+    assert verdict.kind == "permanent"
+
+
+def test_network_errors() -> None:
+    assert classify(EndpointConnectionError(endpoint_url="http://x")).kind == "connection"
+    assert classify(ConnectTimeoutError(endpoint_url="http://x")).kind == "timeout"
+    assert not classify(NoCredentialsError()).retryable
+    assert not classify(ParamValidationError(report="bad")).retryable
+    assert not classify(KeyError("x")).retryable
+
+
+def test_sqs_and_sns_entries_follow_sender_fault() -> None:
+    assert classify_entry("sqs", "InternalError", sender_fault=False).retryable
+    assert not classify_entry("sqs", "InvalidParameterValue", sender_fault=True).retryable
+    assert not classify_entry("sns", "InvalidParameter", sender_fault=True).retryable
+
+
+@pytest.mark.parametrize(
+    ("service", "code", "retryable"),
+    [
+        ("kinesis", "ProvisionedThroughputExceededException", True),
+        ("kinesis", "InternalFailure", True),
+        ("kinesis", "KMSAccessDeniedException", False),
+        ("firehose", "ServiceUnavailableException", True),
+        ("events", "ThrottlingException", True),
+        ("events", "InternalFailure", True),
+        ("events", "MalformedDetail", False),
+        ("dynamodb", "Unprocessed", True),
+    ],
+)
+def test_entry_codes_per_service(service: str, code: str, retryable: bool) -> None:
+    assert classify_entry(service, code).retryable is retryable
+
+
+def test_new_entry_codes_can_be_registered() -> None:
+    assert not classify_entry("testsvc", "BrandNewThrottle").retryable
+    register_entry_codes("testsvc", retryable=("BrandNewThrottle",), permanent=("Nope",))
+    assert classify_entry("testsvc", "BrandNewThrottle").retryable
+    assert not classify_entry("testsvc", "Nope").retryable

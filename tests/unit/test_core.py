@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
+from tenacity import stop_after_attempt
+
+from resilient_aws.errors import (
+    AttemptsExhaustedError,
+    DeadlineExceededError,
+    ElapsedTimeExceededError,
+    RetryBudgetExhaustedError,
+    RetryError,
+)
+from resilient_aws.retry import RetryBudget, RetryEvent, add_listener, remove_listener, retry
+from resilient_aws.testing import FakeClock
+from tests.unit.helpers import Flaky, client_error
+
+
+def test_a_call_that_succeeds_is_called_once_and_never_sleeps(fake_clock: FakeClock) -> None:
+    flaky = Flaky(result={"Items": []})
+    assert fake_clock.policy().call(flaky) == {"Items": []}
+    assert flaky.calls == 1
+    assert fake_clock.slept == []
+
+
+def test_arguments_are_passed_through(fake_clock: FakeClock) -> None:
+    def put(table: str, *, item: dict[str, int]) -> tuple[str, dict[str, int]]:
+        return table, item
+
+    assert fake_clock.policy().call(put, "orders", item={"n": 1}) == ("orders", {"n": 1})
+
+
+def test_attempts_are_capped_and_the_last_error_is_the_cause(fake_clock: FakeClock) -> None:
+    errors = [client_error("ProvisionedThroughputExceededException") for _ in range(10)]
+    flaky = Flaky(*errors)
+    with pytest.raises(AttemptsExhaustedError) as caught:
+        fake_clock.policy(max_attempts=4).call(flaky)
+    assert flaky.calls == 4
+    assert len(fake_clock.slept) == 3
+    assert caught.value.attempts == 4
+    assert caught.value.reason == "attempts"
+    assert isinstance(caught.value.__cause__, ClientError)
+    assert caught.value.last_error is caught.value.__cause__
+    assert "ProvisionedThroughputExceededException" in str(caught.value)
+
+
+def test_botocore_retries_count_toward_max_attempts_so_layers_do_not_multiply(
+    fake_clock: FakeClock,
+) -> None:
+    # Each error says botocore already sent the request 3 times (2 retries).
+    flaky = Flaky(*[client_error("ThrottlingException", retry_attempts=2) for _ in range(10)])
+    with pytest.raises(AttemptsExhaustedError) as caught:
+        fake_clock.policy(max_attempts=9).call(flaky)
+    assert flaky.calls == 3
+    assert caught.value.attempts == 9
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("ValidationException"),
+        client_error("AccessDeniedException", 403),
+        client_error("ConditionalCheckFailedException"),
+        client_error("ResourceNotFoundException"),
+        ValueError("a bug in the caller"),
+    ],
+)
+def test_permanent_errors_are_raised_unchanged_without_retry(
+    fake_clock: FakeClock, error: Exception
+) -> None:
+    flaky = Flaky(error)
+    with pytest.raises(type(error)) as caught:
+        fake_clock.policy().call(flaky)
+    assert caught.value is error
+    assert flaky.calls == 1
+    assert fake_clock.slept == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("InternalServerError", 500),
+        client_error("ServiceUnavailable", 503),
+        client_error("SlowDown", 503),
+        client_error("TooManyRequestsException", 429),
+        ConnectionClosedError(endpoint_url="http://x"),
+        ReadTimeoutError(endpoint_url="http://x"),
+    ],
+)
+def test_transient_errors_are_retried(fake_clock: FakeClock, error: Exception) -> None:
+    flaky = Flaky(error)
+    assert fake_clock.policy().call(flaky) == "ok"
+    assert flaky.calls == 2
+
+
+def test_no_sleep_ever_ends_past_the_deadline(fake_clock: FakeClock) -> None:
+    deadline = fake_clock.deadline(2.0)
+    policy = fake_clock.policy(max_attempts=100, base_delay=0.2, max_delay=1.0).with_deadline(
+        deadline
+    )
+    sleeps_end: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        fake_clock.sleep(seconds)
+        sleeps_end.append(fake_clock.now)
+
+
+
+    policy = dataclasses.replace(policy, sleep=sleep)
+    flaky = Flaky(*[client_error("Throttling") for _ in range(100)], clock=fake_clock, cost=0.05)
+    with pytest.raises(DeadlineExceededError) as caught:
+        policy.call(flaky)
+    assert sleeps_end, "the call should have retried before the deadline"
+    assert all(end < deadline.at for end in sleeps_end)
+    assert fake_clock.now <= deadline.at
+    assert caught.value.reason == "deadline"
+
+
+def test_an_expired_deadline_allows_the_first_attempt_but_no_retry(fake_clock: FakeClock) -> None:
+    policy = fake_clock.policy().with_deadline(0.0)
+    flaky = Flaky(client_error("Throttling"))
+    with pytest.raises(DeadlineExceededError):
+        policy.call(flaky)
+    assert flaky.calls == 1
+
+
+def test_max_elapsed_caps_the_time_spent(fake_clock: FakeClock) -> None:
+    policy = fake_clock.policy(max_attempts=100, base_delay=0.5, max_delay=0.5, jitter="none", max_elapsed=2.0)
+    start = fake_clock.now
+    with pytest.raises(ElapsedTimeExceededError):
+        policy.call(Flaky(*[client_error("Throttling") for _ in range(100)]))
+    assert fake_clock.now - start <= 2.0
+
+
+def test_the_budget_refuses_retries_when_many_calls_fail(fake_clock: FakeClock) -> None:
+    budget = RetryBudget(12, retry_cost=5, throttle_cost=5)
+    policy = fake_clock.policy(max_attempts=50, budget=budget)
+    refused: list[RetryEvent] = []
+    policy = dataclasses.replace(policy, listeners=(refused.append,))
+    with pytest.raises(RetryBudgetExhaustedError):
+        policy.call(Flaky(*[client_error("Throttling") for _ in range(50)]))
+    assert budget.available == 2
+    assert [e.kind for e in refused].count("budget_refused") == 1
+    # a second caller sharing the budget gets no retry at all
+    flaky = Flaky(client_error("InternalError", 500))
+    with pytest.raises(RetryBudgetExhaustedError):
+        policy.call(flaky)
+    assert flaky.calls == 1
+
+
+def test_success_refills_the_budget(fake_clock: FakeClock) -> None:
+    budget = RetryBudget(100, retry_cost=10, throttle_cost=5, success_refund=1)
+    policy = fake_clock.policy(budget=budget)
+    policy.call(Flaky(client_error("Throttling")))
+    assert budget.available == 100  # the retry's 5 tokens came back on success
+    budget.try_acquire(50)
+    policy.call(Flaky())
+    assert budget.available == 51
+
+
+def test_budget_for_client_is_shared_per_client() -> None:
+    class Client:
+        pass
+
+    a, b = Client(), Client()
+    assert RetryBudget.for_client(a) is RetryBudget.for_client(a)
+    assert RetryBudget.for_client(a) is not RetryBudget.for_client(b)
+
+
+def test_a_tenacity_stop_composes_with_the_policy(fake_clock: FakeClock) -> None:
+    flaky = Flaky(*[client_error("Throttling") for _ in range(10)])
+    with pytest.raises(RetryError) as caught:
+        fake_clock.policy(stop=stop_after_attempt(2)).call(flaky)
+    assert flaky.calls == 2
+    assert caught.value.reason == "stop"
+
+
+def test_listeners_and_logs_see_retries_and_give_ups(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[RetryEvent] = []
+    add_listener(seen.append)
+    try:
+        caplog.set_level(logging.DEBUG, logger="resilient_aws")
+        with pytest.raises(AttemptsExhaustedError):
+            fake_clock.policy(max_attempts=3).call(Flaky(*[client_error("Throttling")] * 3))
+        fake_clock.policy().call(Flaky(client_error("Throttling")))
+    finally:
+        remove_listener(seen.append)
+    kinds = [e.kind for e in seen]
+    assert kinds == ["retry", "retry", "give_up", "retry", "recovered"]
+    assert seen[2].reason == "attempts"
+    assert seen[0].error_code == "Throttling"
+    assert seen[0].operation == "flaky"
+    give_ups = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(give_ups) == 1
+    assert "gave up after 3 attempt(s)" in give_ups[0].getMessage()
+
+
+def test_a_broken_listener_does_not_break_the_call(fake_clock: FakeClock) -> None:
+    def broken(event: RetryEvent) -> None:
+        raise RuntimeError("metrics backend down")
+
+    policy = fake_clock.policy(listeners=(broken,))
+    assert policy.call(Flaky(client_error("Throttling"))) == "ok"
+
+
+def test_the_library_logger_is_silent_by_default() -> None:
+    import resilient_aws
+
+    handlers = logging.getLogger(resilient_aws.__name__).handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+async def test_async_callables_are_retried_with_async_sleep(fake_clock: FakeClock) -> None:
+    calls = 0
+
+    async def fetch(key: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise client_error("ThrottlingException")
+        return key
+
+    assert await fake_clock.policy().acall(fetch, "k") == "k"
+    assert calls == 3
+    assert len(fake_clock.slept) == 2
+
+
+async def test_async_give_up_raises_retry_error(fake_clock: FakeClock) -> None:
+    async def always() -> None:
+        raise client_error("ThrottlingException")
+
+    with pytest.raises(AttemptsExhaustedError):
+        await fake_clock.policy(max_attempts=2).acall(always)
+
+
+async def test_retry_decorator_on_async_def(fake_clock: FakeClock) -> None:
+    calls = 0
+
+    @retry(fake_clock.policy())
+    async def handler(event: dict[str, int]) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise client_error("InternalFailure", 500)
+        return event["n"]
+
+    assert await handler({"n": 5}) == 5
+    assert handler.__name__ == "handler"
+
+
+def test_retry_decorator_forms(fake_clock: FakeClock) -> None:
+    @retry
+    def bare() -> str:
+        return "bare"
+
+    @retry()
+    def empty() -> str:
+        return "empty"
+
+    flaky = Flaky(client_error("Throttling"))
+    wrapped = retry(fake_clock.policy())(flaky)
+    assert (bare(), empty(), wrapped()) == ("bare", "empty", "ok")
+    assert flaky.calls == 2
