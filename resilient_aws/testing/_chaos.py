@@ -23,7 +23,7 @@ from resilient_aws.errors import ConfigurationError
 __all__ = ["Chaos", "ChaosStats", "chaos"]
 
 _CONTEXT_KEY = "resilient_aws.chaos"
-_PARAMS_KEY = "resilient_aws.chaos.params"
+_ALL_WITHHELD_KEY = "resilient_aws.chaos.all_withheld"
 _ids = itertools.count()
 
 # service id -> code AWS uses when it throttles a whole request
@@ -70,8 +70,10 @@ _Inject = Callable[[dict[str, Any], Any], int]
 def _split_table_lists(
     params: dict[str, Any], withhold: Callable[[], bool]
 ) -> dict[str, list[Any]]:
+    # Build new containers: the nested objects belong to the caller and must not change.
     withheld: dict[str, list[Any]] = {}
-    for table, requests in list(params.get("RequestItems", {}).items()):
+    kept_items: dict[str, list[Any]] = {}
+    for table, requests in params.get("RequestItems", {}).items():
         kept: list[Any] = []
         held: list[Any] = []
         for request in requests:
@@ -79,9 +81,8 @@ def _split_table_lists(
         if held:
             withheld[table] = held
         if kept:
-            params["RequestItems"][table] = kept
-        else:
-            del params["RequestItems"][table]
+            kept_items[table] = kept
+    params["RequestItems"] = kept_items
     return withheld
 
 
@@ -96,7 +97,8 @@ def _split_table_keys(
     params: dict[str, Any], withhold: Callable[[], bool]
 ) -> dict[str, dict[str, Any]]:
     withheld: dict[str, dict[str, Any]] = {}
-    for table, spec in list(params.get("RequestItems", {}).items()):
+    kept_items: dict[str, dict[str, Any]] = {}
+    for table, spec in params.get("RequestItems", {}).items():
         kept: list[Any] = []
         held: list[Any] = []
         for key in spec.get("Keys", []):
@@ -104,9 +106,8 @@ def _split_table_keys(
         if held:
             withheld[table] = {**spec, "Keys": held}
         if kept:
-            spec["Keys"] = kept
-        else:
-            del params["RequestItems"][table]
+            kept_items[table] = {**spec, "Keys": kept}
+    params["RequestItems"] = kept_items
     return withheld
 
 
@@ -117,7 +118,7 @@ def _inject_unprocessed_keys(parsed: dict[str, Any], withheld: dict[str, dict[st
         if table in unprocessed:
             unprocessed[table]["Keys"].extend(spec["Keys"])
         else:
-            unprocessed[table] = spec
+            unprocessed[table] = {**spec, "Keys": list(spec["Keys"])}
     return sum(len(s["Keys"]) for s in withheld.values())
 
 
@@ -230,10 +231,9 @@ _BATCH_OPERATIONS: dict[tuple[str, str], _BatchSpec] = {
 
 
 def _entries_left(params: dict[str, Any]) -> bool:
-    request_items = params.get("RequestItems")
-    if request_items is not None:
-        return bool(request_items)
-    return any(params.get(name) for name in ("Entries", "Records", "PublishBatchRequestEntries"))
+    return any(
+        params.get(name) for name in ("RequestItems", "Entries", "Records", "PublishBatchRequestEntries")
+    )
 
 
 class Chaos:
@@ -332,10 +332,15 @@ class Chaos:
         spec = _BATCH_OPERATIONS.get((self._service, model.name))
         if spec is None:
             return
+        original = dict(params)
         withheld = spec.split(params, lambda: self._draw() < self.partial)
-        if withheld:
-            context[_CONTEXT_KEY] = withheld
-            context[_PARAMS_KEY] = params
+        if not withheld:
+            return
+        context[_CONTEXT_KEY] = withheld
+        if not _entries_left(params):
+            # botocore rejects an empty list before sending: send nothing, answer in before-call.
+            params.update(original)
+            context[_ALL_WITHHELD_KEY] = True
 
     def _before_call(
         self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
@@ -359,7 +364,7 @@ class Chaos:
         if draw < self.throttle + self.error5xx + self.reset:
             self._count("resets")
             raise ConnectionClosedError(endpoint_url=url)
-        if _CONTEXT_KEY in context and not _entries_left(context[_PARAMS_KEY]):
+        if context.get(_ALL_WITHHELD_KEY):
             # Every entry was withheld: AWS would answer 200 with all of them failed.
             spec = _BATCH_OPERATIONS[(self._service, model.name)]
             body = {

@@ -263,3 +263,21 @@ def test_rates_are_validated(dynamodb: Any, rates: dict[str, float], field: str)
     with pytest.raises(ConfigurationError) as caught:
         chaos(dynamodb, **rates)
     assert caught.value.field == field
+
+
+def test_the_callers_request_objects_are_never_modified(dynamodb: Any, aws: None) -> None:
+    request_items = {"t": _puts([f"k{i}" for i in range(10)])}
+    snapshot = json.dumps(request_items, sort_keys=True)
+    with chaos(dynamodb, partial=0.5, seed=3):
+        dynamodb.batch_write_item(RequestItems=request_items)
+        dynamodb.batch_get_item(RequestItems={"t": {"Keys": [{"pk": {"S": "k1"}}]}})
+    assert json.dumps(request_items, sort_keys=True) == snapshot
+
+
+def test_all_records_withheld_passes_botocore_validation(aws: None) -> None:
+    kinesis = boto3.client("kinesis", region_name=REGION)
+    kinesis.create_stream(StreamName="s", ShardCount=1)
+    with chaos(kinesis, partial=1.0, seed=1):
+        response = kinesis.put_records(StreamName="s", Records=[{"Data": b"x", "PartitionKey": "p"}])
+    assert response["FailedRecordCount"] == 1
+    assert _stream_data(kinesis, "s") == []

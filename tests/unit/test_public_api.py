@@ -1,0 +1,91 @@
+"""The exported names are the contract: changing them is a decision, not an accident."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import resilient_aws
+from resilient_aws import errors, retry, testing
+
+
+def test_top_level_exports() -> None:
+    assert resilient_aws.__all__ == ["__version__", "cli", "errors", "retry", "testing"]
+    assert resilient_aws.retry is retry
+    with pytest.raises(AttributeError):
+        resilient_aws.nope  # noqa: B018
+
+
+def test_retry_exports() -> None:
+    assert sorted(retry.__all__) == [
+        "DEFAULT_POLICY",
+        "Deadline",
+        "ErrorClass",
+        "FailedEntry",
+        "Jitter",
+        "PartialOutcome",
+        "RetryBudget",
+        "RetryEvent",
+        "RetryListener",
+        "RetryPolicy",
+        "add_listener",
+        "arun_partial",
+        "classify",
+        "classify_entry",
+        "register_entry_codes",
+        "remove_listener",
+        "retry",
+        "run_partial",
+        "wait_jittered",
+    ]
+
+
+def test_testing_exports() -> None:
+    assert sorted(testing.__all__) == ["Chaos", "ChaosStats", "FakeClock", "MotoServer", "chaos"]
+
+
+def test_error_hierarchy() -> None:
+    root = errors.ResilientAWSError
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), root)
+    assert issubclass(errors.ConfigurationError, ValueError)
+    assert issubclass(errors.EntryValidationError, ValueError)
+    for name in ("AttemptsExhaustedError", "ElapsedTimeExceededError", "DeadlineExceededError", "RetryBudgetExhaustedError"):
+        assert issubclass(getattr(errors, name), errors.RetryError)
+    for name in ("EntryTooLargeError", "DuplicateEntryError", "UnsupportedValueError"):
+        assert issubclass(getattr(errors, name), errors.EntryValidationError)
+
+
+def test_every_exception_is_drawn_in_the_module_docstring() -> None:
+    assert errors.__doc__ is not None
+    for name in errors.__all__:
+        assert name in errors.__doc__
+
+
+def test_entry_errors_name_the_entry() -> None:
+    error = errors.EntryTooLargeError("order-9", 500_000, 409_600)
+    assert error.entry_id == "order-9"
+    assert "order-9" in str(error) and "409600" in str(error)
+
+
+def _fresh_modules(statement: str) -> set[str]:
+    code = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout))
+
+
+HEAVY = {"pydantic", "aws_lambda_powertools", "moto", "pytest"}
+
+
+def test_import_resilient_aws_is_lean() -> None:
+    loaded = _fresh_modules("import resilient_aws")
+    assert not {m.split(".")[0] for m in loaded} & (HEAVY | {"tenacity", "boto3"})
+
+
+@pytest.mark.parametrize("module", ["resilient_aws.retry", "resilient_aws.errors", "resilient_aws.cli", "resilient_aws.testing"])
+def test_subpackages_import_no_optional_dependency(module: str) -> None:
+    loaded = {m.split(".")[0] for m in _fresh_modules(f"import {module}")}
+    assert not loaded & HEAVY
