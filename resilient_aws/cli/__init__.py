@@ -25,8 +25,12 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="write and read items through the retry core against an embedded moto server, with faults injected",
     )
-    demo.add_argument("--items", type=int, default=3000, help="DynamoDB items to write (default 3000)")
-    demo.add_argument("--messages", type=int, default=200, help="SQS messages to send (default 200)")
+    demo.add_argument(
+        "--items", type=int, default=3000, help="DynamoDB items to write (default 3000)"
+    )
+    demo.add_argument(
+        "--messages", type=int, default=200, help="SQS messages to send (default 200)"
+    )
     demo.add_argument("--seed", type=int, default=1, help="seed of the fault injection")
     demo.add_argument(
         "--endpoint-url",

@@ -14,7 +14,7 @@ from resilient_aws.testing._moto import DUMMY_CREDENTIALS
 
 TABLE = "resilient-aws-demo-orders"
 QUEUE = "resilient-aws-demo-events"
-FAULTS = {"partial": 0.3, "throttle": 0.05, "error5xx": 0.02, "reset": 0.01}
+FAULTS: dict[str, Any] = {"partial": 0.3, "throttle": 0.05, "error5xx": 0.02, "reset": 0.01}
 
 
 def run_demo(*, items: int, messages: int, seed: int, endpoint_url: str | None) -> int:
@@ -71,7 +71,9 @@ def run_demo(*, items: int, messages: int, seed: int, endpoint_url: str | None) 
         invented = stored - expected
         print(f"\nread back: {len(stored)} of {items} items, {depth} of {messages} messages")
         if failed:
-            print(f"reported as failed (not lost): {len(failed)}: {[f.entry_id for f in failed][:10]}")
+            print(
+                f"reported as failed (not lost): {len(failed)}: {[f.entry_id for f in failed][:10]}"
+            )
         lost = len(missing) + (messages - depth) - len(failed)
         if missing or invented or depth != messages:
             print(f"MISMATCH: {len(missing)} missing, {len(invented)} invented, queue {depth}")

@@ -42,12 +42,13 @@ class Run:
         operation: str,
         classifier: Callable[[BaseException], ErrorClass] = classify,
         pending_count: Callable[[], int] = lambda: 0,
+        started: float | None = None,
     ) -> None:
         self.policy = policy
         self.operation = operation
         self.classifier = classifier
         self.pending_count = pending_count
-        self.started = policy.clock()
+        self.started = policy.clock() if started is None else started
         self.wire_attempts = 0
         self.retries = 0
         self.reason: str | None = None
@@ -126,7 +127,7 @@ class Run:
 
     def async_retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
-            sleep=self.policy.async_sleep,
+            sleep=self.policy.async_sleep or _asyncio_sleep,
             wait=self.policy.wait_strategy(),
             stop=_Stop(self),
             retry=_Retry(self),
@@ -165,6 +166,12 @@ class _Retry(retry_base):
         return self.run.is_retryable(retry_state)
 
 
+async def _asyncio_sleep(seconds: float) -> None:
+    import asyncio  # only async callers pay for importing asyncio
+
+    await asyncio.sleep(seconds)
+
+
 def _botocore_retries(error: BaseException) -> int:
     """How many times botocore already retried the request that raised ``error``."""
     response = getattr(error, "response", None)
@@ -182,9 +189,21 @@ def operation_name(fn: Callable[..., Any]) -> str:
 def call(
     policy: RetryPolicy, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:
-    run = Run(policy, operation_name(fn))
+    started = policy.clock()
     try:
-        result = run.retrying()(fn, *args, **kwargs)
+        result = fn(*args, **kwargs)
+    except BaseException as error:
+        if not classify(error).retryable:
+            raise
+        first_error = error
+    else:
+        # The common case: no tenacity machinery at all, so a healthy call costs nothing extra.
+        if policy.budget is not None:
+            policy.budget.release(policy.budget.success_refund)
+        return result
+    run = Run(policy, operation_name(fn), started=started)
+    try:
+        result = run.retrying()(_replaying(first_error, fn), *args, **kwargs)
     except BaseException as error:
         replacement = run.give_up_error(error)
         if replacement is error:
@@ -200,9 +219,20 @@ async def acall(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> T:
-    run = Run(policy, operation_name(fn))
+    started = policy.clock()
     try:
-        result: T = await run.async_retrying()(fn, *args, **kwargs)
+        result = await fn(*args, **kwargs)
+    except BaseException as error:
+        if not classify(error).retryable:
+            raise
+        first_error = error
+    else:
+        if policy.budget is not None:
+            policy.budget.release(policy.budget.success_refund)
+        return result
+    run = Run(policy, operation_name(fn), started=started)
+    try:
+        result = await run.async_retrying()(_areplaying(first_error, fn), *args, **kwargs)
     except BaseException as error:
         replacement = run.give_up_error(error)
         if replacement is error:
@@ -210,3 +240,28 @@ async def acall(
         raise replacement from error
     run.succeeded()
     return result
+
+
+def _replaying(first_error: BaseException, fn: Callable[..., T]) -> Callable[..., T]:
+    """``fn``, except that its first call re-raises the error the fast path already saw."""
+    pending = [first_error]
+
+    def attempt(*args: Any, **kwargs: Any) -> T:
+        if pending:
+            raise pending.pop()
+        return fn(*args, **kwargs)
+
+    return attempt
+
+
+def _areplaying(
+    first_error: BaseException, fn: Callable[..., Awaitable[T]]
+) -> Callable[..., Awaitable[T]]:
+    pending = [first_error]
+
+    async def attempt(*args: Any, **kwargs: Any) -> T:
+        if pending:
+            raise pending.pop()
+        return await fn(*args, **kwargs)
+
+    return attempt

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import functools
 import math
 import random
 import time
@@ -43,7 +43,8 @@ class RetryPolicy:
 
     tenacity strategies pass through: ``stop`` is OR-ed with the policy's own stops
     (``stop=tenacity.stop_after_delay(3)``) and ``wait`` replaces the jittered backoff.
-    ``sleep``, ``async_sleep``, ``clock`` and ``rng`` are seams for tests.
+    ``sleep``, ``async_sleep`` (default ``asyncio.sleep``), ``clock`` and ``rng`` are seams for
+    tests.
 
     The policy is immutable: derive variants with :func:`dataclasses.replace`.
     """
@@ -59,7 +60,7 @@ class RetryPolicy:
     wait: wait_base | None = None
     listeners: tuple[RetryListener, ...] = ()
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
-    async_sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False)
+    async_sleep: Callable[[float], Awaitable[None]] | None = field(default=None, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     rng: random.Random | None = field(default=None, repr=False, compare=False)
 
@@ -112,6 +113,10 @@ class RetryPolicy:
         """The tenacity wait this policy uses (``wait`` if given, else jittered backoff)."""
         if self.wait is not None:
             return self.wait
+        return self._jittered
+
+    @functools.cached_property
+    def _jittered(self) -> wait_jittered:
         return wait_jittered(self.base_delay, self.max_delay, self.jitter, self.rng)
 
     def botocore_config(self, *, max_attempts: int = 3, **config: Any) -> Config:
@@ -130,15 +135,11 @@ class RetryPolicy:
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Call ``fn(*args, **kwargs)``, retrying what :func:`classify` calls retryable."""
-        from resilient_aws.retry._engine import call
-
-        return call(self, fn, args, kwargs)
+        return _engine.call(self, fn, args, kwargs)
 
     async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)``, retrying what :func:`classify` calls retryable."""
-        from resilient_aws.retry._engine import acall
-
-        return await acall(self, fn, args, kwargs)
+        return await _engine.acall(self, fn, args, kwargs)
 
     def run_partial(
         self,
@@ -152,9 +153,7 @@ class RetryPolicy:
 
         See :func:`resilient_aws.retry.run_partial`.
         """
-        from resilient_aws.retry._partial import run_partial
-
-        return run_partial(self, send, entries, entry_id=entry_id, operation=operation)
+        return _partial.run_partial(self, send, entries, entry_id=entry_id, operation=operation)
 
 
 def _finite_non_negative(value: object) -> bool:
@@ -167,3 +166,6 @@ def _finite_non_negative(value: object) -> bool:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+# The engine needs the policy type and the policy runs the engine: bind the modules late.
+from resilient_aws.retry import _engine, _partial  # noqa: E402

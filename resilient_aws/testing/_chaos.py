@@ -232,7 +232,8 @@ _BATCH_OPERATIONS: dict[tuple[str, str], _BatchSpec] = {
 
 def _entries_left(params: dict[str, Any]) -> bool:
     return any(
-        params.get(name) for name in ("RequestItems", "Entries", "Records", "PublishBatchRequestEntries")
+        params.get(name)
+        for name in ("RequestItems", "Entries", "Records", "PublishBatchRequestEntries")
     )
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 NODE_MODULES_ENV = "RESILIENT_AWS_NODE_MODULES"
 _HOST = "127.0.0.1"
@@ -93,6 +93,16 @@ class NodeEmulator:
         if self._proc is None:
             raise EmulatorError(f"{self.package} is not running")
         return f"http://{_HOST}:{self.port}"
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client for ``service`` against this emulator (dummy credentials)."""
+        import boto3
+
+        from resilient_aws.testing._moto import DUMMY_CREDENTIALS
+
+        options: dict[str, Any] = {**DUMMY_CREDENTIALS, "endpoint_url": self.endpoint_url}
+        options.update(kwargs)
+        return boto3.client(service, **options)  # type: ignore[call-overload]
 
     def start(self) -> NodeEmulator:
         """Start the process (if not running) and wait until it accepts connections."""

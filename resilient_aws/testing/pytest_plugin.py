@@ -9,10 +9,15 @@
     on a client for the rest of the test and removes it afterwards.
 ``fake_clock``
     A :class:`~resilient_aws.testing.FakeClock`: retry policies that sleep instantly.
+``dynalite_server``, ``kinesalite_server``
+    The npm emulators (``npm ci`` puts them in ``node_modules``) on free localhost ports for the
+    session. When they are not installed the tests using them are skipped, except when the
+    ``CI`` environment variable is set: there a missing emulator is a failed install and fails.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,8 +26,16 @@ import pytest
 from resilient_aws.testing._chaos import Chaos
 from resilient_aws.testing._clock import FakeClock
 from resilient_aws.testing._moto import MotoServer
+from resilient_aws.testing.emulators import EmulatorNotFound, NodeEmulator, dynalite, kinesalite
 
-__all__ = ["MotoServer", "chaos", "fake_clock", "moto_server"]
+__all__ = [
+    "MotoServer",
+    "chaos",
+    "dynalite_server",
+    "fake_clock",
+    "kinesalite_server",
+    "moto_server",
+]
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +64,26 @@ def chaos() -> Iterator[Callable[..., Chaos]]:
 def fake_clock() -> FakeClock:
     """A clock whose sleeps return at once and are recorded in ``slept``."""
     return FakeClock()
+
+
+def _emulator(factory: Callable[[], NodeEmulator]) -> Iterator[NodeEmulator]:
+    try:
+        emulator = factory()
+    except EmulatorNotFound as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"emulator missing under CI: {missing}")
+        pytest.skip(f"emulator not installed: {missing}")
+    with emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def dynalite_server() -> Iterator[NodeEmulator]:
+    """dynalite (a stricter DynamoDB emulator) on a free port, in memory, for the session."""
+    yield from _emulator(dynalite)
+
+
+@pytest.fixture(scope="session")
+def kinesalite_server() -> Iterator[NodeEmulator]:
+    """kinesalite (a Kinesis emulator) on a free port, in memory, for the session."""
+    yield from _emulator(lambda: kinesalite(options={"shardLimit": 1000}))

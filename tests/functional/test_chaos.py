@@ -56,7 +56,10 @@ def _queue_bodies(sqs: Any, url: str) -> list[str]:
             return bodies
         bodies += [m["Body"] for m in got]
         sqs.delete_message_batch(
-            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+            ],
         )
 
 
@@ -90,7 +93,8 @@ def test_batch_get_item_unprocessed_keys_are_not_in_the_responses(dynamodb: Any)
     got = {item["pk"]["S"] for item in response["Responses"]["t"]}
     unprocessed = response["UnprocessedKeys"]["t"]
     pending = {key["pk"]["S"] for key in unprocessed["Keys"]}
-    assert got and pending
+    assert got
+    assert pending
     assert got | pending == set(keys)
     assert not got & pending
     assert unprocessed["ConsistentRead"] is True  # the request's options come back with the keys
@@ -103,10 +107,13 @@ def test_sqs_failed_entries_were_not_enqueued(sqs: Any) -> None:
         response = sqs.send_message_batch(QueueUrl=url, Entries=entries)
     failed = {f["Id"] for f in response["Failed"]}
     succeeded = {s["Id"] for s in response["Successful"]}
-    assert failed and succeeded
+    assert failed
+    assert succeeded
     assert failed | succeeded == {e["Id"] for e in entries}
     assert all(f["SenderFault"] is False and f["Code"] for f in response["Failed"])
-    assert sorted(_queue_bodies(sqs, url)) == sorted(f"body-{e['Id'][1:]}" for e in entries if e["Id"] in succeeded)
+    assert sorted(_queue_bodies(sqs, url)) == sorted(
+        f"body-{e['Id'][1:]}" for e in entries if e["Id"] in succeeded
+    )
 
 
 def test_sqs_delete_batch_failed_entries_stay_in_the_queue(sqs: Any) -> None:
@@ -117,7 +124,9 @@ def test_sqs_delete_batch_failed_entries_stay_in_the_queue(sqs: Any) -> None:
     with chaos(sqs, partial=0.5, seed=3):
         response = sqs.delete_message_batch(
             QueueUrl=url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
         )
     assert len(_queue_bodies(sqs, url)) == len(response["Failed"]) > 0
 
@@ -126,11 +135,16 @@ def test_sns_publish_batch_failed_entries_were_not_delivered(aws: None, sqs: Any
     sns = boto3.client("sns", region_name=REGION)
     topic = sns.create_topic(Name="t")["TopicArn"]
     url = sqs.create_queue(QueueName="sub")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+    )
     with chaos(sns, partial=0.5, seed=5):
         response = sns.publish_batch(
-            TopicArn=topic, PublishBatchRequestEntries=[{"Id": f"e{i}", "Message": f"m{i}"} for i in range(10)]
+            TopicArn=topic,
+            PublishBatchRequestEntries=[{"Id": f"e{i}", "Message": f"m{i}"} for i in range(10)],
         )
     delivered = sorted(_queue_bodies(sqs, url))
     assert response["Failed"]
@@ -143,11 +157,15 @@ def _stream_data(kinesis: Any, stream: str) -> list[bytes]:
         iterator = kinesis.get_shard_iterator(
             StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
         )["ShardIterator"]
-        data += [r["Data"] for r in kinesis.get_records(ShardIterator=iterator, Limit=10000)["Records"]]
+        data += [
+            r["Data"] for r in kinesis.get_records(ShardIterator=iterator, Limit=10000)["Records"]
+        ]
     return data
 
 
-def test_kinesis_put_records_answers_in_request_order_and_failed_records_are_absent(aws: None) -> None:
+def test_kinesis_put_records_answers_in_request_order_and_failed_records_are_absent(
+    aws: None,
+) -> None:
     kinesis = boto3.client("kinesis", region_name=REGION)
     kinesis.create_stream(StreamName="s", ShardCount=2)
     records = [{"Data": f"r{i}".encode(), "PartitionKey": f"p{i % 3}"} for i in range(30)]
@@ -166,10 +184,14 @@ def test_kinesis_put_records_answers_in_request_order_and_failed_records_are_abs
 def test_eventbridge_put_events_failed_entries_were_not_routed(aws: None, sqs: Any) -> None:
     events = boto3.client("events", region_name=REGION)
     url = sqs.create_queue(QueueName="target")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     events.put_rule(Name="all", EventPattern=json.dumps({"source": ["app"]}))
     events.put_targets(Rule="all", Targets=[{"Id": "q", "Arn": arn}])
-    entries = [{"Source": "app", "DetailType": "t", "Detail": json.dumps({"n": i})} for i in range(10)]
+    entries = [
+        {"Source": "app", "DetailType": "t", "Detail": json.dumps({"n": i})} for i in range(10)
+    ]
     with chaos(events, partial=0.4, seed=8):
         response = events.put_events(Entries=entries)
     failed = [i for i, e in enumerate(response["Entries"]) if "ErrorCode" in e]
@@ -199,7 +221,9 @@ def test_firehose_put_record_batch_failed_records_are_reported_in_place(aws: Non
     assert response["FailedPutCount"] == len(failed) > 0
     assert all(answers[i]["ErrorCode"] == "ServiceUnavailableException" for i in failed)
     objects = s3.list_objects_v2(Bucket="chaos-firehose").get("Contents", [])
-    written = b"".join(s3.get_object(Bucket="chaos-firehose", Key=o["Key"])["Body"].read() for o in objects)
+    written = b"".join(
+        s3.get_object(Bucket="chaos-firehose", Key=o["Key"])["Body"].read() for o in objects
+    )
     assert sorted(written.split()) == sorted(f"r{i}".encode() for i in range(10) if i not in failed)
 
 
@@ -215,7 +239,9 @@ def test_whole_request_faults_use_each_service_codes(dynamodb: Any, sqs: Any) ->
         sqs.list_queues()
 
 
-def test_a_lost_response_means_the_write_happened_but_the_caller_saw_a_timeout(dynamodb: Any) -> None:
+def test_a_lost_response_means_the_write_happened_but_the_caller_saw_a_timeout(
+    dynamodb: Any,
+) -> None:
     with chaos(dynamodb, lost_response=1.0, seed=1), pytest.raises(ReadTimeoutError):
         dynamodb.put_item(TableName="t", Item={"pk": {"S": "applied"}})
     assert _stored_keys(dynamodb) == {"applied"}
@@ -232,7 +258,9 @@ def test_same_seed_same_faults(dynamodb: Any) -> None:
         counts = []
         with chaos(dynamodb, partial=0.3, seed=42):
             for n in range(5):
-                r = dynamodb.batch_write_item(RequestItems={"t": _puts([f"{n}-{i}" for i in range(25)])})
+                r = dynamodb.batch_write_item(
+                    RequestItems={"t": _puts([f"{n}-{i}" for i in range(25)])}
+                )
                 counts.append(len(r["UnprocessedItems"].get("t", [])))
         return counts
 
@@ -257,7 +285,11 @@ def test_operations_limits_the_faults(dynamodb: Any) -> None:
 
 @pytest.mark.parametrize(
     ("rates", "field"),
-    [({"partial": 1.5}, "partial"), ({"throttle": -0.1}, "throttle"), ({"throttle": 0.6, "error5xx": 0.6}, "throttle")],
+    [
+        ({"partial": 1.5}, "partial"),
+        ({"throttle": -0.1}, "throttle"),
+        ({"throttle": 0.6, "error5xx": 0.6}, "throttle"),
+    ],
 )
 def test_rates_are_validated(dynamodb: Any, rates: dict[str, float], field: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
@@ -278,6 +310,8 @@ def test_all_records_withheld_passes_botocore_validation(aws: None) -> None:
     kinesis = boto3.client("kinesis", region_name=REGION)
     kinesis.create_stream(StreamName="s", ShardCount=1)
     with chaos(kinesis, partial=1.0, seed=1):
-        response = kinesis.put_records(StreamName="s", Records=[{"Data": b"x", "PartitionKey": "p"}])
+        response = kinesis.put_records(
+            StreamName="s", Records=[{"Data": b"x", "PartitionKey": "p"}]
+        )
     assert response["FailedRecordCount"] == 1
     assert _stream_data(kinesis, "s") == []

@@ -6,53 +6,24 @@ under CI (``CI`` set), where a missing emulator means a broken install step.
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from resilient_aws.testing.emulators import (
-    EmulatorNotFound,
-    NodeEmulator,
-    dynalite,
-    kinesalite,
-)
+from resilient_aws.testing.emulators import NodeEmulator
 
 pytestmark = pytest.mark.emulator
 
 
-def _start(factory: Callable[[], NodeEmulator]) -> Iterator[NodeEmulator]:
-    try:
-        emulator = factory()
-    except EmulatorNotFound as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"emulator missing under CI: {exc}")
-        pytest.skip(f"emulator not installed ({exc})")
-    with emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def dynalite_server() -> Iterator[NodeEmulator]:
-    yield from _start(dynalite)
-
-
-@pytest.fixture(scope="module")
-def kinesalite_server() -> Iterator[NodeEmulator]:
-    yield from _start(kinesalite)
-
-
-def _client(service: str, emulator: NodeEmulator) -> Any:
+def _client(service: Literal["dynamodb", "kinesis"], emulator: NodeEmulator) -> Any:
     return boto3.client(
         service,
         endpoint_url=emulator.endpoint_url,
         region_name="us-east-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106
+        aws_secret_access_key="testing",
     )
 
 
@@ -97,14 +68,9 @@ def test_dynalite_rejects_duplicate_keys_in_batch_write(table: tuple[Any, str]) 
 def test_kinesalite_put_records_and_read_back(kinesalite_server: NodeEmulator) -> None:
     kinesis = _client("kinesis", kinesalite_server)
     kinesis.create_stream(StreamName="events", ShardCount=2)
-    deadline = time.monotonic() + 10
-    while (
-        status := kinesis.describe_stream_summary(StreamName="events")[
-            "StreamDescriptionSummary"
-        ]["StreamStatus"]
-    ) != "ACTIVE":
-        assert time.monotonic() < deadline, f"stream still {status}"
-        time.sleep(0.05)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName="events", WaiterConfig={"Delay": 0.1, "MaxAttempts": 50}
+    )
 
     sent = [f"record-{i}".encode() for i in range(10)]
     result = kinesis.put_records(

@@ -18,7 +18,9 @@ def client_error(
 class Flaky:
     """A callable that raises the given errors in order, then returns ``result``."""
 
-    def __init__(self, *errors: BaseException, result: object = "ok", clock: object = None, cost: float = 0.0):
+    def __init__(
+        self, *errors: BaseException, result: object = "ok", clock: object = None, cost: float = 0.0
+    ):
         self.errors = list(errors)
         self.result = result
         self.calls = 0

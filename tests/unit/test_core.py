@@ -107,8 +107,6 @@ def test_no_sleep_ever_ends_past_the_deadline(fake_clock: FakeClock) -> None:
         fake_clock.sleep(seconds)
         sleeps_end.append(fake_clock.now)
 
-
-
     policy = dataclasses.replace(policy, sleep=sleep)
     flaky = Flaky(*[client_error("Throttling") for _ in range(100)], clock=fake_clock, cost=0.05)
     with pytest.raises(DeadlineExceededError) as caught:
@@ -128,7 +126,9 @@ def test_an_expired_deadline_allows_the_first_attempt_but_no_retry(fake_clock: F
 
 
 def test_max_elapsed_caps_the_time_spent(fake_clock: FakeClock) -> None:
-    policy = fake_clock.policy(max_attempts=100, base_delay=0.5, max_delay=0.5, jitter="none", max_elapsed=2.0)
+    policy = fake_clock.policy(
+        max_attempts=100, base_delay=0.5, max_delay=0.5, jitter="none", max_elapsed=2.0
+    )
     start = fake_clock.now
     with pytest.raises(ElapsedTimeExceededError):
         policy.call(Flaky(*[client_error("Throttling") for _ in range(100)]))

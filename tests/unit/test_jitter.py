@@ -50,7 +50,9 @@ def test_decorrelated_jitter_grows_from_the_previous_sleep_up_to_the_cap(
     assert delay <= max(base, (previous or base) * 3)
 
 
-@pytest.mark.parametrize(("attempt", "expected"), [(1, 0.1), (2, 0.2), (3, 0.4), (6, 2.0), (500, 2.0)])
+@pytest.mark.parametrize(
+    ("attempt", "expected"), [(1, 0.1), (2, 0.2), (3, 0.4), (6, 2.0), (500, 2.0)]
+)
 def test_no_jitter_is_the_capped_exponential(attempt: int, expected: float) -> None:
     wait = wait_jittered(0.1, 2.0, "none")
     assert wait(_State(attempt)) == pytest.approx(expected)  # type: ignore[arg-type]

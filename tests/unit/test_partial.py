@@ -15,7 +15,9 @@ from tests.unit.helpers import client_error
 class FakeBatchApi:
     """A batch API that fails some entries per call, retryably or not, and records what it kept."""
 
-    def __init__(self, *, seed: int = 0, retryable_rate: float = 0.3, poison: frozenset[str] = frozenset()):
+    def __init__(
+        self, *, seed: int = 0, retryable_rate: float = 0.3, poison: frozenset[str] = frozenset()
+    ):
         self.rng = random.Random(seed)
         self.retryable_rate = retryable_rate
         self.poison = poison
@@ -53,7 +55,7 @@ def test_every_entry_ends_stored_and_only_failures_are_resent(fake_clock: FakeCl
     assert set(api.stored) == set(entries)
     assert all(count == 1 for count in api.stored.values())
     # each request after the first holds only entries that failed in the one before
-    for before, after in zip(api.requests, api.requests[1:]):
+    for before, after in zip(api.requests, api.requests[1:], strict=False):
         assert set(after) <= set(before)
         assert not set(after) & set(api.stored) - set(after)
     assert outcome.resent == sum(len(r) for r in api.requests[1:])
@@ -62,7 +64,9 @@ def test_every_entry_ends_stored_and_only_failures_are_resent(fake_clock: FakeCl
 
 def test_permanent_failures_are_reported_at_once_and_never_resent(fake_clock: FakeClock) -> None:
     api = FakeBatchApi(seed=1, retryable_rate=0.5, poison=frozenset({"e3", "e7"}))
-    outcome = run_partial(fake_clock.policy(max_attempts=30), api.send, _entries(10), entry_id=str, operation="Put")
+    outcome = run_partial(
+        fake_clock.policy(max_attempts=30), api.send, _entries(10), entry_id=str, operation="Put"
+    )
     assert sorted(f.entry_id for f in outcome.failed) == ["e3", "e7"]
     assert all(f.attempts == 1 and not f.retryable and f.gave_up is None for f in outcome.failed)
     assert sum(r.count("e3") for r in api.requests) == 1
@@ -71,7 +75,9 @@ def test_permanent_failures_are_reported_at_once_and_never_resent(fake_clock: Fa
 
 def test_giving_up_reports_every_pending_entry_with_the_reason(fake_clock: FakeClock) -> None:
     api = FakeBatchApi(retryable_rate=1.0)
-    outcome = run_partial(fake_clock.policy(max_attempts=3), api.send, _entries(5), entry_id=str, operation="Put")
+    outcome = run_partial(
+        fake_clock.policy(max_attempts=3), api.send, _entries(5), entry_id=str, operation="Put"
+    )
     assert outcome.gave_up == "attempts"
     assert [f.entry_id for f in outcome.failed] == _entries(5)
     assert all(f.retryable and f.gave_up == "attempts" and f.attempts == 3 for f in outcome.failed)
@@ -81,7 +87,9 @@ def test_giving_up_reports_every_pending_entry_with_the_reason(fake_clock: FakeC
 def test_the_deadline_stops_retries_and_reports_what_is_left(fake_clock: FakeClock) -> None:
     api = FakeBatchApi(retryable_rate=1.0)
     policy = fake_clock.policy(max_attempts=100, base_delay=0.5, max_delay=0.5, jitter="none")
-    outcome = run_partial(policy.with_deadline(1.2), api.send, _entries(4), entry_id=str, operation="Put")
+    outcome = run_partial(
+        policy.with_deadline(1.2), api.send, _entries(4), entry_id=str, operation="Put"
+    )
     assert outcome.gave_up == "deadline"
     assert len(outcome.failed) == 4
     assert fake_clock.total_slept <= 1.2
@@ -138,7 +146,9 @@ def test_property_each_entry_is_stored_once_or_reported_once(
     clock = FakeClock(seed=seed)
     entries = _entries(n)
     api = FakeBatchApi(seed=seed, retryable_rate=rate, poison=frozenset(f"e{i}" for i in poison))
-    outcome = run_partial(clock.policy(max_attempts=max_attempts), api.send, entries, entry_id=str, operation="Put")
+    outcome = run_partial(
+        clock.policy(max_attempts=max_attempts), api.send, entries, entry_id=str, operation="Put"
+    )
     failed = [f.entry for f in outcome.failed]
     assert len(failed) == len(set(failed))
     assert set(failed).isdisjoint(api.stored)
@@ -153,7 +163,9 @@ async def test_async_partial(fake_clock: FakeClock) -> None:
     async def send(batch: list[str]) -> list[FailedEntry[str]]:
         return api.send(batch)
 
-    outcome = await arun_partial(fake_clock.policy(max_attempts=30), send, _entries(20), entry_id=str, operation="Put")
+    outcome = await arun_partial(
+        fake_clock.policy(max_attempts=30), send, _entries(20), entry_id=str, operation="Put"
+    )
     assert outcome.ok
     assert set(api.stored) == set(_entries(20))
 

@@ -27,7 +27,9 @@ from resilient_aws.testing import FakeClock
         ("budget", 100),
     ],
 )
-def test_invalid_values_raise_configuration_error_naming_the_field(field: str, value: object) -> None:
+def test_invalid_values_raise_configuration_error_naming_the_field(
+    field: str, value: object
+) -> None:
     with pytest.raises(ConfigurationError) as caught:
         RetryPolicy(**{field: value})  # type: ignore[arg-type]
     assert caught.value.field == field

@@ -53,7 +53,12 @@ def test_error_hierarchy() -> None:
         assert issubclass(getattr(errors, name), root)
     assert issubclass(errors.ConfigurationError, ValueError)
     assert issubclass(errors.EntryValidationError, ValueError)
-    for name in ("AttemptsExhaustedError", "ElapsedTimeExceededError", "DeadlineExceededError", "RetryBudgetExhaustedError"):
+    for name in (
+        "AttemptsExhaustedError",
+        "ElapsedTimeExceededError",
+        "DeadlineExceededError",
+        "RetryBudgetExhaustedError",
+    ):
         assert issubclass(getattr(errors, name), errors.RetryError)
     for name in ("EntryTooLargeError", "DuplicateEntryError", "UnsupportedValueError"):
         assert issubclass(getattr(errors, name), errors.EntryValidationError)
@@ -68,7 +73,8 @@ def test_every_exception_is_drawn_in_the_module_docstring() -> None:
 def test_entry_errors_name_the_entry() -> None:
     error = errors.EntryTooLargeError("order-9", 500_000, 409_600)
     assert error.entry_id == "order-9"
-    assert "order-9" in str(error) and "409600" in str(error)
+    assert "order-9" in str(error)
+    assert "409600" in str(error)
 
 
 def _fresh_modules(statement: str) -> set[str]:
@@ -85,7 +91,10 @@ def test_import_resilient_aws_is_lean() -> None:
     assert not {m.split(".")[0] for m in loaded} & (HEAVY | {"tenacity", "boto3"})
 
 
-@pytest.mark.parametrize("module", ["resilient_aws.retry", "resilient_aws.errors", "resilient_aws.cli", "resilient_aws.testing"])
+@pytest.mark.parametrize(
+    "module",
+    ["resilient_aws.retry", "resilient_aws.errors", "resilient_aws.cli", "resilient_aws.testing"],
+)
 def test_subpackages_import_no_optional_dependency(module: str) -> None:
     loaded = {m.split(".")[0] for m in _fresh_modules(f"import {module}")}
     assert not loaded & HEAVY
