@@ -18,13 +18,16 @@ __version__ = "0.1.0"
 # Silent unless the application configures logging (Powertools Logger, logging.basicConfig...).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_SUBMODULES = ("cli", "errors", "retry", "testing")
+_SUBMODULES = ("cli", "dynamodb", "errors", "limits", "results", "retry", "testing")
 
 __all__ = ["__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:
     from resilient_aws import cli as cli
+    from resilient_aws import dynamodb as dynamodb
     from resilient_aws import errors as errors
+    from resilient_aws import limits as limits
+    from resilient_aws import results as results
     from resilient_aws import retry as retry
     from resilient_aws import testing as testing
 

@@ -7,7 +7,13 @@ The hierarchy::
     ├── EntryValidationError      (also ValueError) an entry can never be sent; names the entry
     │   ├── EntryTooLargeError        over the service's per-entry byte limit
     │   ├── DuplicateEntryError       two entries share an id or key in one batch
-    │   └── UnsupportedValueError     a value the service cannot represent (NaN, a set of mixed types…)
+    │   ├── UnsupportedValueError     a value the service cannot represent (NaN, an empty set…)
+    │   └── InvalidKeyError           a key attribute missing, empty or of the wrong type
+    ├── UnknownTableError         (also LookupError) the table does not exist
+    ├── InvalidCursorError        (also ValueError) a resume cursor that is corrupt or for another scan
+    ├── BatchError                some entries finally failed; ``result`` accounts for every entry
+    │   ├── BatchWriteError
+    │   └── BatchGetError
     └── RetryError                a retryable failure that the retry core stopped retrying
         ├── AttemptsExhaustedError    ``max_attempts`` (counted across botocore and the core) used up
         ├── ElapsedTimeExceededError  ``max_elapsed`` would be passed by the next sleep
@@ -25,8 +31,19 @@ Messages name entries by id or key, never by payload: payloads may hold personal
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilient_aws.results import BatchResult
+
 __all__ = [
     "AttemptsExhaustedError",
+    "BatchError",
+    "BatchGetError",
+    "BatchWriteError",
+    "InvalidCursorError",
+    "InvalidKeyError",
+    "UnknownTableError",
     "ConfigurationError",
     "DeadlineExceededError",
     "DuplicateEntryError",
@@ -76,6 +93,38 @@ class DuplicateEntryError(EntryValidationError):
 
 class UnsupportedValueError(EntryValidationError):
     """An entry holds a value the service cannot represent."""
+
+
+class InvalidKeyError(EntryValidationError):
+    """A key attribute is missing, empty or of a type the table's key schema does not have."""
+
+
+class UnknownTableError(ResilientAWSError, LookupError):
+    """The table does not exist (``DescribeTable`` said ``ResourceNotFoundException``)."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(f"table {table!r} does not exist")
+        self.table = table
+
+
+class InvalidCursorError(ResilientAWSError, ValueError):
+    """A resume cursor that cannot be decoded, or that belongs to another table or segment."""
+
+
+class BatchError(ResilientAWSError):
+    """Some entries finally failed. ``result`` names each of them and counts the rest."""
+
+    def __init__(self, result: BatchResult[Any]) -> None:
+        self.result = result
+        super().__init__(str(result))
+
+
+class BatchWriteError(BatchError):
+    """A batch writer finished with entries that finally failed."""
+
+
+class BatchGetError(BatchError):
+    """A batch read finished with keys that could not be read."""
 
 
 class RetryError(ResilientAWSError):

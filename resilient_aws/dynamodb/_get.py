@@ -1,0 +1,148 @@
+"""batch_get: BatchGetItem for any number of keys, with UnprocessedKeys retried."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from resilient_aws.dynamodb._client import dynamodb_client
+from resilient_aws.dynamodb._schema import ItemKey, KeySchema, describe_key_schema
+from resilient_aws.dynamodb._serialize import Numbers, deserialize_item, serialize_item
+from resilient_aws.errors import BatchGetError, ConfigurationError
+from resilient_aws.limits import DYNAMODB_BATCH_GET, BatchLimits
+from resilient_aws.results import BatchResult
+from resilient_aws.retry import DEFAULT_POLICY, FailedEntry, RetryPolicy, classify_entry
+
+__all__ = ["BatchGetResult", "batch_get"]
+
+_UNPROCESSED = classify_entry("dynamodb", "Unprocessed")
+
+
+@dataclass
+class BatchGetResult(BatchResult[Any]):
+    """The items found, the keys not found, and (in ``failed``) the keys that could not be read."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    missing: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Key:
+    identity: ItemKey
+    wire: dict[str, Any]
+    entry_id: str
+    source: Any
+
+
+def batch_get(
+    table: str,
+    keys: Iterable[Any],
+    *,
+    client: Any = None,
+    session: Any = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    key: KeySchema | str | Sequence[str] | None = None,
+    consistent_read: bool = False,
+    projection: Sequence[str] | None = None,
+    keep_order: bool = False,
+    concurrency: int = 1,
+    numbers: Numbers = "decimal",
+    raise_on_failure: bool = True,
+    limits: BatchLimits = DYNAMODB_BATCH_GET,
+) -> BatchGetResult:
+    """Read items by key: any number of keys, 100 per request, ``UnprocessedKeys`` retried.
+
+    Keys are plain dicts (``{"pk": "a", "sk": 1}``); duplicates are read once. The result has
+    the ``items`` found (in the order of ``keys`` with ``keep_order=True``), the keys
+    ``missing`` from the table, and in ``failed`` every key that could not be read when the
+    policy gave up — raised as :class:`~resilient_aws.errors.BatchGetError` unless
+    ``raise_on_failure=False``. ``projection`` lists attribute names to return (the key
+    attributes are always included, to match items to keys).
+    """
+    if concurrency < 1:
+        raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
+    dynamodb = dynamodb_client(client, session)
+    schema = (
+        KeySchema.of(table, key)
+        if key is not None
+        else describe_key_schema(dynamodb, table, policy)
+    )
+    result = BatchGetResult()
+    wanted: dict[ItemKey, _Key] = {}
+    for source in keys:
+        result.submitted += 1
+        wire = serialize_item(
+            source, f"{table}[{source!r}]" if isinstance(source, (str, int)) else table
+        )
+        wire = {name: wire[name] for name in schema.attributes if name in wire}
+        entry_id = schema.describe(wire)
+        identity = schema.key_of(wire, entry_id)
+        if identity in wanted:
+            result.deduplicated += 1
+            continue
+        wanted[identity] = _Key(identity, wire, entry_id, source)
+
+    options: dict[str, Any] = {"ConsistentRead": consistent_read}
+    if projection:
+        names = list(dict.fromkeys([*schema.attributes, *projection]))
+        options["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(names)))
+        options["ExpressionAttributeNames"] = {f"#p{i}": name for i, name in enumerate(names)}
+
+    found: dict[ItemKey, dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def request(batch: list[_Key]) -> list[FailedEntry[_Key]]:
+        with lock:
+            result.requests += 1
+        response = dynamodb.batch_get_item(
+            RequestItems={table: {"Keys": [k.wire for k in batch], **options}}
+        )
+        by_identity = {k.identity: k for k in batch}
+        got = response.get("Responses", {}).get(table, [])
+        with lock:
+            for item in got:
+                found[schema.key_of(item, table)] = item
+        pending = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+        return [
+            FailedEntry(
+                k, k.entry_id, _UNPROCESSED.code, "returned in UnprocessedKeys", retryable=True
+            )
+            for k in (by_identity[schema.key_of(w, table)] for w in pending)
+        ]
+
+    def read(chunk: list[_Key]) -> None:
+        outcome = policy.run_partial(
+            request, chunk, entry_id=lambda k: k.entry_id, operation="BatchGetItem"
+        )
+        with lock:
+            result.resent += outcome.resent
+            result.succeeded += outcome.succeeded
+            result.failed.extend(replace(f, entry=f.entry.source) for f in outcome.failed)
+
+    pending = list(wanted.values())
+    chunks = [
+        pending[i : i + limits.max_entries] for i in range(0, len(pending), limits.max_entries)
+    ]
+    if concurrency == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            read(chunk)
+    else:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="resilient-aws-get") as pool:
+            for done in [pool.submit(read, chunk) for chunk in chunks]:
+                done.result()
+
+    order = pending if keep_order else None
+    identities = [k.identity for k in order] if order is not None else list(found)
+    result.items = [deserialize_item(found[i], numbers) for i in identities if i in found]
+    failed_ids = {f.entry_id for f in result.failed}
+    result.missing = [
+        deserialize_item(k.wire, numbers)
+        for k in pending
+        if k.identity not in found and k.entry_id not in failed_ids
+    ]
+    if result.failed and raise_on_failure:
+        raise BatchGetError(result)
+    return result

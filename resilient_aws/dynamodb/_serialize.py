@@ -1,0 +1,159 @@
+"""Plain Python values to DynamoDB's wire format and back, with boto3's own (de)serializers."""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import math
+from collections.abc import Mapping, Set
+from decimal import Decimal
+from typing import Any, Literal
+
+from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary, TypeDeserializer, TypeSerializer
+
+from resilient_aws.errors import UnsupportedValueError
+
+__all__ = [
+    "Numbers",
+    "deserialize_item",
+    "item_size",
+    "serialize_item",
+    "to_python",
+]
+
+Numbers = Literal["decimal", "native"]
+"""How numbers come back: ``"decimal"`` (exact, boto3's default) or ``"native"`` (int or float)."""
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def to_python(item: Any, entry_id: str = "item") -> dict[str, Any]:
+    """A plain ``dict`` from a dict, a dataclass, a pydantic model or a named tuple."""
+    if isinstance(item, Mapping):
+        return dict(item)
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+    dump = getattr(item, "model_dump", None)  # pydantic v2, duck-typed: never imported here
+    if callable(dump):
+        return dict(dump(mode="python"))
+    as_dict = getattr(item, "_asdict", None)
+    if callable(as_dict):
+        return dict(as_dict())
+    raise UnsupportedValueError(
+        entry_id, f"cannot store a {type(item).__name__}: pass a dict, dataclass or pydantic model"
+    )
+
+
+def _dynamo_number(value: float | Decimal, entry_id: str, path: str) -> Decimal:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnsupportedValueError(entry_id, f"{path}: {value!r} cannot be stored in DynamoDB")
+        # repr is the shortest string that round-trips: 0.1 becomes Decimal("0.1"), not 0.1000000000000000055…
+        value = Decimal(repr(value))
+    if not value.is_finite():
+        raise UnsupportedValueError(entry_id, f"{path}: {value!r} cannot be stored in DynamoDB")
+    try:
+        return DYNAMODB_CONTEXT.create_decimal(value)
+    except (decimal.Inexact, decimal.Rounded, decimal.Overflow, decimal.Underflow):
+        raise UnsupportedValueError(
+            entry_id, f"{path}: {value} has more than 38 digits or is out of DynamoDB's range"
+        ) from None
+
+
+def _prepare(value: Any, entry_id: str, path: str) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (float, Decimal)):
+        return _dynamo_number(value, entry_id, path)
+    if isinstance(value, Mapping):
+        return {str(k): _prepare(v, entry_id, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_prepare(v, entry_id, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Set):
+        if not value:
+            raise UnsupportedValueError(entry_id, f"{path}: DynamoDB does not store empty sets")
+        return {_prepare(v, entry_id, f"{path}{{}}") for v in value}
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _prepare(to_python(value, entry_id), entry_id, path)
+    return value
+
+
+def serialize_item(item: Any, entry_id: str = "item") -> dict[str, Any]:
+    """An item in DynamoDB's wire format; floats become exact ``Decimal`` values.
+
+    Raises :class:`~resilient_aws.errors.UnsupportedValueError` naming the entry and the
+    attribute for what DynamoDB cannot store: NaN, infinity, numbers beyond 38 digits, empty
+    sets, unknown types.
+    """
+    plain = to_python(item, entry_id)
+    wire: dict[str, Any] = {}
+    for name, value in plain.items():
+        prepared = _prepare(value, entry_id, name)
+        try:
+            wire[name] = _serializer.serialize(prepared)
+        except (TypeError, decimal.DecimalException) as error:
+            raise UnsupportedValueError(entry_id, f"{name}: {error}") from None
+    return wire
+
+
+def deserialize_item(wire: Mapping[str, Any], numbers: Numbers = "decimal") -> dict[str, Any]:
+    """A plain dict from DynamoDB's wire format; ``numbers="native"`` gives ints and floats."""
+    item = {name: _deserializer.deserialize(value) for name, value in wire.items()}
+    if numbers == "native":
+        return {name: _native(value) for name, value in item.items()}
+    return item
+
+
+def _native(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _native(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_native(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return {_native(v) for v in value}
+    if isinstance(value, Binary):
+        return raw_bytes(value)
+    return value
+
+
+def raw_bytes(value: Any) -> bytes:
+    """The bytes of a ``Binary`` (as boto3 deserializes ``B``) or of any bytes-like value."""
+    return bytes(value.value) if isinstance(value, Binary) else bytes(value)  # type: ignore[attr-defined]
+
+
+def _number_size(text: str) -> int:
+    digits = text.lstrip("-").replace(".", "").split("e")[0].split("E")[0].lstrip("0") or "0"
+    return (len(digits) + 1) // 2 + 1 + (1 if text.startswith("-") else 0)
+
+
+def _value_size(value: Mapping[str, Any]) -> int:
+    ((kind, data),) = value.items()
+    if kind == "S":
+        return len(data.encode("utf-8"))
+    if kind == "N":
+        return _number_size(data)
+    if kind == "B":
+        return len(raw_bytes(data))
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(s.encode("utf-8")) for s in data)
+    if kind == "NS":
+        return sum(_number_size(n) for n in data)
+    if kind == "BS":
+        return sum(len(raw_bytes(b)) for b in data)
+    if kind == "L":
+        return 3 + sum(1 + _value_size(v) for v in data)
+    if kind == "M":
+        return 3 + sum(len(k.encode("utf-8")) + 1 + _value_size(v) for k, v in data.items())
+    return len(str(data))
+
+
+def item_size(wire: Mapping[str, Any]) -> int:
+    """DynamoDB's size of an item: attribute names plus values, as the service counts them."""
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in wire.items())

@@ -1,0 +1,44 @@
+"""What a batch writer or reader reports when it is done: every entry accounted for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from resilient_aws.retry import FailedEntry
+
+__all__ = ["BatchResult", "FailedEntry"]
+
+E = TypeVar("E")
+
+
+@dataclass
+class BatchResult(Generic[E]):
+    """The account of one writer or reader: ``submitted == succeeded + len(failed) + deduplicated``.
+
+    ``failed`` names every entry that finally failed, with the service's code and message.
+    ``deduplicated`` counts entries replaced by a later entry for the same key before they were
+    sent (last write wins). ``requests`` counts requests sent, ``resent`` entries sent again.
+    """
+
+    submitted: int = 0
+    succeeded: int = 0
+    deduplicated: int = 0
+    requests: int = 0
+    resent: int = 0
+    failed: list[FailedEntry[E]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.submitted} submitted, {self.succeeded} succeeded, {len(self.failed)} failed, "
+            f"{self.deduplicated} deduplicated, {self.requests} requests, {self.resent} re-sent"
+        )
+        if self.failed:
+            shown = ", ".join(f"{f.entry_id} ({f.code})" for f in self.failed[:5])
+            more = f" and {len(self.failed) - 5} more" if len(self.failed) > 5 else ""
+            text += f"; failed: {shown}{more}"
+        return text
