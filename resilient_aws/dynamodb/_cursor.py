@@ -50,7 +50,8 @@ def decode_cursor(cursor: str, scope: Mapping[str, Any]) -> dict[str, Any]:
         key = body["k"]
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as error:
         raise InvalidCursorError(f"not a resilient_aws cursor: {error}") from None
-    for name, expected in scope.items():
+    for name in sorted((set(scope) | set(body)) - {"v", "k"}):
+        expected = scope.get(name)
         if body.get(name) != expected:
             raise InvalidCursorError(
                 f"the cursor belongs to {name}={body.get(name)!r}, not {name}={expected!r}"
