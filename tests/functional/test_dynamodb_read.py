@@ -174,7 +174,7 @@ def test_parallel_scan_resumes_each_segment(ddb: Any, orders: str) -> None:
 
 
 def test_parallel_scan_surfaces_errors(ddb: Any) -> None:
-    with pytest.raises(Exception, match="ResourceNotFound|non-existent|not found"):
+    with pytest.raises(Exception, match=r"ResourceNotFound|non-existent|not found"):
         list(parallel_scan("missing", client=ddb, segments=2))
 
 

@@ -131,10 +131,13 @@ def test_unknown_table(ddb: Any) -> None:
 
 def test_entries_that_finally_fail_are_raised_with_their_codes(ddb: Any, table: str) -> None:
     clock = FakeClock()
-    with chaos(ddb, partial=1.0, seed=1), pytest.raises(BatchWriteError) as caught:
-        with BatchWriter(table, client=ddb, policy=clock.policy(max_attempts=3)) as writer:
-            for i in range(30):
-                writer.put({"pk": "p", "sk": i})
+    with (
+        chaos(ddb, partial=1.0, seed=1),
+        pytest.raises(BatchWriteError) as caught,
+        BatchWriter(table, client=ddb, policy=clock.policy(max_attempts=3)) as writer,
+    ):
+        for i in range(30):
+            writer.put({"pk": "p", "sk": i})
     result = caught.value.result
     assert len(result.failed) == 30
     assert {f.code for f in result.failed} == {"Unprocessed"}

@@ -1,0 +1,244 @@
+"""A latency proxy for the DynamoDB benchmarks: adds a fixed delay to every request.
+
+It listens on a free 127.0.0.1 port and forwards each request to an upstream DynamoDB endpoint
+(dynalite) on 127.0.0.1 after sleeping ``delay`` seconds, keeping connections alive both ways.
+With ``unprocessed_rate`` it withholds that fraction of the write requests of every
+``BatchWriteItem`` (seeded) and returns them in ``UnprocessedItems``, as DynamoDB does under
+throttling. It counts requests and entries per operation; :meth:`LatencyProxy.stats` reads them.
+
+The proxy runs in a child process (asyncio, stdlib only), so that it competes with neither the
+GIL nor the CPU accounting of the benchmarked client::
+
+    with LatencyProxy(ddb.endpoint_url, delay=0.005) as proxy:
+        client = boto3.client("dynamodb", endpoint_url=proxy.endpoint_url, ...)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import random
+import subprocess
+import sys
+import uuid
+import zlib
+from collections import defaultdict
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+_HOST = "127.0.0.1"
+_STATS = "/__proxy/stats"
+Head = tuple[str, list[tuple[str, str]]]
+
+
+class LatencyProxy:
+    """Context manager running the proxy process; ``endpoint_url`` points boto3 at it."""
+
+    def __init__(
+        self, upstream: str, *, delay: float = 0.005, unprocessed_rate: float = 0.0, seed: int = 1
+    ) -> None:
+        if urlsplit(upstream).hostname != _HOST:
+            raise ValueError(f"the proxy only forwards to {_HOST}, got {upstream}")
+        self.upstream, self.delay, self.rate, self.seed = upstream, delay, unprocessed_rate, seed
+        self.port = 0
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{_HOST}:{self.port}"
+
+    def __enter__(self) -> LatencyProxy:
+        args = [self.upstream, str(self.delay), str(self.rate), str(self.seed)]
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line.startswith("listening "):
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"latency proxy did not start: {line!r}")
+        self.port = int(line.split()[1])
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def stats(self, reset: bool = False) -> dict[str, dict[str, int]]:
+        """``{operation: {"requests": n, "entries": n, "withheld": n}}`` since the last reset."""
+        conn = http.client.HTTPConnection(_HOST, self.port, timeout=10)
+        try:
+            conn.request("GET", _STATS + ("?reset=1" if reset else ""))
+            return dict(json.loads(conn.getresponse().read()))
+        finally:
+            conn.close()
+
+
+# -- the proxy process ----------------------------------------------------------------------------
+
+
+async def _read_head(reader: asyncio.StreamReader) -> Head:
+    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = [(k.strip(), v.strip()) for k, _, v in (h.partition(":") for h in lines[1:] if h)]
+    return lines[0], headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]) -> bytes:
+    fields = {k.lower(): v for k, v in headers}
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            body += (await reader.readexactly(size + 2))[:-2]
+        await reader.readuntil(b"\r\n")
+        return body
+    length = int(fields.get("content-length", "0"))
+    return await reader.readexactly(length) if length else b""
+
+
+def _encode(first: str, headers: list[tuple[str, str]], body: bytes, fixed: bool) -> bytes:
+    """Head and body on the wire; ``fixed`` recomputes Content-Length and the CRC32."""
+    skip = {"content-length", "transfer-encoding", "x-amz-crc32"} if fixed else set()
+    kept = [(k, v) for k, v in headers if k.lower() not in skip]
+    if fixed:
+        kept += [("Content-Length", str(len(body))), ("x-amz-crc32", str(zlib.crc32(body)))]
+    head = "\r\n".join([first, *(f"{k}: {v}" for k, v in kept), "", ""])
+    return head.encode("latin-1") + body
+
+
+class _Proxy:
+    def __init__(self, upstream: str, delay: float, rate: float, seed: int) -> None:
+        parts = urlsplit(upstream)
+        self.port = parts.port or 80
+        self.delay, self.rate, self.rng = delay, rate, random.Random(seed)
+        self.counts: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            while True:
+                first, headers = await _read_head(reader)
+                body = await _read_body(reader, headers)
+                if first.split()[1].startswith(_STATS):
+                    writer.write(self._stats(first))
+                else:
+                    upstream, out = await self._handle(first, headers, body, upstream)
+                    writer.write(out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            for w in (writer, upstream[1] if upstream else None):
+                if w is not None:
+                    w.close()
+
+    def _stats(self, first: str) -> bytes:
+        body = json.dumps(self.counts).encode()
+        if "reset=1" in first:
+            self.counts.clear()
+        return _encode("HTTP/1.1 200 OK", [("Content-Type", "application/json")], body, True)
+
+    async def _handle(
+        self,
+        first: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, bytes]:
+        target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
+        operation = target.rpartition(".")[2] or "?"
+        counts = self.counts[operation]
+        counts["requests"] += 1
+        withheld: dict[str, list[Any]] = {}
+        if operation == "BatchWriteItem":
+            request = json.loads(body)
+            counts["entries"] += sum(len(r) for r in request["RequestItems"].values())
+            if self.rate:
+                withheld = self._withhold(request["RequestItems"])
+                counts["withheld"] += sum(len(r) for r in withheld.values())
+                body = json.dumps(request).encode()
+        await asyncio.sleep(self.delay)
+        if withheld and not request["RequestItems"]:  # nothing left to forward
+            reply = {"UnprocessedItems": withheld}
+            fake = [("Content-Type", "application/x-amz-json-1.0")]
+            fake.append(("x-amzn-RequestId", uuid.uuid4().hex))
+            return upstream, _encode("HTTP/1.1 200 OK", fake, json.dumps(reply).encode(), True)
+        upstream, (status, rheaders, rbody) = await self._forward(first, headers, body, upstream)
+        if withheld and status.split()[1] == "200":
+            reply = json.loads(rbody)
+            unprocessed = reply.setdefault("UnprocessedItems", {})
+            for table, requests in withheld.items():
+                unprocessed.setdefault(table, []).extend(requests)
+            return upstream, _encode(status, rheaders, json.dumps(reply).encode(), True)
+        return upstream, _encode(status, rheaders, rbody, fixed=False)
+
+    def _withhold(self, items: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        withheld: dict[str, list[Any]] = {}
+        for table in list(items):
+            keep = []
+            for request in items[table]:
+                if self.rng.random() < self.rate:
+                    withheld.setdefault(table, []).append(request)
+                else:
+                    keep.append(request)
+            if keep:
+                items[table] = keep
+            else:
+                del items[table]
+        return withheld
+
+    async def _forward(
+        self,
+        first: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], tuple[str, Any, bytes]]:
+        data = _encode(first, headers, body, fixed=True)
+        for attempt in (1, 2):  # a kept-alive upstream connection may have been closed idle
+            reused = upstream is not None
+            if upstream is None:
+                upstream = await asyncio.open_connection(_HOST, self.port)
+            try:
+                upstream[1].write(data)
+                await upstream[1].drain()
+                status, rheaders = await _read_head(upstream[0])
+                return upstream, (status, rheaders, await _read_body(upstream[0], rheaders))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                upstream[1].close()
+                upstream = None
+                if not reused or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+async def _main(upstream: str, delay: float, rate: float, seed: int) -> None:
+    proxy = _Proxy(upstream, delay, rate, seed)
+    server = await asyncio.start_server(proxy.serve, _HOST, 0, backlog=256)
+    print("listening", server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="latency proxy (started by LatencyProxy)")
+    parser.add_argument("upstream")
+    parser.add_argument("delay", type=float)
+    parser.add_argument("rate", type=float)
+    parser.add_argument("seed", type=int)
+    ns = parser.parse_args()
+    try:
+        asyncio.run(_main(ns.upstream, ns.delay, ns.rate, ns.seed))
+    except KeyboardInterrupt:
+        pass
