@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 # Never let a test reach real AWS, whatever the developer's environment holds.
 for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -17,3 +21,15 @@ os.environ.update(
 @pytest.fixture
 def aws_region() -> str:
     return "us-east-1"
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto in process for the duration of one test."""
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ddb(aws: None) -> Any:
+    return boto3.client("dynamodb", region_name="us-east-1")
