@@ -23,3 +23,11 @@ def test_example_runs(script: Path) -> None:
 
 def test_there_are_examples() -> None:
     assert SCRIPTS
+
+
+def test_the_state_machine_definition_is_valid_json_with_a_resume_loop() -> None:
+    import json
+
+    definition = json.loads((EXAMPLES / "parallel_scan_state_machine.json").read_text())
+    states = definition["States"]["ScanEachSegment"]["ItemProcessor"]["States"]
+    assert states["SegmentDone?"]["Default"] == "ScanSegment"
