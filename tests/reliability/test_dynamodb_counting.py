@@ -24,8 +24,17 @@ def test_twenty_thousand_items_nothing_lost_nothing_invented(ddb: Any, seed: int
             for pk, sk in expected:
                 writer.put({"pk": pk, "sk": sk, "amount": sk / 100})
         scanned = {(i["pk"], int(i["sk"])) for i in scan(table, client=ddb, policy=policy)}
-        parallel = {(i["pk"], int(i["sk"])) for i in parallel_scan(table, client=ddb, policy=policy, segments=4)}
-        got = batch_get(table, [{"pk": pk, "sk": sk} for pk, sk in expected], client=ddb, policy=policy, concurrency=4)
+        parallel = {
+            (i["pk"], int(i["sk"]))
+            for i in parallel_scan(table, client=ddb, policy=policy, segments=4)
+        }
+        got = batch_get(
+            table,
+            [{"pk": pk, "sk": sk} for pk, sk in expected],
+            client=ddb,
+            policy=policy,
+            concurrency=4,
+        )
     assert writer.result.ok
     assert writer.result.succeeded == ITEMS
     assert injected.stats.withheld_entries > 1000

@@ -9,11 +9,20 @@ import sys
 import pytest
 
 import resilient_aws
-from resilient_aws import errors, retry, testing
+from resilient_aws import dynamodb, errors, limits, retry, testing
 
 
 def test_top_level_exports() -> None:
-    assert resilient_aws.__all__ == ["__version__", "cli", "errors", "retry", "testing"]
+    assert resilient_aws.__all__ == [
+        "__version__",
+        "cli",
+        "dynamodb",
+        "errors",
+        "limits",
+        "results",
+        "retry",
+        "testing",
+    ]
     assert resilient_aws.retry is retry
     with pytest.raises(AttributeError):
         resilient_aws.nope  # noqa: B018
@@ -41,6 +50,38 @@ def test_retry_exports() -> None:
         "run_partial",
         "wait_jittered",
     ]
+
+
+def test_dynamodb_exports() -> None:
+    assert sorted(dynamodb.__all__) == [
+        "BatchGetResult",
+        "BatchResult",
+        "BatchWriter",
+        "FailedEntry",
+        "KeySchema",
+        "Numbers",
+        "Page",
+        "ParallelScan",
+        "Read",
+        "ReadSummary",
+        "batch_get",
+        "describe_key_schema",
+        "deserialize_item",
+        "item_size",
+        "parallel_scan",
+        "query",
+        "scan",
+        "scan_segment",
+        "serialize_item",
+    ]
+
+
+def test_limits_are_todays_values() -> None:
+    assert limits.DYNAMODB_BATCH_WRITE.max_entries == 25
+    assert limits.DYNAMODB_BATCH_WRITE.max_entry_bytes == 400 * 1024
+    assert limits.DYNAMODB_BATCH_GET.max_entries == 100
+    assert limits.SQS_BATCH.max_request_bytes == 1024 * 1024
+    assert limits.KINESIS_PUT_RECORDS.max_entry_bytes == 10 * 1024 * 1024
 
 
 def test_testing_exports() -> None:
@@ -93,7 +134,13 @@ def test_import_resilient_aws_is_lean() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["resilient_aws.retry", "resilient_aws.errors", "resilient_aws.cli", "resilient_aws.testing"],
+    [
+        "resilient_aws.retry",
+        "resilient_aws.errors",
+        "resilient_aws.cli",
+        "resilient_aws.testing",
+        "resilient_aws.dynamodb",
+    ],
 )
 def test_subpackages_import_no_optional_dependency(module: str) -> None:
     loaded = {m.split(".")[0] for m in _fresh_modules(f"import {module}")}
