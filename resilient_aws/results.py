@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from resilient_aws.retry import FailedEntry
 
-__all__ = ["BatchResult", "FailedEntry"]
+__all__ = ["Answer", "BatchResult", "FailedEntry"]
 
 E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class Answer(Generic[E]):
+    """The service's answer for one entry that succeeded (message id, sequence number...)."""
+
+    entry: E = field(repr=False)
+    entry_id: str
+    response: Any
 
 
 @dataclass
@@ -27,6 +36,7 @@ class BatchResult(Generic[E]):
     requests: int = 0
     resent: int = 0
     failed: list[FailedEntry[E]] = field(default_factory=list)
+    answers: list[Answer[E]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -1,24 +1,17 @@
-"""BatchWriter: BatchWriteItem that never loses an entry."""
+"""BatchWriter: BatchWriteItem that never loses an entry, on the shared batch engine."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal
 
+from resilient_aws._engine import BatchEngine, Entry, Sent
 from resilient_aws.dynamodb._client import dynamodb_client
-from resilient_aws.dynamodb._schema import ItemKey, KeySchema, describe_key_schema
+from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import item_size, serialize_item, to_python
-from resilient_aws.errors import (
-    BatchWriteError,
-    ConfigurationError,
-    EntryTooLargeError,
-    EntryValidationError,
-)
+from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import DYNAMODB_BATCH_WRITE, BatchLimits
 from resilient_aws.results import BatchResult
 from resilient_aws.retry import DEFAULT_POLICY, Deadline, FailedEntry, RetryPolicy, classify_entry
@@ -31,18 +24,55 @@ logger = logging.getLogger("resilient_aws.dynamodb")
 _REQUEST_OVERHEAD = 32
 _UNPROCESSED = classify_entry("dynamodb", "Unprocessed")
 
-
-@dataclass(frozen=True)
-class _Write:
-    table: str
-    key: ItemKey
-    request: dict[str, Any]
-    entry_id: str
-    size: int
-    source: Any
-
-
 KeySpec = KeySchema | str | Sequence[str]
+
+
+class _BatchWriteItem:
+    """One ``BatchWriteItem`` request; ``UnprocessedItems`` mapped back to the entries sent."""
+
+    operation = "BatchWriteItem"
+
+    def __init__(self, client: Any, schemas: dict[str, KeySchema], limits: BatchLimits) -> None:
+        self.client = client
+        self.schemas = schemas
+        self.limits = limits
+
+    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+        request_items: dict[str, list[dict[str, Any]]] = {}
+        for entry in batch:
+            table, request = entry.payload
+            request_items.setdefault(table, []).append(request)
+        response = self.client.batch_write_item(RequestItems=request_items)
+        unprocessed = response.get("UnprocessedItems") or {}
+        if not unprocessed:
+            return Sent([(e, None) for e in batch], [])
+        by_slot = {e.dedupe: e for e in batch}
+        failed: list[FailedEntry[Entry[Any]]] = []
+        for table, requests in unprocessed.items():
+            schema = self.schemas[table]
+            for request in requests:
+                wire = (
+                    request["PutRequest"]["Item"]
+                    if "PutRequest" in request
+                    else request["DeleteRequest"]["Key"]
+                )
+                sent = by_slot.get((table, schema.key_of(wire, table)))
+                if sent is None:
+                    logger.warning(
+                        "UnprocessedItems names an entry not sent: %s", schema.describe(wire)
+                    )
+                    continue
+                failed.append(
+                    FailedEntry(
+                        sent,
+                        sent.entry_id,
+                        _UNPROCESSED.code,
+                        "returned in UnprocessedItems",
+                        retryable=_UNPROCESSED.retryable,
+                    )
+                )
+        failed_ids = {id(f.entry) for f in failed}
+        return Sent([(e, None) for e in batch if id(e) not in failed_ids], failed)
 
 
 class BatchWriter:
@@ -72,7 +102,8 @@ class BatchWriter:
     that can never be written; ``"report"`` records it as a failed entry instead, so that a
     loop is not interrupted. At the end :attr:`result` accounts for every entry; ``close()``
     raises :class:`~resilient_aws.errors.BatchWriteError` if any finally failed, unless
-    ``raise_on_failure=False``. A writer is fed from one thread; requests go out on its pool.
+    ``raise_on_failure=False``. ``flush_interval`` (seconds) also sends a partly filled batch
+    that has waited that long, for long-running producers.
     """
 
     def __init__(
@@ -88,9 +119,8 @@ class BatchWriter:
         raise_on_failure: bool = True,
         on_invalid: Literal["raise", "report"] = "raise",
         limits: BatchLimits = DYNAMODB_BATCH_WRITE,
+        flush_interval: float | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
         if on_invalid not in ("raise", "report"):
             raise ConfigurationError(
                 "on_invalid", f"must be 'raise' or 'report', got {on_invalid!r}"
@@ -98,11 +128,8 @@ class BatchWriter:
         self.table = table
         self.client = dynamodb_client(client, session)
         self.policy = policy.with_deadline(deadline) if deadline is not None else policy
-        self.concurrency = concurrency
-        self.raise_on_failure = raise_on_failure
         self.on_invalid = on_invalid
         self.limits = limits
-        self.result: BatchResult[Any] = BatchResult()
         self._schemas: dict[str, KeySchema] = {}
         if isinstance(keys, Mapping):
             for name, spec in keys.items():
@@ -111,27 +138,32 @@ class BatchWriter:
             if table is None:
                 raise ConfigurationError("keys", "a key without a table: pass keys={table: key}")
             self._schemas[table] = KeySchema.of(table, keys)
-        self._buffer: dict[tuple[str, ItemKey], _Write] = {}
-        self._buffer_bytes = 0
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: dict[tuple[str, ItemKey], Future[None]] = {}
-        self._futures: set[Future[None]] = set()
-        self._closed = False
+        self._engine: BatchEngine[Any] = BatchEngine(
+            _BatchWriteItem(self.client, self._schemas, limits),
+            policy=self.policy,
+            concurrency=concurrency,
+            ordered=True,  # one request per key in flight: retries never reorder writes of a key
+            on_group_failure="continue",  # a later write of a key is still wanted (last wins)
+            split_codes=frozenset({"ValidationException"}),
+            raise_on_failure=raise_on_failure,
+            keep_answers=False,
+            flush_interval=flush_interval,
+        )
+
+    @property
+    def result(self) -> BatchResult[Any]:
+        """Every entry so far: ``submitted == succeeded + len(failed) + deduplicated`` when done."""
+        return self._engine.result
 
     # -- feeding --------------------------------------------------------------------------------
 
     def put(self, item: Any, *, table: str | None = None) -> None:
         """Buffer a ``PutRequest`` for ``item`` (a dict, dataclass or pydantic model)."""
-        name = self._table(table)
-        schema = self._schema(name)
-        self._accept(name, schema, item, put=True)
+        self._accept(self._table(table), item, put=True)
 
     def delete(self, key: Any, *, table: str | None = None) -> None:
         """Buffer a ``DeleteRequest`` for ``key`` (the key attributes, as for ``put``)."""
-        name = self._table(table)
-        schema = self._schema(name)
-        self._accept(name, schema, key, put=False)
+        self._accept(self._table(table), key, put=False)
 
     def put_many(self, items: Any, *, table: str | None = None) -> None:
         """``put`` each item of an iterable."""
@@ -140,22 +172,11 @@ class BatchWriter:
 
     def flush(self) -> None:
         """Send everything buffered and wait until every request in flight has settled."""
-        while self._buffer:
-            self._send_next_chunk()
-        self._wait_all()
+        self._engine.flush()
 
     def close(self) -> BatchResult[Any]:
         """Flush, stop the pool and return the result (or raise ``BatchWriteError``)."""
-        if not self._closed:
-            try:
-                self.flush()
-            finally:
-                self._closed = True
-                if self._pool is not None:
-                    self._pool.shutdown(wait=True)
-        if self.result.failed and self.raise_on_failure:
-            raise BatchWriteError(self.result)
-        return self.result
+        return self._engine.close()
 
     def __enter__(self) -> BatchWriter:
         return self
@@ -170,11 +191,12 @@ class BatchWriter:
             self.close()
             return
         # The block failed: still write what it buffered, and let its exception through.
-        raise_on_failure, self.raise_on_failure = self.raise_on_failure, False
+        engine = self._engine
+        raise_on_failure, engine.raise_on_failure = engine.raise_on_failure, False
         try:
-            self.close()
+            engine.close()
         finally:
-            self.raise_on_failure = raise_on_failure
+            engine.raise_on_failure = raise_on_failure
         if self.result.failed:
             logger.warning(
                 "BatchWriter closed by an exception with failed entries: %s", self.result
@@ -188,7 +210,7 @@ class BatchWriter:
             raise ConfigurationError(
                 "table", "no table: pass table= to the writer or to put/delete"
             )
-        if self._closed:
+        if self._engine.closed:
             raise ConfigurationError("table", "the writer is closed")
         return name
 
@@ -199,160 +221,36 @@ class BatchWriter:
             self._schemas[table] = schema
         return schema
 
-    def _accept(self, table: str, schema: KeySchema, source: Any, *, put: bool) -> None:
-        self.result.submitted += 1
+    def _accept(self, table: str, source: Any, *, put: bool) -> None:
+        schema = self._schema(table)
         try:
-            write = self._prepare(table, schema, source, put=put)
+            entry = self._prepare(table, schema, source, put=put)
         except EntryValidationError as invalid:
             if self.on_invalid == "raise":
-                self.result.submitted -= 1
                 raise
-            self.result.failed.append(
-                FailedEntry(source, invalid.entry_id, type(invalid).__name__, invalid.reason)
-            )
+            self._engine.reject(source, invalid)
             return
-        slot = (table, write.key)
-        replaced = self._buffer.pop(slot, None)
-        if replaced is not None:
-            self.result.deduplicated += 1
-            self._buffer_bytes -= replaced.size
-        elif self._buffer_bytes + write.size > self.limits.max_request_bytes:
-            self._send_next_chunk()
-        self._buffer[slot] = write
-        self._buffer_bytes += write.size
-        if len(self._buffer) >= self.limits.max_entries:
-            self._send_next_chunk()
+        self._engine.add(entry)
 
-    def _prepare(self, table: str, schema: KeySchema, source: Any, *, put: bool) -> _Write:
+    def _prepare(self, table: str, schema: KeySchema, source: Any, *, put: bool) -> Entry[Any]:
         provisional_id = f"{table}[{_describe_source(source, schema)}]"
         wire = serialize_item(source, provisional_id)
         if not put:
             wire = {name: wire[name] for name in schema.attributes if name in wire}
-        key = schema.key_of(wire, provisional_id)
+        slot = (table, schema.key_of(wire, provisional_id))
         entry_id = schema.describe(wire)
         size = item_size(wire)
         if put and self.limits.max_entry_bytes is not None and size > self.limits.max_entry_bytes:
             raise EntryTooLargeError(entry_id, size, self.limits.max_entry_bytes)
         request = {"PutRequest": {"Item": wire}} if put else {"DeleteRequest": {"Key": wire}}
-        return _Write(table, key, request, entry_id, size + _REQUEST_OVERHEAD, source)
-
-    def _send_next_chunk(self) -> None:
-        chunk: list[_Write] = []
-        size = 0
-        for slot in list(self._buffer):
-            write = self._buffer[slot]
-            if chunk and (
-                len(chunk) >= self.limits.max_entries
-                or size + write.size > self.limits.max_request_bytes
-            ):
-                break
-            chunk.append(self._buffer.pop(slot))
-            size += write.size
-        self._buffer_bytes -= size
-        if self.concurrency == 1:
-            self._send(chunk)
-            return
-        self._submit(chunk)
-
-    def _submit(self, chunk: list[_Write]) -> None:
-        # A key already in flight must settle first, or a retry could overwrite a newer write.
-        with self._lock:
-            earlier = {
-                self._in_flight[s] for w in chunk if (s := (w.table, w.key)) in self._in_flight
-            }
-        if earlier:
-            wait(earlier)
-        while len(self._futures) >= self.concurrency:
-            done, _ = wait(self._futures, return_when=FIRST_COMPLETED)
-            self._collect(done)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self.concurrency, thread_name_prefix="resilient-aws-writer"
-            )
-        future = self._pool.submit(self._send, chunk)
-        slots = [(w.table, w.key) for w in chunk]
-        with self._lock:
-            for slot in slots:
-                self._in_flight[slot] = future
-        self._futures.add(future)
-
-        def forget(done: Future[None]) -> None:
-            with self._lock:
-                for slot in slots:
-                    if self._in_flight.get(slot) is done:
-                        del self._in_flight[slot]
-
-        future.add_done_callback(forget)
-
-    def _wait_all(self) -> None:
-        if self._futures:
-            done, _ = wait(self._futures)
-            self._collect(done)
-
-    def _collect(self, done: set[Future[None]]) -> None:
-        for future in done:
-            self._futures.discard(future)
-            future.result()  # a bug in a worker surfaces here, not silently
-
-    def _send(self, chunk: list[_Write]) -> None:
-        outcome = self.policy.run_partial(
-            self._request, chunk, entry_id=lambda w: w.entry_id, operation="BatchWriteItem"
+        return Entry(
+            source,
+            entry_id,
+            (table, request),
+            size + _REQUEST_OVERHEAD,
+            group=slot,
+            dedupe=slot,
         )
-        rejected = [f for f in outcome.failed if f.code == "ValidationException"]
-        with self._lock:
-            self.result.resent += outcome.resent
-            self.result.succeeded += outcome.succeeded
-            self.result.failed.extend(
-                replace(f, entry=f.entry.source)
-                for f in outcome.failed
-                if f.code != "ValidationException"
-            )
-        if len(rejected) > 1:
-            # DynamoDB rejects a whole batch for one bad entry: halve until it stands alone.
-            half = len(rejected) // 2
-            self._send([f.entry for f in rejected[:half]])
-            self._send([f.entry for f in rejected[half:]])
-        elif rejected:
-            with self._lock:
-                self.result.failed.append(replace(rejected[0], entry=rejected[0].entry.source))
-
-    def _request(self, batch: list[_Write]) -> list[FailedEntry[_Write]]:
-        request_items: dict[str, list[dict[str, Any]]] = {}
-        for write in batch:
-            request_items.setdefault(write.table, []).append(write.request)
-        with self._lock:
-            self.result.requests += 1
-        response = self.client.batch_write_item(RequestItems=request_items)
-        unprocessed = response.get("UnprocessedItems") or {}
-        if not unprocessed:
-            return []
-        by_slot = {(w.table, w.key): w for w in batch}
-        failures: list[FailedEntry[_Write]] = []
-        for table, requests in unprocessed.items():
-            schema = self._schemas[table]
-            for request in requests:
-                wire = (
-                    request["PutRequest"]["Item"]
-                    if "PutRequest" in request
-                    else request["DeleteRequest"]["Key"]
-                )
-                sent = by_slot.get((table, schema.key_of(wire, table)))
-                if sent is None:
-                    logger.warning(
-                        "UnprocessedItems names an entry that was not sent: %s",
-                        schema.describe(wire),
-                    )
-                    continue
-                failures.append(
-                    FailedEntry(
-                        sent,
-                        sent.entry_id,
-                        _UNPROCESSED.code,
-                        "returned in UnprocessedItems",
-                        retryable=_UNPROCESSED.retryable,
-                    )
-                )
-        return failures
 
 
 def _describe_source(source: Any, schema: KeySchema) -> str:

@@ -1,0 +1,351 @@
+"""The one batch engine behind every batch writer: buffer, chunk, send, retry per entry, account.
+
+Service adapters (DynamoDB ``BatchWriteItem``, SQS, SNS, EventBridge, Kinesis, Firehose) only
+say how to send one request and how to read its per-entry answers; everything else lives here:
+chunking by the service's entry and byte limits, de-duplication, per-group ordering,
+concurrency, per-entry retries through the retry core, splitting of batches rejected whole,
+and a result that accounts for every entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
+from resilient_aws.limits import BatchLimits
+from resilient_aws.results import Answer, BatchResult
+from resilient_aws.retry import FailedEntry, RetryPolicy
+
+__all__ = ["Adapter", "BatchEngine", "Entry", "Sent"]
+
+logger = logging.getLogger("resilient_aws.batch")
+
+S = TypeVar("S")
+
+GroupFailure = Literal["continue", "fail"]
+
+
+@dataclass(frozen=True, eq=False)
+class Entry(Generic[S]):
+    """One entry ready to send: the caller's ``source``, its wire ``payload`` and bookkeeping.
+
+    ``group`` orders entries (at most one per group per request, never two requests of a group
+    in flight); ``dedupe`` replaces an earlier pending entry with the same value.
+    """
+
+    source: S
+    entry_id: str
+    payload: Any
+    size: int
+    group: Hashable | None = None
+    dedupe: Hashable | None = None
+
+
+@dataclass(frozen=True)
+class Sent(Generic[S]):
+    """What one request did: the entries that succeeded (with the service's answer) and failed."""
+
+    succeeded: list[tuple[Entry[S], Any]]
+    failed: list[FailedEntry[Entry[S]]]
+
+
+class Adapter(Protocol[S]):
+    """How to send one request of a batch API and read its per-entry answers."""
+
+    operation: str
+    limits: BatchLimits
+
+    def send(self, batch: list[Entry[S]]) -> Sent[S]:
+        """Make one request; raise for whole-request errors, report per-entry failures."""
+        ...
+
+
+class BatchEngine(Generic[S]):
+    """Buffers entries and sends them through an :class:`Adapter`; see the module docstring.
+
+    ``ordered`` sends at most one entry of a ``group`` per request and never has two requests
+    of one group in flight, so a retried entry cannot be overtaken by a later one of its group.
+    When an entry finally fails, ``on_group_failure="fail"`` fails the later entries of its group
+    (code ``PrecedingEntryFailed``) instead of sending them out of order; ``"continue"`` sends
+    them. ``split_codes``: whole-request error codes for which a rejected batch is halved until
+    the bad entry stands alone.
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter[S],
+        *,
+        policy: RetryPolicy,
+        concurrency: int = 1,
+        ordered: bool = False,
+        on_group_failure: GroupFailure = "continue",
+        split_codes: frozenset[str] = frozenset(),
+        raise_on_failure: bool = True,
+        error: Callable[[BatchResult[Any]], Exception] = BatchWriteError,
+        keep_answers: bool = True,
+        flush_interval: float | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
+        if flush_interval is not None and flush_interval <= 0:
+            raise ConfigurationError("flush_interval", f"must be > 0, got {flush_interval!r}")
+        self.adapter = adapter
+        self.limits = adapter.limits
+        self.policy = policy
+        self.concurrency = concurrency
+        self.ordered = ordered
+        self.on_group_failure = on_group_failure
+        self.split_codes = split_codes
+        self.raise_on_failure = raise_on_failure
+        self.error = error
+        self.keep_answers = keep_answers
+        self.flush_interval = flush_interval
+        self.result: BatchResult[S] = BatchResult()
+        self._pending: dict[Hashable, Entry[S]] = {}
+        self._pending_bytes = 0
+        self._oldest: float | None = None
+        self._serial = 0
+        self._lock = threading.RLock()
+        self._in_flight_groups: set[Hashable] = set()
+        self._blocked_groups: set[Hashable] = set()
+        self._futures: set[Future[None]] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.closed = False
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def add(self, entry: Entry[S]) -> None:
+        """Buffer a prepared entry; sends full chunks as they form."""
+        with self._lock:
+            if self.closed:
+                raise ConfigurationError("closed", "the writer is closed")
+            self.result.submitted += 1
+            if entry.group is not None and entry.group in self._blocked_groups:
+                self._fail_blocked(entry)
+                return
+            slot: Hashable
+            if entry.dedupe is not None:
+                slot = ("dedupe", entry.dedupe)
+                replaced = self._pending.pop(slot, None)
+                if replaced is not None:
+                    self.result.deduplicated += 1
+                    self._pending_bytes -= replaced.size
+            else:
+                self._serial += 1
+                slot = self._serial
+            self._pending[slot] = entry
+            self._pending_bytes += entry.size
+            if self._oldest is None:
+                self._oldest = time.monotonic()
+            self._start_flusher()
+        self._send_full_chunks()
+
+    def reject(self, source: S, invalid: EntryValidationError) -> None:
+        """Account for an entry refused before sending (``on_invalid="report"``)."""
+        with self._lock:
+            self.result.submitted += 1
+            self.result.failed.append(
+                FailedEntry(source, invalid.entry_id, type(invalid).__name__, invalid.reason)
+            )
+
+    def flush(self) -> None:
+        """Send everything buffered and wait until every request in flight has settled."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    break
+            if not self._send_one_chunk():
+                self._wait_any()
+        self._wait_all()
+
+    def close(self) -> BatchResult[S]:
+        """Flush, stop the threads, return the result; raise if entries finally failed."""
+        if not self.closed:
+            self._stop.set()
+            try:
+                self.flush()
+            finally:
+                self.closed = True
+                if self._pool is not None:
+                    self._pool.shutdown(wait=True)
+        if self.result.failed and self.raise_on_failure:
+            raise self.error(self.result)
+        return self.result
+
+    # -- chunking -------------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        return (
+            len(self._pending) >= self.limits.max_entries
+            or self._pending_bytes >= self.limits.max_request_bytes
+        )
+
+    def _send_full_chunks(self) -> None:
+        while True:
+            with self._lock:
+                if not self._full():
+                    return
+            if not self._send_one_chunk():
+                self._wait_any()
+
+    def _take_chunk(self) -> list[Entry[S]]:
+        """Cut the next request from the buffer (under the lock)."""
+        chunk: list[Entry[S]] = []
+        size = 0
+        groups: set[Hashable] = set()
+        for slot, entry in list(self._pending.items()):
+            if len(chunk) >= self.limits.max_entries:
+                break
+            if chunk and size + entry.size > self.limits.max_request_bytes:
+                break
+            group = entry.group
+            if group is not None:
+                if group in self._blocked_groups:
+                    del self._pending[slot]
+                    self._pending_bytes -= entry.size
+                    self._fail_blocked(entry)
+                    continue
+                if self.ordered and (group in groups or group in self._in_flight_groups):
+                    continue
+                groups.add(group)
+            del self._pending[slot]
+            self._pending_bytes -= entry.size
+            chunk.append(entry)
+            size += entry.size
+        self._in_flight_groups |= groups
+        if not self._pending:
+            self._oldest = None
+        return chunk
+
+    def _send_one_chunk(self) -> bool:
+        """Send (or submit) one chunk; False when every pending entry must wait for a group."""
+        with self._lock:
+            chunk = self._take_chunk()
+        if not chunk:
+            with self._lock:
+                return not self._pending
+        if self.concurrency == 1:
+            self._settle(chunk)
+            return True
+        while len(self._futures) >= self.concurrency:
+            self._wait_any()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.concurrency, thread_name_prefix="resilient-aws-batch"
+            )
+        future = self._pool.submit(self._settle, chunk)
+        with self._lock:
+            self._futures.add(future)
+        return True
+
+    def _wait_any(self) -> None:
+        with self._lock:
+            futures = set(self._futures)
+        if not futures:
+            return
+        done, _ = wait(futures, return_when=FIRST_COMPLETED)
+        self._collect(done)
+
+    def _wait_all(self) -> None:
+        with self._lock:
+            futures = set(self._futures)
+        if futures:
+            done, _ = wait(futures)
+            self._collect(done)
+
+    def _collect(self, done: set[Future[None]]) -> None:
+        for future in done:
+            with self._lock:
+                self._futures.discard(future)
+            future.result()  # a bug in a worker surfaces here, not silently
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _settle(self, chunk: list[Entry[S]]) -> None:
+        try:
+            self._send_with_retries(chunk)
+        finally:
+            with self._lock:
+                self._in_flight_groups -= {e.group for e in chunk if e.group is not None}
+
+    def _send_with_retries(self, chunk: list[Entry[S]]) -> None:
+        def request(batch: list[Entry[S]]) -> list[FailedEntry[Entry[S]]]:
+            with self._lock:
+                self.result.requests += 1
+            sent = self.adapter.send(batch)
+            if sent.succeeded:
+                with self._lock:
+                    if self.keep_answers:
+                        self.result.answers.extend(
+                            Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded
+                        )
+            return sent.failed
+
+        outcome = self.policy.run_partial(
+            request, chunk, entry_id=lambda e: e.entry_id, operation=self.adapter.operation
+        )
+        rejected = [f for f in outcome.failed if f.code in self.split_codes]
+        final = [f for f in outcome.failed if f.code not in self.split_codes]
+        if len(rejected) == 1:
+            final += rejected
+        with self._lock:
+            self.result.resent += outcome.resent
+            self.result.succeeded += outcome.succeeded
+            for failure in final:
+                self._record_failure(failure)
+        if len(rejected) > 1:
+            # The service refused the whole request for one entry: halve until it stands alone.
+            half = len(rejected) // 2
+            self._send_with_retries([f.entry for f in rejected[:half]])
+            self._send_with_retries([f.entry for f in rejected[half:]])
+
+    def _record_failure(self, failure: FailedEntry[Entry[S]]) -> None:
+        entry = failure.entry
+        self.result.failed.append(replace(failure, entry=entry.source))  # type: ignore[arg-type]
+        if entry.group is not None and self.on_group_failure == "fail":
+            self._blocked_groups.add(entry.group)
+
+    def _fail_blocked(self, entry: Entry[S]) -> None:
+        self.result.failed.append(
+            FailedEntry(
+                entry.source,
+                entry.entry_id,
+                "PrecedingEntryFailed",
+                "not sent: an earlier entry of its group failed, sending it would break the order",
+            )
+        )
+
+    # -- time-based flushing --------------------------------------------------------------------
+
+    def _start_flusher(self) -> None:
+        if self.flush_interval is None or self._flusher is not None:
+            return
+        self._flusher = threading.Thread(
+            target=self._flush_periodically, name="resilient-aws-flusher", daemon=True
+        )
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        assert self.flush_interval is not None
+        while not self._stop.wait(self.flush_interval / 4):
+            with self._lock:
+                due = (
+                    self._oldest is not None
+                    and time.monotonic() - self._oldest >= self.flush_interval
+                )
+            if due:
+                try:
+                    while self._send_one_chunk():
+                        with self._lock:
+                            if not self._pending:
+                                break
+                except Exception:  # surfaced again by flush()/close() through the futures
+                    logger.exception("background flush failed")
