@@ -18,11 +18,12 @@ __version__ = "0.1.0"
 # Silent unless the application configures logging (Powertools Logger, logging.basicConfig...).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_SUBMODULES = ("cli", "dynamodb", "errors", "limits", "results", "retry", "testing")
+_SUBMODULES = ("batch", "cli", "dynamodb", "errors", "limits", "results", "retry", "testing")
 
 __all__ = ["__version__", *_SUBMODULES]
 
 if TYPE_CHECKING:
+    from resilient_aws import batch as batch
     from resilient_aws import cli as cli
     from resilient_aws import dynamodb as dynamodb
     from resilient_aws import errors as errors

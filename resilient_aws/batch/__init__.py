@@ -1,0 +1,37 @@
+"""One partial-failure batch engine for SQS, SNS, EventBridge, Kinesis and Firehose.
+
+Every AWS batch API answers 200 and reports failures per entry. These senders buffer entries,
+cut requests by each service's entry-count and byte limits, send up to ``concurrency``
+requests at once, re-send only the retryable failed entries through the retry core, report
+permanent ones at once, and account for every entry in a :class:`BatchResult`::
+
+    from resilient_aws.batch import SqsSender
+
+    with SqsSender(queue_url, policy=policy) as sender:
+        for order in orders:
+            sender.send_message(json.dumps(order))
+    # leaving the block flushes; entries that finally failed raise BatchWriteError(result)
+"""
+
+from resilient_aws.batch._base import BatchSender
+from resilient_aws.batch._eventbridge import EventBridgePutter, event_size
+from resilient_aws.batch._firehose import FirehosePutter
+from resilient_aws.batch._kinesis import KinesisPutter
+from resilient_aws.batch._sns import SnsPublisher
+from resilient_aws.batch._sqs import SqsDeleter, SqsSender, SqsVisibilityChanger
+from resilient_aws.results import Answer, BatchResult, FailedEntry
+
+__all__ = [
+    "Answer",
+    "BatchResult",
+    "BatchSender",
+    "EventBridgePutter",
+    "FailedEntry",
+    "FirehosePutter",
+    "KinesisPutter",
+    "SnsPublisher",
+    "SqsDeleter",
+    "SqsSender",
+    "SqsVisibilityChanger",
+    "event_size",
+]

@@ -1,0 +1,220 @@
+"""What every batch sender shares: the engine, the client, ids, bad input, the context manager."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Hashable
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+
+from botocore.exceptions import BotoCoreError
+
+from resilient_aws._engine import BatchEngine, Entry, Sent
+from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
+from resilient_aws.limits import BatchLimits
+from resilient_aws.results import BatchResult
+from resilient_aws.retry import DEFAULT_POLICY, Deadline, FailedEntry, RetryPolicy, classify_entry
+
+__all__ = ["BatchSender", "by_id", "positional"]
+
+logger = logging.getLogger("resilient_aws.batch")
+
+SelfT = TypeVar("SelfT", bound="BatchSender")
+
+
+class BatchSender:
+    """Base of the batch senders: buffer entries, send them in batches, account for each one.
+
+    Subclasses turn a call like ``send(body)`` into an :class:`Entry` (validated, sized, named)
+    and say how one request is made. Entries that can never be sent raise a typed
+    :class:`~resilient_aws.errors.EntryValidationError` naming the entry when they are added
+    (``on_invalid="report"`` records them as failed instead); nothing else in the buffer is
+    affected. Leaving the ``with`` block (or ``close()``) sends what is buffered and raises
+    :class:`~resilient_aws.errors.BatchWriteError` if any entry finally failed, unless
+    ``raise_on_failure=False``; :attr:`result` accounts for every entry and holds the
+    service's answer (message id, sequence number, event id) of each one that succeeded.
+    """
+
+    service: str = ""
+    operation: str = ""
+    default_limits: BatchLimits
+
+    def __init__(
+        self,
+        *,
+        client: Any = None,
+        session: Any = None,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        deadline: Deadline | float | None = None,
+        concurrency: int = 4,
+        ordered: bool = False,
+        raise_on_failure: bool = True,
+        on_invalid: Literal["raise", "report"] = "raise",
+        limits: BatchLimits | None = None,
+        flush_interval: float | None = None,
+        keep_answers: bool = True,
+    ) -> None:
+        if on_invalid not in ("raise", "report"):
+            raise ConfigurationError(
+                "on_invalid", f"must be 'raise' or 'report', got {on_invalid!r}"
+            )
+        self.client = _client(self.client_name, client, session)
+        self.policy = policy.with_deadline(deadline) if deadline is not None else policy
+        self.limits = limits or self.default_limits
+        self.on_invalid = on_invalid
+        self.ordered = ordered
+        self._ids = itertools.count()
+        self._engine: BatchEngine[Any] = BatchEngine(
+            self,
+            policy=self.policy,
+            concurrency=concurrency,
+            ordered=ordered,
+            on_group_failure="fail" if ordered else "continue",
+            split_codes=self.split_codes,
+            raise_on_failure=raise_on_failure,
+            keep_answers=keep_answers,
+            flush_interval=flush_interval,
+        )
+
+    client_name = ""
+    split_codes: frozenset[str] = frozenset()
+
+    @property
+    def result(self) -> BatchResult[Any]:
+        """Every entry so far, and the service's answers for those that succeeded."""
+        return self._engine.result
+
+    def flush(self) -> None:
+        """Send everything buffered and wait until every request in flight has settled."""
+        self._engine.flush()
+
+    def close(self) -> BatchResult[Any]:
+        """Flush and return the result; raise ``BatchWriteError`` if entries finally failed."""
+        return self._engine.close()
+
+    def __enter__(self: SelfT) -> SelfT:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        engine = self._engine
+        raise_on_failure, engine.raise_on_failure = engine.raise_on_failure, False
+        try:
+            engine.close()
+        finally:
+            engine.raise_on_failure = raise_on_failure
+        if self.result.failed:
+            logger.warning(
+                "%s closed by an exception with failed entries: %s",
+                type(self).__name__,
+                self.result,
+            )
+
+    # -- for subclasses -------------------------------------------------------------------------
+
+    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:  # the engine's Adapter protocol
+        raise NotImplementedError
+
+    def _next_id(self, given: str | None) -> str:
+        return given if given is not None else f"#{next(self._ids)}"
+
+    def _add(
+        self,
+        source: Any,
+        entry_id: str,
+        payload: Any,
+        size: int,
+        *,
+        group: Hashable | None = None,
+        max_entry_bytes: int | None = None,
+    ) -> None:
+        limit = self.limits.max_entry_bytes if max_entry_bytes is None else max_entry_bytes
+        if limit is not None and size > limit:
+            self._refuse(source, EntryTooLargeError(entry_id, size, limit))
+            return
+        self._engine.add(Entry(source, entry_id, payload, size, group=group))
+
+    def _refuse(self, source: Any, invalid: EntryValidationError) -> None:
+        if self.on_invalid == "raise":
+            raise invalid
+        self._engine.reject(source, invalid)
+
+
+def _client(service: str, client: Any, session: Any) -> Any:
+    if client is not None:
+        return client
+    if session is not None:
+        return session.client(service)
+    import boto3
+
+    return boto3.client(service)  # type: ignore[call-overload]
+
+
+def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Sent[Any]:
+    """SQS and SNS: ``Successful`` and ``Failed`` lists keyed by the request's ``Id`` (its index)."""
+    succeeded = [
+        (
+            batch[int(ok["Id"])],
+            {k: v for k, v in ok.items() if k != "Id"},
+        )  # our Id means nothing to callers
+        for ok in response.get("Successful", [])
+    ]
+    failed = []
+    for bad in response.get("Failed", []):
+        entry = batch[int(bad["Id"])]
+        verdict = classify_entry(service, bad.get("Code", ""), sender_fault=bad.get("SenderFault"))
+        failed.append(
+            FailedEntry(
+                entry,
+                entry.entry_id,
+                verdict.code,
+                bad.get("Message", ""),
+                retryable=verdict.retryable,
+            )
+        )
+    _check_accounted(batch, len(succeeded) + len(failed), service)
+    return Sent(succeeded, failed)
+
+
+def positional(batch: list[Entry[Any]], answers: list[dict[str, Any]], service: str) -> Sent[Any]:
+    """EventBridge, Kinesis, Firehose: one answer per entry, in request order."""
+    _check_accounted(batch, len(answers), service)
+    succeeded = []
+    failed = []
+    for entry, answer in zip(batch, answers, strict=True):
+        code = answer.get("ErrorCode")
+        if code:
+            verdict = classify_entry(service, code)
+            failed.append(
+                FailedEntry(
+                    entry,
+                    entry.entry_id,
+                    code,
+                    answer.get("ErrorMessage", ""),
+                    retryable=verdict.retryable,
+                )
+            )
+        else:
+            succeeded.append((entry, answer))
+    return Sent(succeeded, failed)
+
+
+def _check_accounted(batch: list[Entry[Any]], answered: int, service: str) -> None:
+    if answered != len(batch):
+        # Never guess which entries made it: a response that does not account for every entry
+        # is an error of the whole request (retried, then reported), not a silent success.
+        raise IncompleteResponseError(service=service, sent=len(batch), answered=answered)
+
+
+class IncompleteResponseError(BotoCoreError):
+    """A batch response that does not answer for every entry: reported, never guessed."""
+
+    fmt = "{service} answered for {answered} of {sent} entries"

@@ -1,0 +1,197 @@
+"""SQS: SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from resilient_aws._engine import Entry, Sent
+from resilient_aws.batch._base import BatchSender, by_id
+from resilient_aws.errors import EntryValidationError
+from resilient_aws.limits import SQS_BATCH
+
+__all__ = ["SqsDeleter", "SqsSender", "SqsVisibilityChanger", "message_attributes_size"]
+
+_MAX_ATTRIBUTES = 10
+_MAX_DELAY_S = 900
+
+
+def message_attributes_size(attributes: Mapping[str, Any] | None) -> int:
+    """Bytes SQS counts for message attributes: name, data type and value of each."""
+    total = 0
+    for name, attribute in (attributes or {}).items():
+        total += len(name.encode("utf-8")) + len(str(attribute.get("DataType", "")).encode("utf-8"))
+        if "StringValue" in attribute:
+            total += len(str(attribute["StringValue"]).encode("utf-8"))
+        if "BinaryValue" in attribute:
+            total += len(attribute["BinaryValue"])
+    return total
+
+
+class _SqsBatch(BatchSender):
+    client_name = "sqs"
+    service = "sqs"
+    default_limits = SQS_BATCH
+    split_codes = frozenset({"AWS.SimpleQueueService.BatchRequestTooLong", "BatchRequestTooLong"})
+
+    def __init__(self, queue_url: str, **options: Any) -> None:
+        self.queue_url = queue_url
+        self.fifo = queue_url.endswith(".fifo")
+        super().__init__(**options)
+
+    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+        entries = [{**entry.payload, "Id": str(index)} for index, entry in enumerate(batch)]
+        return by_id(batch, self._call(entries), self.service)
+
+
+class SqsSender(_SqsBatch):
+    """``SendMessageBatch`` for any number of messages; every message sent or reported.
+
+    ::
+
+        with SqsSender(queue_url, policy=policy) as sender:
+            sender.send(json.dumps(order), attributes={"type": {"DataType": "String", "StringValue": "order"}})
+
+    FIFO queues (URL ending in ``.fifo``) need ``group_id`` and are sent in order by default
+    (``ordered=True``): at most one message of a group per request and one request of a group
+    in flight, so a retried message is never overtaken by a later one of its group; if one
+    finally fails, the later messages of its group are not sent (``PrecedingEntryFailed``).
+    ``result.answers`` maps each message to its ``MessageId`` (and ``SequenceNumber``).
+    """
+
+    operation = "SendMessageBatch"
+
+    def __init__(self, queue_url: str, *, ordered: bool | None = None, **options: Any) -> None:
+        super().__init__(
+            queue_url,
+            ordered=queue_url.endswith(".fifo") if ordered is None else ordered,
+            **options,
+        )
+
+    def send_message(
+        self,
+        body: str,
+        *,
+        id: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        system_attributes: Mapping[str, Any] | None = None,
+        delay_seconds: int | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+    ) -> None:
+        """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
+        entry_id = self._next_id(id)
+        source = {"id": entry_id, "body": body}
+        if not isinstance(body, str):
+            self._refuse(  # type: ignore[unreachable]  # untyped callers
+                source,
+                EntryValidationError(
+                    entry_id, f"the body must be a str, got {type(body).__name__}"
+                ),
+            )
+            return
+        if not body:
+            self._refuse(source, EntryValidationError(entry_id, "the body is empty"))
+            return
+        if attributes and len(attributes) > _MAX_ATTRIBUTES:
+            self._refuse(
+                source,
+                EntryValidationError(
+                    entry_id, f"{len(attributes)} message attributes, SQS allows {_MAX_ATTRIBUTES}"
+                ),
+            )
+            return
+        if delay_seconds is not None and not 0 <= delay_seconds <= _MAX_DELAY_S:
+            self._refuse(
+                source, EntryValidationError(entry_id, f"delay_seconds must be 0..{_MAX_DELAY_S}")
+            )
+            return
+        if self.fifo and not group_id:
+            self._refuse(source, EntryValidationError(entry_id, "a FIFO queue needs a group_id"))
+            return
+        if self.fifo and delay_seconds:
+            self._refuse(
+                source,
+                EntryValidationError(entry_id, "FIFO queues do not take a per-message delay"),
+            )
+            return
+        payload: dict[str, Any] = {"MessageBody": body}
+        if attributes:
+            payload["MessageAttributes"] = dict(attributes)
+        if system_attributes:
+            payload["MessageSystemAttributes"] = dict(system_attributes)
+        if delay_seconds is not None:
+            payload["DelaySeconds"] = delay_seconds
+        if group_id:
+            payload["MessageGroupId"] = group_id
+        if deduplication_id:
+            payload["MessageDeduplicationId"] = deduplication_id
+        size = len(body.encode("utf-8")) + message_attributes_size(attributes)
+        self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
+
+    def send_many(self, bodies: Any, **options: Any) -> None:
+        """``send_message`` each body of an iterable, with the same options."""
+        for body in bodies:
+            self.send_message(body, **options)
+
+    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        response: dict[str, Any] = self.client.send_message_batch(
+            QueueUrl=self.queue_url, Entries=entries
+        )
+        return response
+
+
+class SqsDeleter(_SqsBatch):
+    """``DeleteMessageBatch`` by receipt handle; every delete confirmed or reported."""
+
+    operation = "DeleteMessageBatch"
+
+    def delete(self, receipt_handle: str, *, id: str | None = None) -> None:
+        """Buffer the deletion of one received message."""
+        entry_id = self._next_id(id)
+        if not receipt_handle:
+            self._refuse({"id": entry_id}, EntryValidationError(entry_id, "empty receipt handle"))
+            return
+        self._add(
+            {"id": entry_id, "receipt_handle": receipt_handle},
+            entry_id,
+            {"ReceiptHandle": receipt_handle},
+            len(receipt_handle),
+        )
+
+    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        response: dict[str, Any] = self.client.delete_message_batch(
+            QueueUrl=self.queue_url, Entries=entries
+        )
+        return response
+
+
+class SqsVisibilityChanger(_SqsBatch):
+    """``ChangeMessageVisibilityBatch``: extend (or end) the visibility of received messages."""
+
+    operation = "ChangeMessageVisibilityBatch"
+
+    def change(self, receipt_handle: str, timeout_s: int, *, id: str | None = None) -> None:
+        """Buffer a visibility change of one received message to ``timeout_s`` seconds."""
+        entry_id = self._next_id(id)
+        if not 0 <= timeout_s <= 43_200:
+            self._refuse(
+                {"id": entry_id}, EntryValidationError(entry_id, "timeout_s must be 0..43200")
+            )
+            return
+        payload = {"ReceiptHandle": receipt_handle, "VisibilityTimeout": timeout_s}
+        self._add(
+            {"id": entry_id, "receipt_handle": receipt_handle},
+            entry_id,
+            payload,
+            len(receipt_handle),
+        )
+
+    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        response: dict[str, Any] = self.client.change_message_visibility_batch(
+            QueueUrl=self.queue_url, Entries=entries
+        )
+        return response
