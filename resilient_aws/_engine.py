@@ -20,9 +20,9 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import Answer, BatchResult
-from resilient_aws.retry import FailedEntry, RetryPolicy
+from resilient_aws.retry import FailedEntry, RetryPolicy, SendResult
 
-__all__ = ["Adapter", "BatchEngine", "Entry", "Sent"]
+__all__ = ["Adapter", "BatchEngine", "Entry", "Sent", "botocore_retries"]
 
 logger = logging.getLogger("resilient_aws.batch")
 
@@ -53,6 +53,7 @@ class Sent(Generic[S]):
 
     succeeded: list[tuple[Entry[S], Any]]
     failed: list[FailedEntry[Entry[S]]]
+    botocore_retries: int = 0
 
 
 class Adapter(Protocol[S]):
@@ -277,7 +278,7 @@ class BatchEngine(Generic[S]):
                 self._in_flight_groups -= {e.group for e in chunk if e.group is not None}
 
     def _send_with_retries(self, chunk: list[Entry[S]]) -> None:
-        def request(batch: list[Entry[S]]) -> list[FailedEntry[Entry[S]]]:
+        def request(batch: list[Entry[S]]) -> SendResult[Entry[S]]:
             with self._lock:
                 self.result.requests += 1
             sent = self.adapter.send(batch)
@@ -287,7 +288,7 @@ class BatchEngine(Generic[S]):
                         self.result.answers.extend(
                             Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded
                         )
-            return sent.failed
+            return SendResult(sent.failed, sent.botocore_retries)
 
         outcome = self.policy.run_partial(
             request, chunk, entry_id=lambda e: e.entry_id, operation=self.adapter.operation
@@ -349,3 +350,9 @@ class BatchEngine(Generic[S]):
                                 break
                 except Exception:  # surfaced again by flush()/close() through the futures
                     logger.exception("background flush failed")
+
+
+def botocore_retries(response: Any) -> int:
+    """How often botocore retried the request behind ``response`` before it succeeded."""
+    attempts = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+    return attempts if isinstance(attempts, int) else 0

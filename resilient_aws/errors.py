@@ -60,6 +60,11 @@ __all__ = [
 class ResilientAWSError(Exception):
     """Root of every exception this library raises on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take other __init__ arguments than their message: rebuild from state, so
+        # errors cross process boundaries (multiprocessing, ProcessPoolExecutor) intact.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
 
 class ConfigurationError(ResilientAWSError, ValueError):
     """An option has an invalid value. ``field`` names it."""
@@ -190,3 +195,12 @@ def _error_code(error: BaseException | None) -> str:
         if code:
             return str(code)
     return type(error).__name__
+
+
+def _rebuild(
+    cls: type[ResilientAWSError], args: tuple[Any, ...], state: dict[str, Any]
+) -> ResilientAWSError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

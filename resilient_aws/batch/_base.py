@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError
 
-from resilient_aws._engine import BatchEngine, Entry, Sent
+from resilient_aws._engine import BatchEngine, Entry, Sent, botocore_retries
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import BatchResult
@@ -181,11 +181,14 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
             )
         )
     _check_accounted(batch, len(succeeded) + len(failed), service)
-    return Sent(succeeded, failed)
+    return Sent(succeeded, failed, botocore_retries(response))
 
 
-def positional(batch: list[Entry[Any]], answers: list[dict[str, Any]], service: str) -> Sent[Any]:
-    """EventBridge, Kinesis, Firehose: one answer per entry, in request order."""
+def positional(
+    batch: list[Entry[Any]], response: dict[str, Any], results: str, service: str
+) -> Sent[Any]:
+    """EventBridge, Kinesis, Firehose: one answer per entry (in ``response[results]``), in order."""
+    answers: list[dict[str, Any]] = response.get(results, [])
     _check_accounted(batch, len(answers), service)
     succeeded = []
     failed = []
@@ -204,7 +207,7 @@ def positional(batch: list[Entry[Any]], answers: list[dict[str, Any]], service: 
             )
         else:
             succeeded.append((entry, answer))
-    return Sent(succeeded, failed)
+    return Sent(succeeded, failed, botocore_retries(response))
 
 
 def _check_accounted(batch: list[Entry[Any]], answered: int, service: str) -> None:

@@ -106,4 +106,4 @@ class EventBridgePutter(BatchSender):
     def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
         options: dict[str, Any] = {"EndpointId": self.endpoint_id} if self.endpoint_id else {}
         response = self.client.put_events(Entries=[e.payload for e in batch], **options)
-        return positional(batch, response.get("Entries", []), self.service)
+        return positional(batch, response, "Entries", self.service)

@@ -46,4 +46,4 @@ class FirehosePutter(BatchSender):
         response = self.client.put_record_batch(
             DeliveryStreamName=self.delivery_stream, Records=[e.payload for e in batch]
         )
-        return positional(batch, response.get("RequestResponses", []), self.service)
+        return positional(batch, response, "RequestResponses", self.service)

@@ -30,6 +30,8 @@ class KinesisPutter(BatchSender):
     service = "kinesis"
     operation = "PutRecords"
     default_limits = KINESIS_PUT_RECORDS
+    # A request refused whole (too large, invalid) is split until the culprit stands alone.
+    split_codes = frozenset({"ValidationException", "InvalidArgumentException", "413"})
 
     def __init__(
         self, stream_name: str | None = None, *, stream_arn: str | None = None, **options: Any
@@ -80,4 +82,4 @@ class KinesisPutter(BatchSender):
 
     def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
         response = self.client.put_records(Records=[e.payload for e in batch], **self.stream)
-        return positional(batch, response.get("Records", []), self.service)
+        return positional(batch, response, "Records", self.service)

@@ -8,13 +8,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from resilient_aws._engine import botocore_retries
 from resilient_aws.dynamodb._client import dynamodb_client
 from resilient_aws.dynamodb._schema import ItemKey, KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item, serialize_item
 from resilient_aws.errors import BatchGetError, ConfigurationError
 from resilient_aws.limits import DYNAMODB_BATCH_GET, BatchLimits
 from resilient_aws.results import BatchResult
-from resilient_aws.retry import DEFAULT_POLICY, FailedEntry, RetryPolicy, classify_entry
+from resilient_aws.retry import (
+    DEFAULT_POLICY,
+    FailedEntry,
+    RetryPolicy,
+    SendResult,
+    classify_entry,
+)
 
 __all__ = ["BatchGetResult", "batch_get"]
 
@@ -94,7 +101,7 @@ def batch_get(
     found: dict[ItemKey, dict[str, Any]] = {}
     lock = threading.Lock()
 
-    def request(batch: list[_Key]) -> list[FailedEntry[_Key]]:
+    def request(batch: list[_Key]) -> SendResult[_Key]:
         with lock:
             result.requests += 1
         response = dynamodb.batch_get_item(
@@ -106,12 +113,13 @@ def batch_get(
             for item in got:
                 found[schema.key_of(item, table)] = item
         pending = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
-        return [
+        failed = [
             FailedEntry(
                 k, k.entry_id, _UNPROCESSED.code, "returned in UnprocessedKeys", retryable=True
             )
             for k in (by_identity[schema.key_of(w, table)] for w in pending)
         ]
+        return SendResult(failed, botocore_retries(response))
 
     def read(chunk: list[_Key]) -> None:
         outcome = policy.run_partial(

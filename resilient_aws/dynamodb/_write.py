@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
-from resilient_aws._engine import BatchEngine, Entry, Sent
+from resilient_aws._engine import BatchEngine, Entry, Sent, botocore_retries
 from resilient_aws.dynamodb._client import dynamodb_client
 from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import item_size, serialize_item, to_python
@@ -44,8 +44,9 @@ class _BatchWriteItem:
             request_items.setdefault(table, []).append(request)
         response = self.client.batch_write_item(RequestItems=request_items)
         unprocessed = response.get("UnprocessedItems") or {}
+        retries = botocore_retries(response)
         if not unprocessed:
-            return Sent([(e, None) for e in batch], [])
+            return Sent([(e, None) for e in batch], [], retries)
         by_slot = {e.dedupe: e for e in batch}
         failed: list[FailedEntry[Entry[Any]]] = []
         for table, requests in unprocessed.items():
@@ -72,7 +73,7 @@ class _BatchWriteItem:
                     )
                 )
         failed_ids = {id(f.entry) for f in failed}
-        return Sent([(e, None) for e in batch if id(e) not in failed_ids], failed)
+        return Sent([(e, None) for e in batch if id(e) not in failed_ids], failed, retries)
 
 
 class BatchWriter:

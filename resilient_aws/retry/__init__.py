@@ -21,7 +21,13 @@ from resilient_aws.retry._classify import (
 from resilient_aws.retry._deadline import Deadline
 from resilient_aws.retry._decorator import retry
 from resilient_aws.retry._events import RetryEvent, RetryListener, add_listener, remove_listener
-from resilient_aws.retry._partial import FailedEntry, PartialOutcome, arun_partial, run_partial
+from resilient_aws.retry._partial import (
+    FailedEntry,
+    PartialOutcome,
+    SendResult,
+    arun_partial,
+    run_partial,
+)
 from resilient_aws.retry._policy import DEFAULT_POLICY, RetryPolicy
 from resilient_aws.retry._wait import Jitter, wait_jittered
 
@@ -36,6 +42,7 @@ __all__ = [
     "RetryEvent",
     "RetryListener",
     "RetryPolicy",
+    "SendResult",
     "add_listener",
     "arun_partial",
     "classify",

@@ -11,9 +11,11 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 __all__ = ["ErrorClass", "ErrorKind", "classify", "classify_entry", "register_entry_codes"]
 
@@ -51,6 +53,9 @@ THROTTLING_CODES = frozenset(
         "SlowDown",
         "EC2ThrottledException",
         "KMSThrottlingException",
+        "KMSThrottling",
+        "KmsThrottled",
+        "KMS.ThrottlingException",
         "PriorRequestNotComplete",
     }
 )
@@ -68,12 +73,22 @@ TRANSIENT_CODES = frozenset(
         "ServiceUnavailableException",
         "ServiceUnavailableError",
         "KMSInternalException",
+        # DynamoDB: another request touched the item; trying again is what AWS advises
+        "TransactionConflictException",
+        "ReplicatedWriteConflictException",
     }
 )
 
 TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 
-_CONNECTION_ERRORS = (EndpointConnectionError, ConnectionClosedError, ResponseStreamingError)
+# botocore's standard mode retries every HTTPClientError and ConnectionError: so do we.
+_CONNECTION_ERRORS = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ResponseStreamingError,
+    HTTPClientError,
+    BotocoreConnectionError,
+)
 _TIMEOUT_ERRORS = (ReadTimeoutError, ConnectTimeoutError)
 
 _entry_lock = threading.Lock()

@@ -140,7 +140,8 @@ class Run:
             RetryEvent(
                 kind=kind,
                 operation=self.operation,
-                attempt=self.wire_attempts,
+                # a recovery is reported with the attempt that succeeded
+                attempt=self.wire_attempts + (1 if kind == "recovered" else 0),
                 delay=delay,
                 error_code=self.last_class.code if self.last_class else None,
                 reason=reason,
@@ -174,6 +175,9 @@ async def _asyncio_sleep(seconds: float) -> None:
 
 def _botocore_retries(error: BaseException) -> int:
     """How many times botocore already retried the request that raised ``error``."""
+    counted = getattr(error, "botocore_retries", None)
+    if isinstance(counted, int):
+        return counted
     response = getattr(error, "response", None)
     if isinstance(response, dict):
         attempts = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)

@@ -14,7 +14,7 @@ from resilient_aws.retry._engine import Run
 if TYPE_CHECKING:
     from resilient_aws.retry._policy import RetryPolicy
 
-__all__ = ["FailedEntry", "PartialOutcome", "arun_partial", "run_partial"]
+__all__ = ["FailedEntry", "PartialOutcome", "SendResult", "arun_partial", "run_partial"]
 
 E = TypeVar("E")
 
@@ -58,12 +58,23 @@ class PartialOutcome(Generic[E]):
         return not self.failed
 
 
+@dataclass(frozen=True)
+class SendResult(Generic[E]):
+    """What ``send`` may return instead of a plain list: the failed entries, and how many
+    times botocore already retried the request (``ResponseMetadata.RetryAttempts``), so that
+    the core counts those wire attempts too and the two layers never multiply."""
+
+    failed: Sequence[FailedEntry[E]]
+    botocore_retries: int = 0
+
+
 class _RetryableEntriesError(Exception):
     """Raised inside an attempt when retryable entries remain; never leaves this module."""
 
-    def __init__(self, failures: list[FailedEntry[object]]) -> None:
+    def __init__(self, failures: list[FailedEntry[object]], botocore_retries: int) -> None:
         super().__init__(f"{len(failures)} entries to retry")
         self.code = failures[0].code
+        self.botocore_retries = botocore_retries
 
 
 def _classify(error: BaseException) -> ErrorClass:
@@ -84,7 +95,8 @@ class _PartialRun(Generic[E]):
         self.total = len(entries)
         self.pending: list[E] = list(entries)
         self.entry_id = entry_id
-        self.sends: dict[int, int] = {}
+        self.sends: dict[str, int] = {}
+        self.last_botocore_retries = 0
         self.settled: list[FailedEntry[E]] = []
         self.resent = 0
         self.last_retry: list[FailedEntry[E]] = []
@@ -95,21 +107,26 @@ class _PartialRun(Generic[E]):
     def before_send(self) -> list[E]:
         batch = list(self.pending)
         for entry in batch:
-            count = self.sends.get(id(entry), 0)
+            name = self.entry_id(entry)
+            count = self.sends.get(name, 0)
             if count:
                 self.resent += 1
-            self.sends[id(entry)] = count + 1
+            self.sends[name] = count + 1
         return batch
 
-    def after_send(self, failures: Sequence[FailedEntry[E]]) -> None:
+    def after_send(self, answer: Sequence[FailedEntry[E]] | SendResult[E]) -> None:
+        if isinstance(answer, SendResult):
+            failures, self.last_botocore_retries = answer.failed, answer.botocore_retries
+        else:
+            failures, self.last_botocore_retries = answer, 0
         retry: list[FailedEntry[E]] = []
         for failure in failures:
-            failure = replace(failure, attempts=self.sends.get(id(failure.entry), 1))
+            failure = replace(failure, attempts=self.sends.get(failure.entry_id, 1))
             (retry if failure.retryable else self.settled).append(failure)
         self.pending = [f.entry for f in retry]
         self.last_retry = retry
         if retry:
-            raise _RetryableEntriesError(retry)  # type: ignore[arg-type]
+            raise _RetryableEntriesError(retry, self.last_botocore_retries)  # type: ignore[arg-type]
 
     def finish(self, error: BaseException | None) -> PartialOutcome[E]:
         if error is None:
@@ -125,7 +142,7 @@ class _PartialRun(Generic[E]):
                     code=verdict.code,
                     message=str(error),
                     retryable=verdict.retryable,
-                    attempts=self.sends.get(id(entry), 0),
+                    attempts=self.sends.get(self.entry_id(entry), 0),
                     gave_up=self.run.reason if verdict.retryable else None,
                 )
                 for entry in self.pending
@@ -135,7 +152,8 @@ class _PartialRun(Generic[E]):
         return PartialOutcome(
             total=self.total,
             failed=tuple(self.settled),
-            attempts=self.run.wire_attempts + (1 if error is None else 0),
+            attempts=self.run.wire_attempts
+            + (1 + self.last_botocore_retries if error is None else 0),
             resent=self.resent,
             gave_up=self.run.reason,
         )
@@ -143,7 +161,7 @@ class _PartialRun(Generic[E]):
 
 def run_partial(
     policy: RetryPolicy,
-    send: Callable[[list[E]], Sequence[FailedEntry[E]]],
+    send: Callable[[list[E]], Sequence[FailedEntry[E]] | SendResult[E]],
     entries: Sequence[E],
     *,
     entry_id: Callable[[E], str],
@@ -152,8 +170,9 @@ def run_partial(
     """Send ``entries`` with ``send`` and re-send only what failed retryably, until settled.
 
     ``send(batch)`` makes one request and returns the entries of ``batch`` that failed (each a
-    :class:`FailedEntry` carrying the caller's entry object); everything else in ``batch``
-    succeeded. Retryable failures are sent again after the policy's backoff; permanent ones are
+    :class:`FailedEntry` carrying the caller's entry object), or a :class:`SendResult` that
+    also says how often botocore retried the request; everything else in ``batch`` succeeded.
+    Entries are told apart by ``entry_id``, which must be unique among ``entries``. Retryable failures are sent again after the policy's backoff; permanent ones are
     settled at once. A retryable error of the whole request re-sends the whole pending set. When
     the policy stops (attempts, elapsed time, deadline, budget), the entries still pending are
     reported with ``gave_up`` set: every entry ends up either succeeded or in ``failed``.
@@ -175,7 +194,7 @@ def run_partial(
 
 async def arun_partial(
     policy: RetryPolicy,
-    send: Callable[[list[E]], Awaitable[Sequence[FailedEntry[E]]]],
+    send: Callable[[list[E]], Awaitable[Sequence[FailedEntry[E]] | SendResult[E]]],
     entries: Sequence[E],
     *,
     entry_id: Callable[[E], str],

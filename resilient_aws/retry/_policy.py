@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tenacity.stop import stop_base
     from tenacity.wait import wait_base
 
-    from resilient_aws.retry._partial import FailedEntry, PartialOutcome
+    from resilient_aws.retry._partial import FailedEntry, PartialOutcome, SendResult
 
 __all__ = ["DEFAULT_POLICY", "RetryPolicy"]
 
@@ -65,7 +65,11 @@ class RetryPolicy:
     rng: random.Random | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if (
+            not isinstance(self.max_attempts, int)
+            or isinstance(self.max_attempts, bool)
+            or self.max_attempts < 1
+        ):
             raise ConfigurationError(
                 "max_attempts", f"must be an int >= 1, got {self.max_attempts!r}"
             )
@@ -143,7 +147,7 @@ class RetryPolicy:
 
     def run_partial(
         self,
-        send: Callable[[list[E]], Sequence[FailedEntry[E]]],
+        send: Callable[[list[E]], Sequence[FailedEntry[E]] | SendResult[E]],
         entries: Sequence[E],
         *,
         entry_id: Callable[[E], str],

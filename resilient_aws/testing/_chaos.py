@@ -283,6 +283,9 @@ class Chaos:
         self._lock = threading.Lock()
         self._service = client.meta.service_model.service_id.hyphenize()
         self._unique = f"resilient_aws-chaos-{next(_ids)}"
+        # Per instance: several Chaos on one client (a fixture and a with block) must not mix.
+        self._withheld_key = f"{_CONTEXT_KEY}.{self._unique}"
+        self._all_withheld_key = f"{_ALL_WITHHELD_KEY}.{self._unique}"
         self._installed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -337,11 +340,11 @@ class Chaos:
         withheld = spec.split(params, lambda: self._draw() < self.partial)
         if not withheld:
             return
-        context[_CONTEXT_KEY] = withheld
+        context[self._withheld_key] = withheld
         if not _entries_left(params):
             # botocore rejects an empty list before sending: send nothing, answer in before-call.
             params.update(original)
-            context[_ALL_WITHHELD_KEY] = True
+            context[self._all_withheld_key] = True
 
     def _before_call(
         self, model: Any, params: dict[str, Any], context: dict[str, Any], **_: Any
@@ -365,7 +368,7 @@ class Chaos:
         if draw < self.throttle + self.error5xx + self.reset:
             self._count("resets")
             raise ConnectionClosedError(endpoint_url=url)
-        if context.get(_ALL_WITHHELD_KEY):
+        if context.pop(self._all_withheld_key, False):
             # Every entry was withheld: AWS would answer 200 with all of them failed.
             spec = _BATCH_OPERATIONS[(self._service, model.name)]
             body = {
@@ -390,7 +393,7 @@ class Chaos:
     ) -> None:
         if not self._applies(model) or http_response is None or http_response.status_code >= 300:
             return
-        withheld = context.pop(_CONTEXT_KEY, None)
+        withheld = context.pop(self._withheld_key, None)
         if withheld:
             count = _BATCH_OPERATIONS[(self._service, model.name)].inject(parsed, withheld)
             with self._lock:

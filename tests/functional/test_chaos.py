@@ -315,3 +315,17 @@ def test_all_records_withheld_passes_botocore_validation(aws: None) -> None:
         )
     assert response["FailedRecordCount"] == 1
     assert _stream_data(kinesis, "s") == []
+
+
+def test_nested_chaos_on_one_client_loses_nothing(dynamodb: Any) -> None:
+    keys = [f"k{i}" for i in range(25)]
+    with (
+        chaos(dynamodb, partial=0.3, seed=1) as outer,
+        chaos(dynamodb, partial=0.3, seed=2) as inner,
+    ):
+        response = dynamodb.batch_write_item(RequestItems={"t": _puts(keys)})
+    unprocessed = {r["PutRequest"]["Item"]["pk"]["S"] for r in response["UnprocessedItems"]["t"]}
+    stored = _stored_keys(dynamodb)
+    assert stored | unprocessed == set(keys)
+    assert not stored & unprocessed
+    assert outer.stats.withheld_entries + inner.stats.withheld_entries == len(unprocessed)

@@ -25,6 +25,9 @@ from tests.unit.helpers import client_error
         "Throttled",
         "LimitExceededException",
         "TransactionInProgressException",
+        "KMSThrottling",
+        "KmsThrottled",
+        "KMS.ThrottlingException",
     ],
 )
 def test_throttling_codes_are_retryable_throttles(code: str) -> None:
@@ -36,7 +39,14 @@ def test_throttling_codes_are_retryable_throttles(code: str) -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("InternalServerError", 500), ("ServiceUnavailable", 503), ("Whatever", 502), ("Odd", 504)],
+    [
+        ("InternalServerError", 500),
+        ("ServiceUnavailable", 503),
+        ("Whatever", 502),
+        ("Odd", 504),
+        ("TransactionConflictException", 400),
+        ("ReplicatedWriteConflictException", 400),
+    ],
 )
 def test_5xx_is_transient(code: str, status: int) -> None:
     verdict = classify(client_error(code, status))
@@ -65,6 +75,10 @@ def test_client_mistakes_are_permanent(code: str, status: int) -> None:
 def test_network_errors() -> None:
     assert classify(EndpointConnectionError(endpoint_url="http://x")).kind == "connection"
     assert classify(ConnectTimeoutError(endpoint_url="http://x")).kind == "timeout"
+    from botocore.exceptions import HTTPClientError, ProxyConnectionError
+
+    assert classify(HTTPClientError(error="boom")).retryable
+    assert classify(ProxyConnectionError(proxy_url="http://p", error="x")).retryable
     assert not classify(NoCredentialsError()).retryable
     assert not classify(ParamValidationError(report="bad")).retryable
     assert not classify(KeyError("x")).retryable

@@ -192,6 +192,7 @@ def test_listeners_and_logs_see_retries_and_give_ups(
         remove_listener(seen.append)
     kinds = [e.kind for e in seen]
     assert kinds == ["retry", "retry", "give_up", "retry", "recovered"]
+    assert seen[-1].attempt == 2  # recovered on the second attempt
     assert seen[2].reason == "attempts"
     assert seen[0].error_code == "Throttling"
     assert seen[0].operation == "flaky"

@@ -23,6 +23,7 @@ class FakeBatchApi:
         self.poison = poison
         self.stored: Counter[str] = Counter()
         self.requests: list[list[str]] = []
+        self.retryable_failures: list[set[str]] = []
         self.request_errors: list[Exception] = []
 
     def send(self, batch: list[str]) -> list[FailedEntry[str]]:
@@ -37,6 +38,7 @@ class FakeBatchApi:
                 failed.append(FailedEntry(entry, entry, "ThrottlingException", retryable=True))
             else:
                 self.stored[entry] += 1
+        self.retryable_failures.append({f.entry for f in failed if f.retryable})
         return failed
 
 
@@ -174,3 +176,41 @@ def test_policy_method_is_the_same_engine(fake_clock: FakeClock) -> None:
     api = FakeBatchApi(seed=2)
     policy: RetryPolicy = fake_clock.policy(max_attempts=30)
     assert policy.run_partial(api.send, _entries(7), entry_id=str, operation="Put").ok
+
+
+def test_attempts_are_counted_by_entry_id_even_when_send_rebuilds_entries(
+    fake_clock: FakeClock,
+) -> None:
+    def send(batch: list[str]) -> list[FailedEntry[str]]:
+        # like parsing UnprocessedItems: new objects, equal ids
+        return [
+            FailedEntry("".join(list(e)), "".join(list(e)), "Unprocessed", retryable=True)
+            for e in batch
+        ]
+
+    outcome = run_partial(
+        fake_clock.policy(max_attempts=4), send, ["a", "b"], entry_id=str, operation="Put"
+    )
+    assert [f.attempts for f in outcome.failed] == [4, 4]
+    assert outcome.resent == 6
+
+
+def test_botocore_retries_of_a_200_count_toward_max_attempts(fake_clock: FakeClock) -> None:
+    from resilient_aws.retry import SendResult
+
+    calls = 0
+
+    def send(batch: list[str]) -> SendResult[str]:
+        nonlocal calls
+        calls += 1
+        # botocore retried twice (two 500s) before the 200 that still failed every entry
+        return SendResult(
+            [FailedEntry(e, e, "Unprocessed", retryable=True) for e in batch], botocore_retries=2
+        )
+
+    outcome = run_partial(
+        fake_clock.policy(max_attempts=6), send, ["a"], entry_id=str, operation="Put"
+    )
+    assert calls == 2
+    assert outcome.attempts == 6
+    assert outcome.gave_up == "attempts"

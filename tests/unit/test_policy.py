@@ -16,6 +16,7 @@ from resilient_aws.testing import FakeClock
         ("max_attempts", 0),
         ("max_attempts", -3),
         ("max_attempts", 2.5),
+        ("max_attempts", True),
         ("base_delay", -0.1),
         ("base_delay", math.nan),
         ("max_delay", -1.0),

@@ -9,12 +9,13 @@ import sys
 import pytest
 
 import resilient_aws
-from resilient_aws import dynamodb, errors, limits, retry, testing
+from resilient_aws import batch, dynamodb, errors, limits, retry, testing
 
 
 def test_top_level_exports() -> None:
     assert resilient_aws.__all__ == [
         "__version__",
+        "batch",
         "cli",
         "dynamodb",
         "errors",
@@ -40,6 +41,7 @@ def test_retry_exports() -> None:
         "RetryEvent",
         "RetryListener",
         "RetryPolicy",
+        "SendResult",
         "add_listener",
         "arun_partial",
         "classify",
@@ -74,6 +76,46 @@ def test_dynamodb_exports() -> None:
         "scan_segment",
         "serialize_item",
     ]
+
+
+def test_batch_exports() -> None:
+    assert sorted(batch.__all__) == [
+        "Answer",
+        "BatchResult",
+        "BatchSender",
+        "EventBridgePutter",
+        "FailedEntry",
+        "FirehosePutter",
+        "KinesisPutter",
+        "SnsPublisher",
+        "SqsDeleter",
+        "SqsSender",
+        "SqsVisibilityChanger",
+        "event_size",
+    ]
+
+
+def test_errors_survive_pickling() -> None:
+    import pickle
+
+    from resilient_aws.results import BatchResult
+    from resilient_aws.retry import FailedEntry
+    from tests.unit.helpers import client_error
+
+    cases = [
+        errors.ConfigurationError("max_attempts", "must be >= 1"),
+        errors.EntryTooLargeError("orders[pk=a]", 500_000, 409_600),
+        errors.AttemptsExhaustedError("Scan", 3, client_error("Throttling")),
+        errors.UnknownTableError("orders"),
+        errors.BatchWriteError(
+            BatchResult(submitted=1, failed=[FailedEntry({"pk": "a"}, "t[pk=a]", "X")])
+        ),
+    ]
+    for error in cases:
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error)
+        assert str(copy) == str(error)
+        assert copy.__dict__.keys() == error.__dict__.keys()
 
 
 def test_limits_are_todays_values() -> None:
@@ -140,6 +182,7 @@ def test_import_resilient_aws_is_lean() -> None:
         "resilient_aws.cli",
         "resilient_aws.testing",
         "resilient_aws.dynamodb",
+        "resilient_aws.batch",
     ],
 )
 def test_subpackages_import_no_optional_dependency(module: str) -> None:

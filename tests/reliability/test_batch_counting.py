@@ -1,0 +1,146 @@
+"""5,000 entries per service under chaos, counted at the far end: nothing lost, nothing invented.
+
+SQS, SNS (to an SQS subscription) and EventBridge (to an SQS rule target) are counted through
+moto's in-process SQS backend: moto's ReceiveMessage scans the whole queue on every call, so
+draining 5,000 messages that way would take minutes. Kinesis is read shard by shard, Firehose
+from the S3 objects it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import boto3
+import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sqs.models import sqs_backends
+
+from resilient_aws.batch import (
+    EventBridgePutter,
+    FirehosePutter,
+    KinesisPutter,
+    SnsPublisher,
+    SqsSender,
+)
+from resilient_aws.testing import Chaos, FakeClock, chaos
+from tests.batch_targets import (
+    bucket_lines,
+    eventbridge_to_queue,
+    firehose_to_bucket,
+    make_queue,
+    sns_to_queue,
+    stream_records,
+)
+
+REGION = "us-east-1"
+N = 5_000
+FAULTS = {"partial": 0.3, "throttle": 0.05, "error5xx": 0.02, "reset": 0.01, "lost_response": 0.003}
+
+
+def _queue_bodies(url: str) -> list[str]:
+    queue = sqs_backends[DEFAULT_ACCOUNT_ID][REGION].queues[url.rsplit("/", 1)[1]]
+    return [m.body for m in queue._messages]
+
+
+def _check(arrived: list[Any], sent: list[Any], injected: Chaos, batch_size: int) -> None:
+    """Every entry arrived; duplicates only from responses lost after the service applied them."""
+    assert set(arrived) == set(sent), "lost or invented entries"
+    duplicates = sum(n - 1 for n in Counter(arrived).values())
+    assert duplicates <= injected.stats.lost_responses * batch_size
+    assert injected.stats.withheld_entries > N * 0.2
+    assert injected.stats.throttled > 0
+
+
+@pytest.fixture
+def sqs(aws: None) -> Any:
+    return boto3.client("sqs", region_name=REGION)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sqs(sqs: Any, seed: int) -> None:
+    url, _ = make_queue(sqs, "q")
+    sent = [f"m{i}" for i in range(N)]
+    with (
+        chaos(sqs, seed=seed, **FAULTS) as injected,
+        SqsSender(
+            url, client=sqs, policy=FakeClock(seed=seed).policy(max_attempts=30), concurrency=2
+        ) as sender,
+    ):
+        sender.send_many(sent)
+    assert sender.result.succeeded == N
+    _check(_queue_bodies(url), sent, injected, 10)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_sns_to_sqs(sqs: Any, seed: int) -> None:
+    sns = boto3.client("sns", region_name=REGION)
+    topic, url = sns_to_queue(sns, sqs, "t")
+    sent = [f"n{i}" for i in range(N)]
+    with (
+        chaos(sns, seed=seed, **FAULTS) as injected,
+        SnsPublisher(
+            topic, client=sns, policy=FakeClock(seed=seed).policy(max_attempts=30), concurrency=2
+        ) as publisher,
+    ):
+        for message in sent:
+            publisher.publish(message)
+    assert publisher.result.succeeded == N
+    _check(_queue_bodies(url), sent, injected, 10)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_eventbridge_to_sqs(sqs: Any, seed: int) -> None:
+    events = boto3.client("events", region_name=REGION)
+    url = eventbridge_to_queue(events, sqs, "r")
+    with (
+        chaos(events, seed=seed, **FAULTS) as injected,
+        EventBridgePutter(
+            client=events, policy=FakeClock(seed=seed).policy(max_attempts=30), concurrency=2
+        ) as putter,
+    ):
+        for i in range(N):
+            putter.put({"i": i}, source="test", detail_type="T")
+    assert putter.result.succeeded == N
+    arrived = [json.loads(body)["detail"]["i"] for body in _queue_bodies(url)]
+    _check(arrived, list(range(N)), injected, 10)
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_kinesis(aws: None, seed: int) -> None:
+    kinesis = boto3.client("kinesis", region_name=REGION)
+    kinesis.create_stream(StreamName="s", ShardCount=4)
+    sent = [f"r{i}".encode() for i in range(N)]
+    # moto's Kinesis is not thread-safe: one request at a time (kinesalite tests concurrency)
+    with (
+        chaos(kinesis, seed=seed, **FAULTS) as injected,
+        KinesisPutter(
+            "s", client=kinesis, policy=FakeClock(seed=seed).policy(max_attempts=30), concurrency=1
+        ) as putter,
+    ):
+        for i, data in enumerate(sent):
+            putter.put(data, f"k{i % 40}")
+    assert putter.result.succeeded == N
+    _check([d for _, d in stream_records(kinesis, "s")], sent, injected, 500)
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+def test_firehose_to_s3(aws: None, seed: int) -> None:
+    firehose = boto3.client("firehose", region_name=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    firehose_to_bucket(firehose, s3, "delivery")
+    sent = [f"line-{i}".encode() for i in range(N)]
+    with (
+        chaos(firehose, seed=seed, **FAULTS) as injected,
+        FirehosePutter(
+            "delivery",
+            client=firehose,
+            policy=FakeClock(seed=seed).policy(max_attempts=30),
+            concurrency=2,
+        ) as putter,
+    ):
+        for line in sent:
+            putter.put(line + b"\n")
+    assert putter.result.succeeded == N
+    _check(bucket_lines(s3, "delivery"), sent, injected, 500)
