@@ -8,9 +8,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from resilient_aws.batch import SqsSender
 from resilient_aws.dynamodb import BatchWriter, batch_get, scan
 from resilient_aws.results import BatchResult
-from resilient_aws.retry import FailedEntry, RetryEvent, RetryPolicy, classify_entry
+from resilient_aws.retry import RetryEvent, RetryPolicy
 from resilient_aws.testing import MotoServer, chaos
 from resilient_aws.testing._moto import DUMMY_CREDENTIALS
 
@@ -62,7 +63,8 @@ def run_demo(*, items: int, messages: int, seed: int, endpoint_url: str | None) 
         )
 
         with chaos(sqs, seed=seed, **FAULTS) as sqs_chaos:
-            unsent = _send_messages(sqs, policy, queue_url, messages)
+            sent = _send_messages(sqs, policy, queue_url, messages)
+        unsent = sent.failed
         depth = int(
             policy.call(
                 sqs.get_queue_attributes,
@@ -71,8 +73,9 @@ def run_demo(*, items: int, messages: int, seed: int, endpoint_url: str | None) 
             )["Attributes"]["ApproximateNumberOfMessages"]
         )
         print(
-            f"SQS: sent {messages - len(unsent)}/{messages} messages with SendMessageBatch; chaos "
-            f"injected {sqs_chaos.stats.faults} faults, withheld {sqs_chaos.stats.withheld_entries} entries"
+            f"SQS: SqsSender sent {sent.succeeded}/{messages} messages in {sent.requests} requests "
+            f"({sent.resent} entries re-sent); chaos injected {sqs_chaos.stats.faults} faults, "
+            f"withheld {sqs_chaos.stats.withheld_entries} entries"
         )
         print(
             f"retry core: {events['retry']} retries, {events['recovered']} recovered, "
@@ -140,33 +143,9 @@ def _write_items(dynamodb: Any, policy: RetryPolicy, order_ids: list[str]) -> Ba
 
 def _send_messages(
     sqs: Any, policy: RetryPolicy, queue_url: str, messages: int
-) -> list[FailedEntry[Any]]:
-    entries = [{"Id": f"m{i}", "MessageBody": f'{{"n": {i}}}'} for i in range(messages)]
-
-    def send(batch: list[dict[str, Any]]) -> list[FailedEntry[dict[str, Any]]]:
-        response = sqs.send_message_batch(QueueUrl=queue_url, Entries=batch)
-        by_id = {e["Id"]: e for e in batch}
-        failures = []
-        for failed in response.get("Failed", []):
-            verdict = classify_entry("sqs", failed["Code"], sender_fault=failed["SenderFault"])
-            failures.append(
-                FailedEntry(
-                    entry=by_id[failed["Id"]],
-                    entry_id=failed["Id"],
-                    code=verdict.code,
-                    message=failed.get("Message", ""),
-                    retryable=verdict.retryable,
-                )
-            )
-        return failures
-
-    failed: list[FailedEntry[Any]] = []
-    for start in range(0, len(entries), 10):
-        outcome = policy.run_partial(
-            send,
-            entries[start : start + 10],
-            entry_id=lambda e: str(e["Id"]),
-            operation="SendMessageBatch",
-        )
-        failed.extend(outcome.failed)
-    return failed
+) -> BatchResult[Any]:
+    sender = SqsSender(queue_url, client=sqs, policy=policy, concurrency=4, raise_on_failure=False)
+    with sender:
+        for i in range(messages):
+            sender.send_message(f'{{"n": {i}}}', id=f"message-{i}")
+    return sender.result
