@@ -181,6 +181,20 @@ class BatchEngine(Generic[S]):
             raise self.error(self.result)
         return self.result
 
+    def exit(self, error: BaseException | None, owner: str) -> None:
+        """Leave a ``with`` block: close, or when the block raised, still send what it buffered
+        and let its exception through (failed entries are then logged and kept in ``result``)."""
+        if error is None:
+            self.close()
+            return
+        raise_on_failure, self.raise_on_failure = self.raise_on_failure, False
+        try:
+            self.close()
+        finally:
+            self.raise_on_failure = raise_on_failure
+        if self.result.failed:
+            logger.warning("%s closed by an exception with failed entries: %s", owner, self.result)
+
     # -- chunking -------------------------------------------------------------------------------
 
     def _full(self) -> bool:

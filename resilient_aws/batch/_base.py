@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Hashable
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -18,7 +17,6 @@ from resilient_aws.retry import DEFAULT_POLICY, Deadline, FailedEntry, RetryPoli
 
 __all__ = ["BatchSender", "by_id", "positional"]
 
-logger = logging.getLogger("resilient_aws.batch")
 
 SelfT = TypeVar("SelfT", bound="BatchSender")
 
@@ -102,21 +100,7 @@ class BatchSender:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.close()
-            return
-        engine = self._engine
-        raise_on_failure, engine.raise_on_failure = engine.raise_on_failure, False
-        try:
-            engine.close()
-        finally:
-            engine.raise_on_failure = raise_on_failure
-        if self.result.failed:
-            logger.warning(
-                "%s closed by an exception with failed entries: %s",
-                type(self).__name__,
-                self.result,
-            )
+        self._engine.exit(exc, type(self).__name__)
 
     # -- for subclasses -------------------------------------------------------------------------
 

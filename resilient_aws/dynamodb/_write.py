@@ -188,20 +188,7 @@ class BatchWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.close()
-            return
-        # The block failed: still write what it buffered, and let its exception through.
-        engine = self._engine
-        raise_on_failure, engine.raise_on_failure = engine.raise_on_failure, False
-        try:
-            engine.close()
-        finally:
-            engine.raise_on_failure = raise_on_failure
-        if self.result.failed:
-            logger.warning(
-                "BatchWriter closed by an exception with failed entries: %s", self.result
-            )
+        self._engine.exit(exc, "BatchWriter")
 
     # -- internals ------------------------------------------------------------------------------
 

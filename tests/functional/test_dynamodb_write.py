@@ -244,3 +244,16 @@ def test_batch_get_gives_up_loudly(ddb: Any, table: str) -> None:
             table, [{"pk": "g", "sk": 1}], client=ddb, policy=FakeClock().policy(max_attempts=2)
         )
     assert caught.value.result.failed[0].entry == {"pk": "g", "sk": 1}
+
+
+def test_requests_are_cut_by_bytes_too(ddb: Any, table: str) -> None:
+    import dataclasses as dc
+
+    from resilient_aws.limits import DYNAMODB_BATCH_WRITE
+
+    small_requests = dc.replace(DYNAMODB_BATCH_WRITE, max_request_bytes=10_000)
+    with BatchWriter(table, client=ddb, limits=small_requests) as writer:
+        for i in range(10):
+            writer.put({"pk": "b", "sk": i, "blob": "x" * 3_000})
+    assert writer.result.requests == 4  # 3 + 3 + 3 + 1 items of ~3 KB under 10 KB
+    assert len(all_items(ddb, table)) == 10
