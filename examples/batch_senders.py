@@ -24,9 +24,10 @@ with mock_aws():
     queue = sqs.create_queue(QueueName="orders")["QueueUrl"]
 
     # AWS under load: 30 % of entries come back failed, 5 % of requests are throttled.
-    with chaos(sqs, partial=0.3, throttle=0.05, seed=1) as faults, SqsSender(
-        queue, client=sqs, policy=policy, concurrency=4
-    ) as sender:
+    with (
+        chaos(sqs, partial=0.3, throttle=0.05, seed=1) as faults,
+        SqsSender(queue, client=sqs, policy=policy, concurrency=4) as sender,
+    ):
         for i in range(250):
             sender.send_message(json.dumps({"order": i}), id=f"order-{i}")
         try:
@@ -35,11 +36,15 @@ with mock_aws():
             print("refused:", error)
     print("SQS:", sender.result)
     print(f"  chaos withheld {faults.stats.withheld_entries} entries; all were re-sent")
-    print("  order-0 is message", next(a.response["MessageId"] for a in sender.result.answers if a.entry_id == "order-0"))
+    print(
+        "  order-0 is message",
+        next(a.response["MessageId"] for a in sender.result.answers if a.entry_id == "order-0"),
+    )
 
     # FIFO: per-group order survives retries (at most one message of a group per request).
     fifo = sqs.create_queue(
-        QueueName="payments.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+        QueueName="payments.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
     )["QueueUrl"]
     with chaos(sqs, partial=0.4, seed=2), SqsSender(fifo, client=sqs, policy=policy) as ordered:
         for i in range(30):
@@ -56,13 +61,17 @@ with mock_aws():
     events = boto3.client("events", region_name="us-east-1")
     with EventBridgePutter(client=events, policy=policy) as putter:
         for i in range(25):
-            putter.put({"order_id": i, "total": 9.5}, source="shop.orders", detail_type="OrderPlaced")
+            putter.put(
+                {"order_id": i, "total": 9.5}, source="shop.orders", detail_type="OrderPlaced"
+            )
     print("EventBridge:", putter.result)
 
     kinesis = boto3.client("kinesis", region_name="us-east-1")
     kinesis.create_stream(StreamName="clicks", ShardCount=2)
     # moto's Kinesis is not thread-safe: one request at a time against it
-    with KinesisPutter("clicks", client=kinesis, policy=policy, concurrency=1, ordered=True) as records:
+    with KinesisPutter(
+        "clicks", client=kinesis, policy=policy, concurrency=1, ordered=True
+    ) as records:
         for i in range(600):
             records.put(json.dumps({"click": i}), partition_key=f"user-{i % 20}")
     print("Kinesis:", records.result)
