@@ -39,8 +39,11 @@ unit: $(STAMP)
 test: $(STAMP) $(NODE_STAMP) lint typecheck docs
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/retry_overhead.py
+	$(BIN)/python bench/batch_send.py
+	$(BIN)/python bench/dynamodb_scan.py
+	$(BIN)/python bench/dynamodb_write.py
 
 clean:
 	rm -rf $(VENV) node_modules site .mypy_cache .ruff_cache .pytest_cache

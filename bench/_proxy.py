@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import random
@@ -95,7 +96,10 @@ async def _read_head(reader: asyncio.StreamReader) -> Head:
     return lines[0], headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]]) -> bytes:
+async def _read_body(
+    reader: asyncio.StreamReader, headers: list[tuple[str, str]], response: bool = False
+) -> bytes:
+    """The body by Content-Length or chunks; a response with neither runs to end of stream."""
     fields = {k.lower(): v for k, v in headers}
     if fields.get("transfer-encoding", "").lower() == "chunked":
         body = b""
@@ -103,16 +107,25 @@ async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]
             body += (await reader.readexactly(size + 2))[:-2]
         await reader.readuntil(b"\r\n")
         return body
-    length = int(fields.get("content-length", "0"))
+    if "content-length" not in fields:
+        return await reader.read() if response else b""
+    length = int(fields["content-length"])
     return await reader.readexactly(length) if length else b""
 
 
 def _encode(first: str, headers: list[tuple[str, str]], body: bytes, fixed: bool) -> bytes:
-    """Head and body on the wire; ``fixed`` recomputes Content-Length and the CRC32."""
-    skip = {"content-length", "transfer-encoding", "x-amz-crc32"} if fixed else set()
+    """Head and body on the wire; ``fixed`` recomputes Content-Length (and the CRC32 if sent).
+
+    Hop-by-hop headers are dropped: the proxy keeps its client connection alive on its own.
+    """
+    skip = {"connection", "keep-alive"}
+    if fixed:
+        skip |= {"content-length", "transfer-encoding", "x-amz-crc32"}
     kept = [(k, v) for k, v in headers if k.lower() not in skip]
     if fixed:
-        kept += [("Content-Length", str(len(body))), ("x-amz-crc32", str(zlib.crc32(body)))]
+        kept.append(("Content-Length", str(len(body))))
+        if any(k.lower() == "x-amz-crc32" for k, _ in headers):  # botocore checks DynamoDB's
+            kept.append(("x-amz-crc32", str(zlib.crc32(body))))
     head = "\r\n".join([first, *(f"{k}: {v}" for k, v in kept), "", ""])
     return head.encode("latin-1") + body
 
@@ -171,7 +184,7 @@ class _Proxy:
         await asyncio.sleep(self.delay)
         if withheld and not request["RequestItems"]:  # nothing left to forward
             reply = {"UnprocessedItems": withheld}
-            fake = [("Content-Type", "application/x-amz-json-1.0")]
+            fake = [("Content-Type", "application/x-amz-json-1.0"), ("x-amz-crc32", "")]
             fake.append(("x-amzn-RequestId", uuid.uuid4().hex))
             return upstream, _encode("HTTP/1.1 200 OK", fake, json.dumps(reply).encode(), True)
         upstream, (status, rheaders, rbody) = await self._forward(first, headers, body, upstream)
@@ -181,7 +194,9 @@ class _Proxy:
             for table, requests in withheld.items():
                 unprocessed.setdefault(table, []).extend(requests)
             return upstream, _encode(status, rheaders, json.dumps(reply).encode(), True)
-        return upstream, _encode(status, rheaders, rbody, fixed=False)
+        framed = {k.lower(): v.lower() for k, v in rheaders}
+        rewrap = "content-length" not in framed or framed.get("transfer-encoding") == "chunked"
+        return upstream, _encode(status, rheaders, rbody, fixed=rewrap)
 
     def _withhold(self, items: dict[str, list[Any]]) -> dict[str, list[Any]]:
         withheld: dict[str, list[Any]] = {}
@@ -204,7 +219,7 @@ class _Proxy:
         headers: list[tuple[str, str]],
         body: bytes,
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
-    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], tuple[str, Any, bytes]]:
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, tuple[str, Any, bytes]]:
         data = _encode(first, headers, body, fixed=True)
         for attempt in (1, 2):  # a kept-alive upstream connection may have been closed idle
             reused = upstream is not None
@@ -214,12 +229,18 @@ class _Proxy:
                 upstream[1].write(data)
                 await upstream[1].drain()
                 status, rheaders = await _read_head(upstream[0])
-                return upstream, (status, rheaders, await _read_body(upstream[0], rheaders))
+                rbody = await _read_body(upstream[0], rheaders, response=True)
             except (asyncio.IncompleteReadError, ConnectionError):
                 upstream[1].close()
                 upstream = None
                 if not reused or attempt == 2:
                     raise
+                continue
+            fields = {k.lower(): v.lower() for k, v in rheaders}
+            if fields.get("connection") == "close" or status.startswith("HTTP/1.0"):
+                upstream[1].close()  # the next request opens a new upstream connection
+                return None, ("HTTP/1.1" + status[8:], rheaders, rbody)
+            return upstream, (status, rheaders, rbody)
         raise AssertionError("unreachable")
 
 
@@ -238,7 +259,5 @@ if __name__ == "__main__":
     parser.add_argument("rate", type=float)
     parser.add_argument("seed", type=int)
     ns = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(ns.upstream, ns.delay, ns.rate, ns.seed))
-    except KeyboardInterrupt:
-        pass

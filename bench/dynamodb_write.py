@@ -1,7 +1,8 @@
 """BatchWriter throughput, client CPU and retry traffic against dynalite, side by side in one run.
 
 Starts dynalite and a latency proxy (``bench/_proxy.py``, a fixed delay per request), then, each
-scenario on a fresh table:
+scenario on a fresh table (a and b run interleaved in ``--rounds`` blocks, so that drift in a
+shared machine's speed hits all three alike):
 
 a. ``BatchWriter(concurrency=8)`` vs boto3's ``Table.batch_writer()``, both through the proxy;
 b. the server's ceiling: raw ``batch_write_item`` of pre-serialized chunks from 8 threads,
@@ -13,20 +14,26 @@ d. the proxy returning 30% of entries in ``UnprocessedItems``: requests per item
    to drain, ``BatchWriter`` (backoff through the retry core) vs ``Table.batch_writer()``
    (re-sends at once); every item is then counted in the table.
 
-    python bench/dynamodb_write.py [--items 50000] [--delay-ms 5] [--unprocessed 0.3]
+    python bench/dynamodb_write.py [--items 50000] [--rounds 5] [--delay-ms 5] [--unprocessed 0.3]
+
+Columns: wall time, items/s, CPU microseconds per item of this process (the client), of
+dynalite and of the proxy (from /proc, Linux only), requests the proxy saw. The last line says
+how much CPU other processes took meanwhile: on a shared machine they skew every figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -34,7 +41,7 @@ from _proxy import LatencyProxy
 from boto3.dynamodb.types import TypeSerializer
 from botocore.config import Config
 
-from resilient_aws.dynamodb import BatchWriter
+from resilient_aws.dynamodb import BatchWriter, item_size, serialize_item
 from resilient_aws.retry import RetryPolicy
 from resilient_aws.testing.emulators import dynalite
 
@@ -45,7 +52,7 @@ _tables = iter(range(1, 1_000_000))
 
 
 def make_items(count: int) -> list[dict[str, Any]]:
-    """Orders of ~300-450 bytes: a string key, strings, numbers, a list and a map."""
+    """Orders of 290-450 bytes: a string key, strings, numbers, a list and a map."""
     return [
         {
             "pk": f"order-{i:09d}",
@@ -84,31 +91,64 @@ def count(direct: Any, table: str) -> int:
     return sum(page["Count"] for page in pages)
 
 
-def timed(run: Callable[[], object]) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of ``run()``."""
+def timed(run: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, this process's CPU seconds, result) of ``run()``."""
     wall, cpu = time.perf_counter(), time.process_time()
-    run()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    result = run()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def ours(table: str, endpoint: str, items: list[Any], **options: Any) -> Callable[[], object]:
+def child_cpu(comm: str | None = None) -> float:
+    """CPU seconds used so far by this process's live children (named ``comm``); Linux only."""
+    total = 0.0
+    for tasks in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        with contextlib.suppress(OSError):  # a thread or child may be gone by now
+            for pid in tasks.read_text().split():
+                if comm is None or Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def machine_cpu() -> tuple[float, float, float]:
+    """(now, CPU seconds of this process tree, CPU seconds the machine was busy); Linux only."""
+    times, busy = os.times(), 0.0
+    with contextlib.suppress(OSError):
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split()[1:8]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
+    return time.perf_counter(), sum(times[:4]) + child_cpu(), busy
+
+
+def print_others(start: tuple[float, float, float]) -> None:
+    """How busy other processes kept the machine since ``start`` (they skew every figure)."""
+    (t0, mine0, busy0), (t1, mine1, busy1) = start, machine_cpu()
+    others = max(0.0, (busy1 - busy0) - (mine1 - mine0)) / (t1 - t0)
+    print(f"run time {t1 - t0:.0f} s; other processes used {others:.2f} of {os.cpu_count()} CPUs")
+
+
+def ours(table: str, endpoint: str, items: list[Any], **options: Any) -> Callable[[], float]:
+    """Write ``items`` with a BatchWriter; the run returns the seconds its final flush took."""
     cl = client(endpoint)
 
-    def run() -> None:
+    def run() -> float:
         with BatchWriter(table, client=cl, keys="pk", **options) as writer:
             for item in items:
                 writer.put(item)
+            tail = time.perf_counter()
+        return time.perf_counter() - tail
 
     return run
 
 
-def boto3_writer(table: str, endpoint: str, items: list[Any]) -> Callable[[], object]:
+def boto3_writer(table: str, endpoint: str, items: list[Any]) -> Callable[[], float]:
     resource = boto3.resource("dynamodb", endpoint_url=endpoint, **CREDENTIALS)
 
-    def run() -> None:
+    def run() -> float:
         with resource.Table(table).batch_writer() as writer:
             for item in items:
                 writer.put_item(Item=item)
+            tail = time.perf_counter()
+        return time.perf_counter() - tail
 
     return run
 
@@ -116,23 +156,12 @@ def boto3_writer(table: str, endpoint: str, items: list[Any]) -> Callable[[], ob
 def ceiling(table: str, direct: Any, items: list[Any]) -> Callable[[], object]:
     ser = TypeSerializer()
     wire = [{"PutRequest": {"Item": {k: ser.serialize(v) for k, v in i.items()}}} for i in items]
-    chunks: Iterator[list[Any]] = iter([wire[i : i + 25] for i in range(0, len(wire), 25)])
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            assert not direct.batch_write_item(RequestItems={table: chunk})["UnprocessedItems"]
+    chunks = [{table: wire[i : i + 25]} for i in range(0, len(wire), 25)]
 
     def run() -> None:
-        threads = [threading.Thread(target=worker) for _ in range(CONCURRENCY)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            for done in pool.map(lambda c: direct.batch_write_item(RequestItems=c), chunks):
+                assert not done["UnprocessedItems"]
 
     return run
 
@@ -159,86 +188,106 @@ def latency_ms(cl: Any, table: str, calls: int = 200) -> float:
     return statistics.median(samples) * 1000
 
 
-def row(label: str, n: int, wall: float, extra: str = "") -> None:
-    print(f"  {label:<44} {wall:7.2f} s {n / wall:9,.0f} items/s  {extra}")
+class Tally:
+    """Wall time, CPU of each process and requests, summed over the blocks of one scenario."""
+
+    def __init__(self, label: str, proxy: LatencyProxy | None = None) -> None:
+        self.label, self.proxy = label, proxy
+        self.wall, self.cpu, self.requests, self.result = 0.0, [0.0, 0.0, 0.0], 0, None
+
+    def run(self, run: Callable[[], Any]) -> Tally:
+        before = time.process_time(), child_cpu("node"), child_cpu("python")
+        if self.proxy is not None:
+            self.proxy.stats(reset=True)
+        wall, _, self.result = timed(run)
+        self.wall += wall
+        after = time.process_time(), child_cpu("node"), child_cpu("python")
+        self.cpu = [c + a - b for c, a, b in zip(self.cpu, after, before, strict=True)]
+        if self.proxy is not None:
+            self.requests += self.proxy.stats()["BatchWriteItem"]["requests"]
+        return self
+
+    def print(self, n: int) -> float:
+        us = " ".join(f"{c / n * 1e6:5.0f}" for c in self.cpu)
+        reqs = f"{self.requests:6,} requests" if self.proxy else ""
+        print(f"  {self.label:<38} {self.wall:6.2f} s {n / self.wall:7,.0f}/s {us}  {reqs}")
+        return self.wall
+
+
+HEADER = f"  {'':<38} {'wall':>8} {'items':>9} CPU us/item: client, dynalite, proxy"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--delay-ms", type=float, default=5.0)
     parser.add_argument("--unprocessed", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    n, delay = args.items, args.delay_ms / 1000
-    items = make_items(n)
-    size = statistics.mean(len(str(i)) for i in items[:1000])
+    n, delay, ms = args.items, args.delay_ms / 1000, f"{args.delay_ms:g} ms"
+    begin, items = machine_cpu(), make_items(n)
+    blocks = [items[i :: args.rounds] for i in range(args.rounds)]
+    size = statistics.mean(item_size(serialize_item(i)) for i in items)
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    print(f"{n:,} items of ~{size:.0f} bytes (repr); proxy delay {args.delay_ms:g} ms/request")
-
+    print(f"{n:,} items, {size:.0f} bytes on average (DynamoDB's size); proxy delay {ms}/request")
     with dynalite() as ddb:
-        direct = client(ddb.endpoint_url)
-        with LatencyProxy(ddb.endpoint_url, delay=delay) as proxy:
-            probe = new_table(direct)
-            added = latency_ms(client(proxy.endpoint_url), probe) - latency_ms(direct, probe)
+        direct, url = client(ddb.endpoint_url), ddb.endpoint_url
+        with LatencyProxy(url, delay=delay) as proxy:
+            t = new_table(direct)
+            added = latency_ms(client(proxy.endpoint_url), t) - latency_ms(direct, t)
             print(f"GetItem round trip through the proxy minus direct: {added:.2f} ms (median)")
+            print(f"a. through the {ms} proxy, b. straight to dynalite ({args.rounds} rounds)")
+            print(HEADER)
+            tables = [new_table(direct) for _ in range(3)]
+            ours_t = Tally(f"a. BatchWriter(concurrency={CONCURRENCY})", proxy)
+            boto_t = Tally("a. boto3 Table.batch_writer()", proxy)
+            ceil_t = Tally(f"b. raw batch_write_item x{CONCURRENCY} threads")
+            for block in blocks:
+                ours_t.run(ours(tables[0], proxy.endpoint_url, block, concurrency=CONCURRENCY))
+                boto_t.run(boto3_writer(tables[1], proxy.endpoint_url, block))
+                ceil_t.run(ceiling(tables[2], direct, block))
+            ours_wall, boto_wall, ceil_wall = (t.print(n) for t in (ours_t, boto_t, ceil_t))
+            assert [count(direct, t) for t in tables] == [n, n, n]
+            share = boto_t.requests * delay / boto_wall
+            print(f"  a. ratio {boto_wall / ours_wall:.2f}x (target >= 3x); the added delay is")
+            print(f"     {share:.0%} of boto3's time (requests x delay / wall)")
+            print(f"  b. BatchWriter via proxy = {ceil_wall / ours_wall:.0%} of it (target >= 75%)")
 
-            print(f"a. throughput through the {args.delay_ms:g} ms proxy")
-            t = new_table(direct)
-            proxy.stats(reset=True)
-            ours_wall, _ = timed(ours(t, proxy.endpoint_url, items, concurrency=CONCURRENCY))
-            reqs = proxy.stats(reset=True)["BatchWriteItem"]["requests"]
-            assert count(direct, t) == n
-            row(f"BatchWriter(concurrency={CONCURRENCY})", n, ours_wall, f"{reqs} requests")
-            t = new_table(direct)
-            boto_wall, _ = timed(boto3_writer(t, proxy.endpoint_url, items))
-            reqs = proxy.stats(reset=True)["BatchWriteItem"]["requests"]
-            assert count(direct, t) == n
-            row("boto3 Table.batch_writer()", n, boto_wall, f"{reqs} requests")
-            print(f"  ratio {boto_wall / ours_wall:.2f}x  (target >= 3x)")
-
-        print(f"b. server ceiling: raw batch_write_item, {CONCURRENCY} threads, no proxy")
-        t = new_table(direct)
-        ceil_wall, _ = timed(ceiling(t, direct, items))
-        assert count(direct, t) == n
-        row(f"raw batch_write_item x{CONCURRENCY} threads", n, ceil_wall)
-        print(f"  BatchWriter through proxy = {100 * ceil_wall / ours_wall:.0f}% of it (target >= 75%)")
-
-        print("c. client CPU per item, straight to dynalite (process CPU, dynalite excluded)")
-        cpu: dict[str, list[float]] = {"ours": [], "bare": []}
-        for _ in range(2):  # interleaved, so that drift hits both alike
-            _, used = timed(ours(new_table(direct), ddb.endpoint_url, items, concurrency=1))
-            cpu["ours"].append(used)
-            _, used = timed(bare_loop(new_table(direct), direct, items))
-            cpu["bare"].append(used)
-        ours_cpu, bare_cpu = (min(v) / n * 1e6 for v in (cpu["ours"], cpu["bare"]))
-        print(f"  BatchWriter(concurrency=1)                   {ours_cpu:7.1f} us CPU/item")
-        print(f"  bare loop: TypeSerializer + batch_write_item {bare_cpu:7.1f} us CPU/item")
+        print("c. client CPU per item, straight to dynalite, interleaved in blocks of 1,000")
+        tables, cpu = [new_table(direct), new_table(direct)], [0.0, 0.0]
+        for start in range(0, n, 1000):
+            part = items[start : start + 1000]
+            cpu[0] += timed(ours(tables[0], url, part, concurrency=1))[1]
+            cpu[1] += timed(bare_loop(tables[1], direct, part))[1]
+        ours_cpu, bare_cpu = (c / n * 1e6 for c in cpu)
+        print(f"  BatchWriter(concurrency=1)                     {ours_cpu:6.1f} us CPU/item")
+        print(f"  bare loop: TypeSerializer + batch_write_item   {bare_cpu:6.1f} us CPU/item")
         print(f"  ratio {ours_cpu / bare_cpu:.3f}x  (target <= 1.15x)")
 
         rate = args.unprocessed
-        print(f"d. proxy returning {rate:.0%} of entries as unprocessed ({args.delay_ms:g} ms)")
+        print(f"d. the {ms} proxy returns {rate:.0%} of entries as unprocessed\n{HEADER}")
         policy = RetryPolicy(max_attempts=30, base_delay=0.02, max_delay=1.0)
-        results = {}
-        for label in ("BatchWriter(concurrency=8), backoff", "boto3 Table.batch_writer()"):
+        walls = []
+        for label in (f"BatchWriter(concurrency={CONCURRENCY})", "boto3 Table.batch_writer()"):
             t = new_table(direct)
-            with LatencyProxy(ddb.endpoint_url, delay=delay, unprocessed_rate=rate) as proxy:
+            with LatencyProxy(url, delay=delay, unprocessed_rate=rate, seed=args.seed) as lossy:
                 if label.startswith("BatchWriter"):
-                    run = ours(t, proxy.endpoint_url, items, concurrency=CONCURRENCY, policy=policy)
+                    run = ours(t, lossy.endpoint_url, items, concurrency=CONCURRENCY, policy=policy)
                 else:
-                    run = boto3_writer(t, proxy.endpoint_url, items)
-                wall, _ = timed(run)
-                stats = proxy.stats()["BatchWriteItem"]
+                    run = boto3_writer(t, lossy.endpoint_url, items)
+                tally = Tally(label, lossy).run(run)
+                walls.append(tally.print(n))
+                stats = lossy.stats()["BatchWriteItem"]
             stored = count(direct, t)
-            results[label] = wall
-            extra = (
-                f"{stats['requests'] / n:.3f} req/item, {stats['entries'] / n:.2f} entries "
-                f"sent/item, {stats['withheld']:,} withheld, {stored:,}/{n:,} stored"
+            print(
+                f"    {stats['requests'] / n:.4f} requests/item, {stats['entries'] / n:.3f} entries"
+                f" sent/item ({stats['withheld']:,} withheld), final flush {tally.result:.2f} s,"
+                f" {stored:,}/{n:,} items in the table"
             )
-            row(label, n, wall, extra)
             assert stored == n, f"{label}: {stored} of {n} items in the table"
-        ours_d, boto_d = results.values()
-        print(f"  time to drain, boto3 / ours: {boto_d / ours_d:.2f}x")
+        print(f"  time to write everything, boto3 / ours: {walls[1] / walls[0]:.2f}x")
+        print_others(begin)
 
 
 if __name__ == "__main__":
