@@ -18,7 +18,17 @@ __version__ = "0.1.0"
 # Silent unless the application configures logging (Powertools Logger, logging.basicConfig...).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-_SUBMODULES = ("batch", "cli", "dynamodb", "errors", "limits", "results", "retry", "testing")
+_SUBMODULES = (
+    "batch",
+    "cli",
+    "dynamodb",
+    "errors",
+    "idempotency",
+    "limits",
+    "results",
+    "retry",
+    "testing",
+)
 
 __all__ = ["__version__", *_SUBMODULES]
 

@@ -14,6 +14,12 @@ The hierarchy::
     ├── BatchError                some entries finally failed; ``result`` accounts for every entry
     │   ├── BatchWriteError
     │   └── BatchGetError
+    ├── IdempotencyError          an idempotent call could not run or replay; ``key`` names it
+    │   ├── IdempotencyKeyError       (also ValueError) the key expression selected nothing
+    │   ├── IdempotencyValidationError  a repeat of a key came with a different payload
+    │   ├── IdempotencyInProgressError  a call with the same key is still running
+    │   ├── IdempotencyResultError    (also TypeError) a result that cannot be stored
+    │   └── IdempotencyTableError     the table is missing or has another key schema
     └── RetryError                a retryable failure that the retry core stopped retrying
         ├── AttemptsExhaustedError    ``max_attempts`` (counted across botocore and the core) used up
         ├── ElapsedTimeExceededError  ``max_elapsed`` would be passed by the next sleep
@@ -50,6 +56,12 @@ __all__ = [
     "ElapsedTimeExceededError",
     "EntryTooLargeError",
     "EntryValidationError",
+    "IdempotencyError",
+    "IdempotencyInProgressError",
+    "IdempotencyKeyError",
+    "IdempotencyResultError",
+    "IdempotencyTableError",
+    "IdempotencyValidationError",
     "ResilientAWSError",
     "RetryBudgetExhaustedError",
     "RetryError",
@@ -130,6 +142,40 @@ class BatchWriteError(BatchError):
 
 class BatchGetError(BatchError):
     """A batch read finished with keys that could not be read."""
+
+
+class IdempotencyError(ResilientAWSError):
+    """An idempotent call could not run or replay. ``key`` is the idempotency key, if known.
+
+    Messages carry the key (a hash) and the function, never the payload or the result.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(f"{message} (idempotency key {key!r})" if key else message)
+        self.key = key
+
+
+class IdempotencyKeyError(IdempotencyError, ValueError):
+    """The key expression selected nothing from the payload (and missing keys are errors)."""
+
+
+class IdempotencyValidationError(IdempotencyError):
+    """A repeat of a key carried a different payload than the call that stored the result."""
+
+
+class IdempotencyInProgressError(IdempotencyError):
+    """Another call with the same key is in progress; retry later, or wait with
+    ``on_in_progress="wait"``."""
+
+
+class IdempotencyResultError(IdempotencyError, TypeError):
+    """The function ran, but its result cannot be stored: not JSON-serializable, or the record
+    would exceed DynamoDB's 400 KB item limit. The record is released so a fixed deployment can
+    run again."""
+
+
+class IdempotencyTableError(IdempotencyError):
+    """The idempotency table does not exist or its key schema is not the one configured."""
 
 
 class RetryError(ResilientAWSError):

@@ -197,7 +197,7 @@ def call(
     try:
         result = fn(*args, **kwargs)
     except BaseException as error:
-        if not classify(error).retryable:
+        if not (policy.classifier or classify)(error).retryable:
             raise
         first_error = error
     else:
@@ -205,7 +205,7 @@ def call(
         if policy.budget is not None:
             policy.budget.release(policy.budget.success_refund)
         return result
-    run = Run(policy, operation_name(fn), started=started)
+    run = Run(policy, operation_name(fn), policy.classifier or classify, started=started)
     try:
         result = run.retrying()(_replaying(first_error, fn), *args, **kwargs)
     except BaseException as error:
@@ -227,14 +227,14 @@ async def acall(
     try:
         result = await fn(*args, **kwargs)
     except BaseException as error:
-        if not classify(error).retryable:
+        if not (policy.classifier or classify)(error).retryable:
             raise
         first_error = error
     else:
         if policy.budget is not None:
             policy.budget.release(policy.budget.success_refund)
         return result
-    run = Run(policy, operation_name(fn), started=started)
+    run = Run(policy, operation_name(fn), policy.classifier or classify, started=started)
     try:
         result = await run.async_retrying()(_areplaying(first_error, fn), *args, **kwargs)
     except BaseException as error:

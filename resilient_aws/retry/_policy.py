@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from tenacity.stop import stop_base
     from tenacity.wait import wait_base
 
+    from resilient_aws.retry._classify import ErrorClass
     from resilient_aws.retry._partial import FailedEntry, PartialOutcome, SendResult
 
 __all__ = ["DEFAULT_POLICY", "RetryPolicy"]
@@ -43,6 +44,8 @@ class RetryPolicy:
 
     tenacity strategies pass through: ``stop`` is OR-ed with the policy's own stops
     (``stop=tenacity.stop_after_delay(3)``) and ``wait`` replaces the jittered backoff.
+    ``classifier`` replaces :func:`classify` for whole calls (wrap it to make one more error
+    retryable, e.g. an application's own "not ready yet").
     ``sleep``, ``async_sleep`` (default ``asyncio.sleep``), ``clock`` and ``rng`` are seams for
     tests.
 
@@ -59,6 +62,7 @@ class RetryPolicy:
     stop: stop_base | None = None
     wait: wait_base | None = None
     listeners: tuple[RetryListener, ...] = ()
+    classifier: Callable[[BaseException], ErrorClass] | None = field(default=None, repr=False)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     async_sleep: Callable[[float], Awaitable[None]] | None = field(default=None, repr=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)

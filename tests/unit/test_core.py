@@ -267,3 +267,45 @@ def test_retry_decorator_forms(fake_clock: FakeClock) -> None:
     wrapped = retry(fake_clock.policy())(flaky)
     assert (bare(), empty(), wrapped()) == ("bare", "empty", "ok")
     assert flaky.calls == 2
+
+
+class NotReadyError(Exception):
+    pass
+
+
+def test_a_classifier_makes_an_application_error_retryable(fake_clock: FakeClock) -> None:
+    from resilient_aws.retry import ErrorClass, classify
+
+    def not_ready_is_transient(error: BaseException) -> ErrorClass:
+        if isinstance(error, NotReadyError):
+            return ErrorClass(True, "transient", "NotReady")
+        return classify(error)
+
+    policy = fake_clock.policy(max_attempts=5, classifier=not_ready_is_transient)
+    flaky = Flaky(NotReadyError(), NotReadyError(), result="ready")
+    assert policy.call(flaky) == "ready"
+    assert flaky.calls == 3
+    assert len(fake_clock.slept) == 2
+
+    with pytest.raises(AttemptsExhaustedError) as info:
+        policy.call(Flaky(*[NotReadyError() for _ in range(5)]))
+    assert isinstance(info.value.last_error, NotReadyError)
+    # the default classifier still applies to everything else
+    with pytest.raises(ValueError, match="permanent"):
+        policy.call(Flaky(ValueError("permanent")))
+
+
+async def test_a_classifier_applies_to_async_calls(fake_clock: FakeClock) -> None:
+    from resilient_aws.retry import ErrorClass
+
+    policy = fake_clock.policy(
+        classifier=lambda error: ErrorClass(isinstance(error, NotReadyError), "transient", "x")
+    )
+    errors = [NotReadyError()]
+
+    async def attempt() -> str:
+        if errors:
+            raise errors.pop()
+        return "ok"
+
+    assert await policy.acall(attempt) == "ok"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import resilient_aws
-from resilient_aws import batch, dynamodb, errors, limits, retry, testing
+from resilient_aws import batch, dynamodb, errors, idempotency, limits, retry, testing
 
 
 def test_top_level_exports() -> None:
@@ -19,6 +19,7 @@ def test_top_level_exports() -> None:
         "cli",
         "dynamodb",
         "errors",
+        "idempotency",
         "limits",
         "results",
         "retry",
@@ -127,7 +128,31 @@ def test_limits_are_todays_values() -> None:
 
 
 def test_testing_exports() -> None:
-    assert sorted(testing.__all__) == ["Chaos", "ChaosStats", "FakeClock", "MotoServer", "chaos"]
+    assert sorted(testing.__all__) == [
+        "Chaos",
+        "ChaosStats",
+        "FakeClock",
+        "FakeLambdaContext",
+        "MotoServer",
+        "chaos",
+    ]
+
+
+def test_idempotency_exports() -> None:
+    assert sorted(idempotency.__all__) == [
+        "COMPLETED",
+        "INPROGRESS",
+        "IdempotencyError",
+        "IdempotencyInProgressError",
+        "IdempotencyKeyError",
+        "IdempotencyRecord",
+        "IdempotencyResultError",
+        "IdempotencyStore",
+        "IdempotencyTableError",
+        "IdempotencyValidationError",
+        "hash_json",
+        "idempotent",
+    ]
 
 
 def test_error_hierarchy() -> None:
@@ -145,6 +170,9 @@ def test_error_hierarchy() -> None:
         assert issubclass(getattr(errors, name), errors.RetryError)
     for name in ("EntryTooLargeError", "DuplicateEntryError", "UnsupportedValueError"):
         assert issubclass(getattr(errors, name), errors.EntryValidationError)
+    for name in errors.__all__:
+        if name.startswith("Idempotency") and name != "IdempotencyError":
+            assert issubclass(getattr(errors, name), errors.IdempotencyError)
 
 
 def test_every_exception_is_drawn_in_the_module_docstring() -> None:
@@ -183,6 +211,7 @@ def test_import_resilient_aws_is_lean() -> None:
         "resilient_aws.testing",
         "resilient_aws.dynamodb",
         "resilient_aws.batch",
+        "resilient_aws.idempotency",
     ],
 )
 def test_subpackages_import_no_optional_dependency(module: str) -> None:
