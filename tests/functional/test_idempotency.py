@@ -175,7 +175,7 @@ def test_dataclass_results_are_rebuilt_from_the_annotation(store: IdempotencySto
 
 
 def test_pydantic_results_are_rebuilt(store: IdempotencyStore) -> None:
-    pydantic = pytest.importorskip("pydantic")
+    import pydantic
 
     class Order(pydantic.BaseModel):  # type: ignore[name-defined,misc]
         order_id: str
@@ -191,7 +191,7 @@ def test_pydantic_results_are_rebuilt(store: IdempotencyStore) -> None:
 
 
 def test_pydantic_payloads_are_keyed_by_their_json(store: IdempotencyStore) -> None:
-    pydantic = pytest.importorskip("pydantic")
+    import pydantic
 
     class Order(pydantic.BaseModel):  # type: ignore[name-defined,misc]
         order_id: str
