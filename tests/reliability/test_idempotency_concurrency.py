@@ -1,0 +1,147 @@
+"""32 simultaneous duplicates of one call, under chaos, against dynalite: the body runs once.
+
+dynalite serialises conditional writes the way DynamoDB does, so the race is real (moto's
+in-process backend does not lock between threads). Every caller is accounted for: it gets the
+result, or (``on_in_progress="raise"``) an ``IdempotencyInProgressError``; nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from botocore.config import Config
+
+from resilient_aws.idempotency import IdempotencyInProgressError, IdempotencyStore, idempotent
+from resilient_aws.retry import RetryPolicy
+from resilient_aws.testing import chaos
+from resilient_aws.testing.emulators import NodeEmulator
+from tests.idempotency_support import create_idempotency_table
+
+pytestmark = pytest.mark.emulator
+CALLERS = 32
+FAULTS = {"throttle": 0.10, "error5xx": 0.02}
+_names = itertools.count()
+
+
+@pytest.fixture
+def ddb(dynalite_server: NodeEmulator) -> Any:
+    return dynalite_server.client("dynamodb", config=Config(max_pool_connections=CALLERS))
+
+
+@pytest.fixture
+def store(ddb: Any) -> IdempotencyStore:
+    table = create_idempotency_table(ddb, f"dup-{next(_names)}")
+    policy = RetryPolicy(max_attempts=12, base_delay=0.01, max_delay=0.2)
+    return IdempotencyStore(table, client=ddb, policy=policy)
+
+
+class SlowBody:
+    """A side effect that takes long enough for every duplicate to arrive while it runs."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.runs += 1
+        time.sleep(0.3)
+        return {"order_id": event["order_id"], "charged": True}
+
+
+def call_all(wrapped: Any, event: dict[str, Any]) -> list[Any]:
+    start = threading.Barrier(CALLERS)
+
+    def one(_: int) -> Any:
+        start.wait()
+        try:
+            return wrapped(event)
+        except IdempotencyInProgressError as error:
+            return error
+
+    with ThreadPoolExecutor(CALLERS) as pool:
+        return list(pool.map(one, range(CALLERS)))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_threads_raise_mode(ddb: Any, store: IdempotencyStore, seed: int) -> None:
+    body = SlowBody()
+    wrapped = idempotent(store, key="order_id")(body)
+    with chaos(ddb, seed=seed, **FAULTS) as injected:
+        outcomes = call_all(wrapped, {"order_id": "o-1"})
+    assert body.runs == 1
+    results = [o for o in outcomes if not isinstance(o, IdempotencyInProgressError)]
+    in_progress = [o for o in outcomes if isinstance(o, IdempotencyInProgressError)]
+    assert len(results) + len(in_progress) == CALLERS
+    assert results and all(r == {"order_id": "o-1", "charged": True} for r in results)
+    assert in_progress  # the body is slow: most duplicates arrive while it runs
+    assert injected.stats.faults > 0
+    # once done, every repeat replays
+    assert wrapped({"order_id": "o-1"}) == {"order_id": "o-1", "charged": True}
+
+
+def test_threads_wait_mode(ddb: Any, store: IdempotencyStore) -> None:
+    body = SlowBody()
+    wait = RetryPolicy(max_attempts=100, base_delay=0.02, max_delay=0.2, max_elapsed=30)
+    wrapped = idempotent(store, key="order_id", on_in_progress="wait", wait=wait)(body)
+    with chaos(ddb, seed=3, **FAULTS):
+        outcomes = call_all(wrapped, {"order_id": "o-2"})
+    assert body.runs == 1
+    assert outcomes == [{"order_id": "o-2", "charged": True}] * CALLERS
+
+
+@pytest.mark.parametrize("mode", ["raise", "wait"])
+def test_asyncio_tasks(ddb: Any, store: IdempotencyStore, mode: str) -> None:
+    runs: list[int] = []
+    wait = RetryPolicy(max_attempts=100, base_delay=0.02, max_delay=0.2, max_elapsed=30)
+
+    @idempotent(store, key="order_id", on_in_progress=mode, wait=wait)  # type: ignore[arg-type]
+    async def charge(event: dict[str, Any]) -> dict[str, Any]:
+        runs.append(1)
+        await asyncio.sleep(0.3)
+        return {"order_id": event["order_id"], "charged": True}
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(charge({"order_id": f"o-{mode}"}) for _ in range(CALLERS)), return_exceptions=True
+        )
+
+    with chaos(ddb, seed=4, **FAULTS):
+        outcomes = asyncio.run(main())
+    assert len(runs) == 1
+    expected = {"order_id": f"o-{mode}", "charged": True}
+    unexpected = [
+        o for o in outcomes if o != expected and not isinstance(o, IdempotencyInProgressError)
+    ]
+    assert unexpected == []
+    if mode == "wait":
+        assert outcomes == [expected] * CALLERS
+
+
+def test_a_crashed_first_call_is_retryable_after_its_lease(
+    ddb: Any, store: IdempotencyStore
+) -> None:
+    crashed = threading.Event()
+
+    @idempotent(store, key="order_id", lease_s=1.0)
+    def charge(event: dict[str, Any]) -> str:
+        if not crashed.is_set():
+            crashed.set()
+            raise SystemExit("the process died mid-call")  # not an Exception: nothing released
+        return "charged"
+
+    with pytest.raises(SystemExit):
+        charge({"order_id": "o-3"})
+    with chaos(ddb, seed=5, **FAULTS):
+        outcomes = call_all(charge, {"order_id": "o-3"})
+        assert all(isinstance(o, IdempotencyInProgressError) for o in outcomes)
+        time.sleep(1.1)
+        outcomes = call_all(charge, {"order_id": "o-3"})
+    assert "charged" in outcomes
+    assert all(o == "charged" or isinstance(o, IdempotencyInProgressError) for o in outcomes)
