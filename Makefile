@@ -44,6 +44,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/batch_send.py
 	$(BIN)/python bench/dynamodb_scan.py
 	$(BIN)/python bench/dynamodb_write.py
+	$(BIN)/python bench/idempotency.py
 
 clean:
 	rm -rf $(VENV) node_modules site .mypy_cache .ruff_cache .pytest_cache
