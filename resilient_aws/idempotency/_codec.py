@@ -8,44 +8,21 @@ function's return annotation, without importing pydantic (anything with ``model_
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import decimal
 import enum
 import json
 import types
 import typing
-import uuid
 from collections.abc import Callable
 from typing import Any
+
+from resilient_aws._json import dumps
 
 __all__ = ["decode_result", "encode_result", "result_type_of"]
 
 
-class _ResultEncoder(json.JSONEncoder):
-    def default(self, o: Any) -> Any:
-        if isinstance(o, decimal.Decimal):
-            # DynamoDB hands out numbers as Decimal; JSON has numbers, not strings, for them.
-            if not o.is_finite():
-                raise TypeError(f"{o} cannot be stored as JSON")
-            return int(o) if o == o.to_integral_value() else float(o)
-        if callable(getattr(o, "model_dump", None)):
-            return o.model_dump(mode="json")
-        if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            return dataclasses.asdict(o)
-        if isinstance(o, enum.Enum):
-            return o.value
-        if isinstance(o, (dt.datetime, dt.date, dt.time)):
-            return o.isoformat()
-        if isinstance(o, uuid.UUID):
-            return str(o)
-        if isinstance(o, (set, frozenset)):
-            return sorted(o, key=repr)
-        return super().default(o)
-
-
 def encode_result(result: Any) -> str:
     """The JSON text stored for ``result``; TypeError/ValueError if it has no JSON form."""
-    return json.dumps(result, cls=_ResultEncoder, sort_keys=True, allow_nan=False)
+    return dumps(result)
 
 
 def result_type_of(fn: Callable[..., Any]) -> Any:
