@@ -20,6 +20,10 @@ The hierarchy::
     │   ├── IdempotencyInProgressError  a call with the same key is still running
     │   ├── IdempotencyResultError    (also TypeError) a result that cannot be stored
     │   └── IdempotencyTableError     the table is missing or has another key schema
+    ├── OutboxError               the outbox could not write a transaction; names actions, never payloads
+    │   ├── TransactionTooLargeError  (also ValueError) over 100 actions or 4 MB, refused before sending
+    │   └── TransactionCanceledError  DynamoDB cancelled the transaction; ``reasons`` per action
+    │       └── TransactionConditionFailedError  a condition failed: the caller's business, not retried
     └── RetryError                a retryable failure that the retry core stopped retrying
         ├── AttemptsExhaustedError    ``max_attempts`` (counted across botocore and the core) used up
         ├── ElapsedTimeExceededError  ``max_elapsed`` would be passed by the next sleep
@@ -48,6 +52,10 @@ __all__ = [
     "BatchGetError",
     "BatchWriteError",
     "InvalidCursorError",
+    "OutboxError",
+    "TransactionCanceledError",
+    "TransactionConditionFailedError",
+    "TransactionTooLargeError",
     "InvalidKeyError",
     "UnknownTableError",
     "ConfigurationError",
@@ -176,6 +184,32 @@ class IdempotencyResultError(IdempotencyError, TypeError):
 
 class IdempotencyTableError(IdempotencyError):
     """The idempotency table does not exist or its key schema is not the one configured."""
+
+
+class OutboxError(ResilientAWSError):
+    """The outbox could not write a transaction. Actions are named by table and key."""
+
+
+class TransactionTooLargeError(OutboxError, ValueError):
+    """The transaction is over a DynamoDB limit (100 actions, 4 MB); nothing was sent."""
+
+
+class TransactionCanceledError(OutboxError):
+    """DynamoDB cancelled the transaction; nothing of it was applied.
+
+    ``reasons`` holds one ``(action, code, message)`` per action that caused it, ``action``
+    naming the action (``"put orders[pk=order#1]"``, ``"event e-1 (order-1 #3)"``).
+    """
+
+    def __init__(self, message: str, reasons: list[tuple[str, str, str]]) -> None:
+        detail = "; ".join(f"{action}: {code}" for action, code, _ in reasons)
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.reasons = reasons
+
+
+class TransactionConditionFailedError(TransactionCanceledError):
+    """A condition of the transaction failed (a business rule, or an event whose aggregate and
+    sequence already exist). Not retried: the caller decides."""
 
 
 class RetryError(ResilientAWSError):

@@ -1,0 +1,182 @@
+"""Publishing pending events in order per aggregate; shared by the stream relay and the sweeper.
+
+Events go out in *waves*: wave n holds the n-th deliverable event of every aggregate whose
+earlier events in this run were published. So an aggregate's events are published in sequence
+order, a failure holds back only the later events of its own aggregate, and every wave is one
+batched, concurrent publish through the batch engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from resilient_aws.outbox._event import OutboxEvent
+from resilient_aws.outbox._layout import BLOCKED, DELIVERED
+
+if TYPE_CHECKING:
+    from resilient_aws.outbox._outbox import Outbox
+    from resilient_aws.outbox._targets import Target
+    from resilient_aws.retry import Deadline
+
+__all__ = ["DeliveryReport", "deliver"]
+
+logger = logging.getLogger("resilient_aws.outbox")
+
+_MARKING_THREADS = 8
+
+
+@dataclass
+class DeliveryReport:
+    """What became of every event handed to a relay or sweep run (by event id).
+
+    - ``delivered``: published and marked delivered now;
+    - ``already_delivered``: delivered before (a repeated stream record, a race with a sweep);
+    - ``failed``: publishing failed, the event stays pending (error per id);
+    - ``blocked``: failed ``max_attempts`` times, now blocked (error per id);
+    - ``held``: not attempted, behind a failed or blocked event of the same aggregate;
+    - ``held_by_block``: the part of ``held`` waiting for a blocked event (the sweeper
+      publishes them after :meth:`Outbox.unblock`);
+    - ``unattempted``: not attempted because the deadline came first;
+    - ``missing``: no record anymore (delivered and expired by TTL);
+    - ``unmarked``: published, but the delivered mark could not be written (published again
+      later: consumers de-duplicate by event id).
+    """
+
+    delivered: list[str] = field(default_factory=list)
+    already_delivered: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)
+    held_by_block: list[str] = field(default_factory=list)
+    unattempted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unmarked: list[str] = field(default_factory=list)
+
+    @property
+    def to_retry(self) -> set[str]:
+        """Events a stream relay should hand back to Lambda (``batchItemFailures``)."""
+        waiting_for_block = set(self.held_by_block)
+        return (
+            set(self.failed)
+            | {event_id for event_id in self.held if event_id not in waiting_for_block}
+            | set(self.unattempted)
+        )
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "delivered": len(self.delivered),
+            "already_delivered": len(self.already_delivered),
+            "failed": len(self.failed),
+            "blocked": len(self.blocked),
+            "held": len(self.held),
+            "unattempted": len(self.unattempted),
+            "missing": len(self.missing),
+            "unmarked": len(self.unmarked),
+        }
+
+
+def deliver(
+    outbox: Outbox,
+    target: Target,
+    events: Sequence[OutboxEvent],
+    *,
+    deadline: Deadline | None = None,
+) -> DeliveryReport:
+    """Publish what is still pending of ``events`` in order per aggregate; mark each result."""
+    report = DeliveryReport()
+    unique = {event.id: event for event in events}
+    if not unique:
+        return report
+    policy = outbox.policy if deadline is None else outbox.policy.with_deadline(deadline)
+    states, blocked_aggregates = outbox.states(list(unique.values()))
+
+    queues: dict[str, list[OutboxEvent]] = defaultdict(list)
+    for event in sorted(unique.values(), key=lambda e: (e.aggregate_id, e.sequence or 0)):
+        queues[event.aggregate_id].append(event)
+    ready: dict[str, list[OutboxEvent]] = {}
+    for aggregate, queue in queues.items():
+        deliverable: list[OutboxEvent] = []
+        for index, event in enumerate(queue):
+            stored = states.get(event.id)
+            if stored is None:
+                report.missing.append(event.id)
+            elif stored.status == DELIVERED:
+                report.already_delivered.append(event.id)
+            elif stored.status == BLOCKED or aggregate in blocked_aggregates:
+                held = [e.id for e in queue[index:] if e.id in states]
+                report.held.extend(held)
+                report.held_by_block.extend(held)
+                break
+            else:
+                deliverable.append(stored.event)
+        if deliverable:
+            ready[aggregate] = deliverable
+
+    with ThreadPoolExecutor(_MARKING_THREADS) as marking:
+        while ready:
+            if deadline is not None and deadline.expired:
+                for queue in ready.values():
+                    report.unattempted.extend(e.id for e in queue)
+                break
+            wave = [queue[0] for queue in ready.values()]
+            try:
+                failures = target.publish(wave, deadline=deadline)
+            except Exception as raised:  # a target that raises fails the whole wave, not the run
+                failures = {e.id: f"{type(raised).__name__}: {raised}" for e in wave}
+            marks = [
+                (event, marking.submit(_settle, outbox, event, failures.get(event.id), policy))
+                for event in wave
+            ]
+            for event, mark in marks:
+                queue = ready[event.aggregate_id]
+                queue.pop(0)
+                outcome = mark.result()
+                problem = failures.get(event.id)
+                if outcome == "delivered":
+                    report.delivered.append(event.id)
+                elif outcome == "unmarked":
+                    report.unmarked.append(event.id)
+                elif outcome == "blocked":
+                    report.blocked[event.id] = problem or ""
+                else:
+                    report.failed[event.id] = problem or outcome
+                if outcome in ("failed", "blocked"):
+                    held = [e.id for e in queue]
+                    report.held.extend(held)
+                    if outcome == "blocked":
+                        report.held_by_block.extend(held)
+                    queue.clear()
+                if not queue:
+                    del ready[event.aggregate_id]
+    if report.failed or report.blocked:
+        logger.warning("outbox delivery: %s", report.summary())
+    return report
+
+
+def _settle(outbox: Outbox, event: OutboxEvent, error: str | None, policy: Any) -> str:
+    if error is None:
+        try:
+            outbox.mark_delivered(event, policy=policy)
+        except Exception as failure:
+            logger.warning(
+                "outbox: %s was published but could not be marked delivered (%s); it will be "
+                "published again",
+                event.describe(),
+                type(failure).__name__,
+            )
+            return "unmarked"
+        return "delivered"
+    try:
+        return "blocked" if outbox.mark_failed(event, error, policy=policy) else "failed"
+    except Exception as failure:
+        logger.warning(
+            "outbox: could not count the failed delivery of %s (%s)",
+            event.describe(),
+            type(failure).__name__,
+        )
+        return "failed"

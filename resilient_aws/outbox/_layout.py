@@ -1,0 +1,157 @@
+"""Where outbox records live in the table and what they hold.
+
+One item per event, in the aggregate's partition (``OUTBOX#<aggregate>``, sort key
+``EVENT#<sequence>``): DynamoDB Streams keeps the records of one partition key in order, so the
+stream hands the relay an aggregate's events in sequence. While an event is not delivered it
+carries ``outbox_pending_shard``/``outbox_pending_at``, the keys of a sparse GSI the sweeper reads;
+delivery removes them and sets the TTL attribute. An aggregate with a poison event gets a
+``BLOCKED`` marker item in its partition, which holds back its later events until unblocked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from resilient_aws._json import dumps
+from resilient_aws.errors import ConfigurationError, UnsupportedValueError
+from resilient_aws.outbox._event import OutboxEvent
+
+__all__ = ["PENDING", "DELIVERED", "BLOCKED", "Layout", "StoredEvent"]
+
+PENDING = "PENDING"
+DELIVERED = "DELIVERED"
+BLOCKED = "BLOCKED"
+
+A_ID = "outbox_event_id"  # present on every outbox record: how the relay recognises one
+A_TYPE = "outbox_type"
+A_AGGREGATE = "outbox_aggregate_id"
+A_SEQUENCE = "outbox_sequence"
+A_PAYLOAD = "outbox_payload"
+A_CREATED = "outbox_created_at"
+A_DESTINATION = "outbox_destination"
+A_STATUS = "outbox_status"
+A_ATTEMPTS = "outbox_attempts"
+A_LAST_ERROR = "outbox_last_error"
+A_SHARD = "outbox_pending_shard"
+A_PENDING_AT = "outbox_pending_at"
+A_BLOCKED_EVENT = "outbox_blocked_event"
+
+MARKER_SORT_KEY = "BLOCKED"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as read back from its record, with its delivery state."""
+
+    event: OutboxEvent
+    status: str
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Key attribute names and index of the outbox table."""
+
+    partition_key: str = "pk"
+    sort_key: str = "sk"
+    pending_index: str = "outbox-pending"
+    shards: int = 4
+    ttl_attribute: str = "expires_at"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.shards, int) or not 1 <= self.shards <= 100:
+            raise ConfigurationError("shards", f"must be an int in [1, 100], got {self.shards!r}")
+        if self.partition_key == self.sort_key:
+            raise ConfigurationError("sort_key", "must differ from partition_key")
+
+    def partition(self, aggregate_id: str) -> str:
+        return f"OUTBOX#{aggregate_id}"
+
+    def event_key(self, aggregate_id: str, sequence: int) -> dict[str, Any]:
+        return {
+            self.partition_key: {"S": self.partition(aggregate_id)},
+            self.sort_key: {"S": f"EVENT#{sequence:020d}"},
+        }
+
+    def marker_key(self, aggregate_id: str) -> dict[str, Any]:
+        return {
+            self.partition_key: {"S": self.partition(aggregate_id)},
+            self.sort_key: {"S": MARKER_SORT_KEY},
+        }
+
+    def shard_of(self, aggregate_id: str) -> str:
+        # Spread pending records over a few GSI partitions: one would be a hot key.
+        return f"P{zlib.crc32(aggregate_id.encode()) % self.shards}"
+
+    def shard_names(self) -> list[str]:
+        return [f"P{n}" for n in range(self.shards)]
+
+    def record(self, event: OutboxEvent) -> dict[str, Any]:
+        """The outbox item of ``event`` in wire format (its ``sequence`` must be set)."""
+        assert event.sequence is not None
+        try:
+            payload = dumps(event.payload)
+        except (TypeError, ValueError) as error:
+            raise UnsupportedValueError(
+                event.id, f"the payload of {event.describe()} has no JSON form: {error}"
+            ) from error
+        created_ms = int(event.created_at.timestamp() * 1000)
+        item: dict[str, Any] = {
+            **self.event_key(event.aggregate_id, event.sequence),
+            A_ID: {"S": event.id},
+            A_TYPE: {"S": event.type},
+            A_AGGREGATE: {"S": event.aggregate_id},
+            A_SEQUENCE: {"N": str(event.sequence)},
+            A_PAYLOAD: {"S": payload},
+            A_CREATED: {"S": event.created_at.isoformat()},
+            A_STATUS: {"S": PENDING},
+            A_ATTEMPTS: {"N": "0"},
+            A_SHARD: {"S": self.shard_of(event.aggregate_id)},
+            A_PENDING_AT: {"N": str(created_ms)},
+        }
+        if event.destination is not None:
+            item[A_DESTINATION] = {"S": event.destination}
+        return item
+
+    @staticmethod
+    def is_event(item: Mapping[str, Any]) -> bool:
+        return A_ID in item and A_SEQUENCE in item
+
+    @staticmethod
+    def stored(item: Mapping[str, Any]) -> StoredEvent:
+        """The event of an outbox item (plain Python values, as reads hand them out)."""
+
+        def text(name: str) -> str | None:
+            value = item.get(name)
+            return value if isinstance(value, str) else None
+
+        def number(name: str) -> int:
+            value = item.get(name)
+            return int(value) if isinstance(value, (int, Decimal)) else 0
+
+        created = text(A_CREATED)
+        event = OutboxEvent(
+            type=text(A_TYPE) or "unknown",
+            aggregate_id=text(A_AGGREGATE) or "unknown",
+            payload=json.loads(text(A_PAYLOAD) or "null"),
+            sequence=number(A_SEQUENCE),
+            destination=text(A_DESTINATION),
+            id=text(A_ID) or "unknown",
+            created_at=dt.datetime.fromisoformat(created) if created else _EPOCH,
+        )
+        return StoredEvent(
+            event=event,
+            status=text(A_STATUS) or PENDING,
+            attempts=number(A_ATTEMPTS),
+            last_error=text(A_LAST_ERROR),
+        )
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)

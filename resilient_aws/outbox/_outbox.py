@@ -1,0 +1,565 @@
+"""``Outbox``: the business change and its events in one ``TransactWriteItems``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
+from resilient_aws.dynamodb._serialize import deserialize_item, item_size, serialize_item
+from resilient_aws.errors import (
+    ConfigurationError,
+    DuplicateEntryError,
+    EntryTooLargeError,
+    TransactionCanceledError,
+    TransactionConditionFailedError,
+    TransactionTooLargeError,
+)
+from resilient_aws.outbox._actions import ConditionCheck, Delete, Put, Update
+from resilient_aws.outbox._event import OutboxEvent
+from resilient_aws.outbox._layout import (
+    A_ATTEMPTS,
+    A_BLOCKED_EVENT,
+    A_LAST_ERROR,
+    A_PENDING_AT,
+    A_SHARD,
+    A_STATUS,
+    BLOCKED,
+    DELIVERED,
+    PENDING,
+    Layout,
+    StoredEvent,
+)
+from resilient_aws.retry import DEFAULT_POLICY, ErrorClass, RetryPolicy, classify
+
+__all__ = ["Outbox"]
+
+logger = logging.getLogger("resilient_aws.outbox")
+
+MAX_ACTIONS = 100
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
+MAX_ITEM_BYTES = 400 * 1024
+
+# Cancellation reasons worth retrying: contention and throttling, never a failed condition.
+_RETRYABLE_REASONS = frozenset(
+    {
+        "TransactionConflict",
+        "ProvisionedThroughputExceeded",
+        "ThrottlingError",
+        "RequestLimitExceeded",
+    }
+)
+
+
+def _reasons(error: ClientError) -> list[dict[str, Any]]:
+    reasons: Any = error.response.get("CancellationReasons")
+    return [dict(reason) for reason in reasons] if isinstance(reasons, list) else []
+
+
+def _failed_reasons(error: ClientError) -> list[tuple[int, str, str]]:
+    return [
+        (index, str(reason.get("Code")), str(reason.get("Message", "")))
+        for index, reason in enumerate(_reasons(error))
+        if reason.get("Code") not in (None, "None")
+    ]
+
+
+def classify_transaction(error: BaseException) -> ErrorClass:
+    """A cancelled transaction is retryable when only contention or throttling cancelled it."""
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code == "TransactionCanceledException":
+            codes = {reason_code for _, reason_code, _ in _failed_reasons(error)}
+            if codes and codes <= _RETRYABLE_REASONS:
+                if codes == {"TransactionConflict"}:
+                    return ErrorClass(True, "transient", code)
+                return ErrorClass(True, "throttle", code)
+            return ErrorClass(False, "permanent", code)
+    return classify(error)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Action:
+    name: str
+    identity: tuple[Any, ...]
+    request: dict[str, Any]
+    size: int
+
+
+class Outbox:
+    """Writes business changes and their events atomically; tracks each event's delivery.
+
+    ``table`` is where plain-dict puts, updates and deletes go; outbox records go to
+    ``outbox_table`` (default: the same table, single-table design). The outbox table needs a
+    string partition key and a string sort key (``layout`` names them) and, for the sweeper, the
+    sparse GSI ``layout.pending_index`` (see the docs for the table definition). Delivered
+    records get ``layout.ttl_attribute`` = now + ``delivered_ttl_s``; after ``max_attempts``
+    failed deliveries an event is blocked until :meth:`unblock`.
+
+    Every DynamoDB call goes through ``policy`` (the retry core).
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: Any = None,
+        session: Any = None,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        outbox_table: str | None = None,
+        layout: Layout | None = None,
+        delivered_ttl_s: int = 7 * 24 * 3600,
+        max_attempts: int = 5,
+        clock: Any = time.time,
+    ) -> None:
+        if not isinstance(table, str) or not table:
+            raise ConfigurationError("table", "must be a non-empty table name")
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigurationError("max_attempts", f"must be an int >= 1, got {max_attempts!r}")
+        if client is None:
+            import boto3
+
+            client = (session or boto3).client("dynamodb", config=policy.botocore_config())
+        self.table = table
+        self.outbox_table = outbox_table or table
+        self.client = client
+        self.policy = policy
+        self.layout = layout or Layout()
+        self.delivered_ttl_s = delivered_ttl_s
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self._transaction_policy = dataclasses.replace(policy, classifier=classify_transaction)
+        self._sequence_lock = threading.Lock()
+        self._last_sequence = 0
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write(
+        self,
+        *,
+        puts: Iterable[Mapping[str, Any] | Put] = (),
+        updates: Iterable[Update] = (),
+        deletes: Iterable[Mapping[str, Any] | Delete] = (),
+        conditions: Iterable[ConditionCheck] = (),
+        events: Iterable[OutboxEvent] = (),
+        policy: RetryPolicy | None = None,
+    ) -> list[OutboxEvent]:
+        """Apply the changes and record the events in one transaction; return the events.
+
+        Everything is validated before anything is sent: item sizes (400 KB), the number of
+        actions (100) and the transaction's size (4 MB), one action per item, keys that match
+        the tables' key schemas, values DynamoDB can store, JSON payloads. A retried request
+        carries the same ``ClientRequestToken``, so DynamoDB applies it once. A failed condition
+        raises :class:`TransactionConditionFailedError` naming the action; contention and
+        throttling are retried through the core. Pass ``policy`` for a per-call deadline.
+        """
+        actions: list[_Action] = []
+        for put in puts:
+            actions.append(self._put(put if isinstance(put, Put) else Put(item=put)))
+        for update in updates:
+            actions.append(self._update(update))
+        for delete in deletes:
+            actions.append(
+                self._delete(delete if isinstance(delete, Delete) else Delete(key=delete))
+            )
+        for check in conditions:
+            actions.append(self._condition(check))
+        written = self._sequenced(list(events))
+        for event in written:
+            actions.append(self._event(event))
+        self._check(actions)
+        token = str(uuid.uuid4())
+        base = policy or self.policy
+        transaction_policy = (
+            self._transaction_policy
+            if policy is None
+            else dataclasses.replace(base, classifier=classify_transaction)
+        )
+        try:
+            transaction_policy.call(
+                self.client.transact_write_items,
+                TransactItems=[action.request for action in actions],
+                ClientRequestToken=token,
+            )
+        except ClientError as error:
+            if str(error.response.get("Error", {}).get("Code")) == "TransactionCanceledException":
+                raise self._canceled(error, actions) from error
+            raise
+        return written
+
+    def _sequenced(self, events: list[OutboxEvent]) -> list[OutboxEvent]:
+        if all(event.sequence is not None for event in events):
+            return events
+        with self._sequence_lock:
+            # Microseconds since the epoch, strictly increasing in this process.
+            base = max(time.time_ns() // 1000, self._last_sequence + 1)
+            self._last_sequence = base + len(events)
+        return [
+            event if event.sequence is not None else dataclasses.replace(event, sequence=base + i)
+            for i, event in enumerate(events)
+        ]
+
+    def _schema(self, table: str) -> KeySchema:
+        return describe_key_schema(self.client, table, self.policy)
+
+    def _key(
+        self, table: str, key: Mapping[str, Any], what: str
+    ) -> tuple[dict[str, Any], str, Any]:
+        wire = serialize_item(key, what)
+        schema = self._schema(table)
+        identity = schema.key_of(wire, what)
+        return schema.key_only(wire), f"{what} {schema.describe(wire)}", identity
+
+    @staticmethod
+    def _expression_parts(
+        condition: str | None, names: Mapping[str, str], values: Mapping[str, Any], what: str
+    ) -> dict[str, Any]:
+        parts: dict[str, Any] = {}
+        if condition:
+            parts["ConditionExpression"] = condition
+        if names:
+            parts["ExpressionAttributeNames"] = dict(names)
+        if values:
+            parts["ExpressionAttributeValues"] = serialize_item(values, what)
+        return parts
+
+    def _put(self, put: Put) -> _Action:
+        table = put.table or self.table
+        wire = serialize_item(put.item, "put")
+        schema = self._schema(table)
+        name = f"put {schema.describe(wire)}"
+        identity = schema.key_of(wire, name)
+        size = item_size(wire)
+        if size > MAX_ITEM_BYTES:
+            raise EntryTooLargeError(name, size, MAX_ITEM_BYTES)
+        request = {"TableName": table, "Item": wire}
+        request.update(self._expression_parts(put.condition, put.names, put.values, name))
+        return _Action(name, (table, identity), {"Put": request}, size)
+
+    def _update(self, update: Update) -> _Action:
+        table = update.table or self.table
+        key, name, identity = self._key(table, update.key, "update")
+        request: dict[str, Any] = {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": update.expression,
+        }
+        parts = self._expression_parts(update.condition, update.names, update.values, name)
+        request.update(parts)
+        size = (
+            item_size(key)
+            + len(update.expression)
+            + item_size(parts.get("ExpressionAttributeValues", {}))
+        )
+        return _Action(name, (table, identity), {"Update": request}, size)
+
+    def _delete(self, delete: Delete) -> _Action:
+        table = delete.table or self.table
+        key, name, identity = self._key(table, delete.key, "delete")
+        request = {"TableName": table, "Key": key}
+        request.update(self._expression_parts(delete.condition, delete.names, delete.values, name))
+        return _Action(name, (table, identity), {"Delete": request}, item_size(key))
+
+    def _condition(self, check: ConditionCheck) -> _Action:
+        table = check.table or self.table
+        key, name, identity = self._key(table, check.key, "condition on")
+        request = {"TableName": table, "Key": key}
+        request.update(self._expression_parts(check.condition, check.names, check.values, name))
+        return _Action(name, (table, identity), {"ConditionCheck": request}, item_size(key))
+
+    def _event(self, event: OutboxEvent) -> _Action:
+        item = self.layout.record(event)
+        name = event.describe()
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:
+            raise EntryTooLargeError(name, size, MAX_ITEM_BYTES)
+        request = {
+            "TableName": self.outbox_table,
+            "Item": item,
+            # An aggregate's sequence number is used once: a second writer with the same
+            # version loses, instead of silently overwriting the first writer's event.
+            "ConditionExpression": "attribute_not_exists(#pk)",
+            "ExpressionAttributeNames": {"#pk": self.layout.partition_key},
+        }
+        identity = (item[self.layout.partition_key]["S"], item[self.layout.sort_key]["S"])
+        return _Action(name, (self.outbox_table, identity), {"Put": request}, size)
+
+    @staticmethod
+    def _check(actions: Sequence[_Action]) -> None:
+        if not actions:
+            raise ConfigurationError("write", "nothing to write: no changes and no events")
+        if len(actions) > MAX_ACTIONS:
+            raise TransactionTooLargeError(
+                f"{len(actions)} actions in one transaction; DynamoDB allows {MAX_ACTIONS}"
+            )
+        total = sum(action.size for action in actions)
+        if total > MAX_TRANSACTION_BYTES:
+            raise TransactionTooLargeError(
+                f"{total} bytes in one transaction; DynamoDB allows {MAX_TRANSACTION_BYTES}"
+            )
+        seen: dict[tuple[Any, ...], str] = {}
+        for action in actions:
+            if action.identity in seen:
+                raise DuplicateEntryError(
+                    action.name,
+                    f"the same item as {seen[action.identity]}: DynamoDB allows one action per "
+                    "item in a transaction",
+                )
+            seen[action.identity] = action.name
+
+    @staticmethod
+    def _canceled(error: ClientError, actions: Sequence[_Action]) -> TransactionCanceledError:
+        reasons = [
+            (actions[index].name if index < len(actions) else f"action #{index}", code, message)
+            for index, code, message in _failed_reasons(error)
+        ]
+        if any(code == "ConditionalCheckFailed" for _, code, _ in reasons):
+            return TransactionConditionFailedError("a condition of the transaction failed", reasons)
+        return TransactionCanceledError("DynamoDB cancelled the transaction", reasons)
+
+    # -- delivery state (used by the relay and the sweeper) --------------------------------------
+
+    def states(self, events: Sequence[OutboxEvent]) -> tuple[dict[str, StoredEvent], set[str]]:
+        """The stored state of ``events`` (consistent reads) and the aggregates now blocked."""
+        from resilient_aws.dynamodb import batch_get
+
+        layout = self.layout
+        keys: list[dict[str, Any]] = []
+        for event in events:
+            assert event.sequence is not None
+            keys.append(deserialize_item(layout.event_key(event.aggregate_id, event.sequence)))
+        for aggregate in {event.aggregate_id for event in events}:
+            keys.append(deserialize_item(layout.marker_key(aggregate)))
+        found = batch_get(
+            self.outbox_table,
+            keys,
+            client=self.client,
+            policy=self.policy,
+            key=(layout.partition_key, layout.sort_key),
+            consistent_read=True,
+        )
+        states: dict[str, StoredEvent] = {}
+        blocked: set[str] = set()
+        for item in found.items:
+            if layout.is_event(item):
+                stored = layout.stored(item)
+                states[stored.event.id] = stored
+            elif A_BLOCKED_EVENT in item:
+                blocked.add(str(item[layout.partition_key])[len("OUTBOX#") :])
+        return states, blocked
+
+    def mark_delivered(self, event: OutboxEvent, *, policy: RetryPolicy | None = None) -> bool:
+        """Mark ``event`` delivered (if still pending); False if someone else settled it first."""
+        assert event.sequence is not None
+        now = self.clock()
+        try:
+            (policy or self.policy).call(
+                self.client.update_item,
+                TableName=self.outbox_table,
+                Key=self.layout.event_key(event.aggregate_id, event.sequence),
+                UpdateExpression="SET #st = :delivered, #ttl = :ttl REMOVE #shard, #at",
+                ConditionExpression="#st = :pending",
+                ExpressionAttributeNames={
+                    "#st": A_STATUS,
+                    "#ttl": self.layout.ttl_attribute,
+                    "#shard": A_SHARD,
+                    "#at": A_PENDING_AT,
+                },
+                ExpressionAttributeValues={
+                    ":delivered": {"S": DELIVERED},
+                    ":pending": {"S": PENDING},
+                    ":ttl": {"N": str(int(now) + self.delivered_ttl_s)},
+                },
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def mark_failed(
+        self, event: OutboxEvent, error: str, *, policy: RetryPolicy | None = None
+    ) -> bool:
+        """Count a failed delivery; block the event (and its aggregate) after ``max_attempts``.
+
+        Returns whether the event is now blocked.
+        """
+        assert event.sequence is not None
+        policy = policy or self.policy
+        key = self.layout.event_key(event.aggregate_id, event.sequence)
+        try:
+            response = policy.call(
+                self.client.update_item,
+                TableName=self.outbox_table,
+                Key=key,
+                UpdateExpression="SET #err = :err ADD #attempts :one",
+                ConditionExpression="#st = :pending",
+                ExpressionAttributeNames={
+                    "#err": A_LAST_ERROR,
+                    "#attempts": A_ATTEMPTS,
+                    "#st": A_STATUS,
+                },
+                ExpressionAttributeValues={
+                    ":err": {"S": error[:1000]},
+                    ":one": {"N": "1"},
+                    ":pending": {"S": PENDING},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as failure:
+            if _code(failure) == "ConditionalCheckFailedException":
+                return False
+            raise
+        attempts = int(response.get("Attributes", {}).get(A_ATTEMPTS, {}).get("N", "0"))
+        if attempts < self.max_attempts:
+            return False
+        self._block(event, policy)
+        return True
+
+    def _block(self, event: OutboxEvent, policy: RetryPolicy) -> None:
+        assert event.sequence is not None
+        logger.error(
+            "outbox: %s blocked after %d failed deliveries; its aggregate's later events wait "
+            "for Outbox.unblock(%r)",
+            event.describe(),
+            self.max_attempts,
+            event.aggregate_id,
+        )
+        marker = {
+            **self.layout.marker_key(event.aggregate_id),
+            A_BLOCKED_EVENT: {"S": event.id},
+        }
+        try:
+            dataclasses.replace(policy, classifier=classify_transaction).call(
+                self.client.transact_write_items,
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self.outbox_table,
+                            "Key": self.layout.event_key(event.aggregate_id, event.sequence),
+                            "UpdateExpression": "SET #st = :blocked",
+                            "ConditionExpression": "#st = :pending",
+                            "ExpressionAttributeNames": {"#st": A_STATUS},
+                            "ExpressionAttributeValues": {
+                                ":blocked": {"S": BLOCKED},
+                                ":pending": {"S": PENDING},
+                            },
+                        }
+                    },
+                    {"Put": {"TableName": self.outbox_table, "Item": marker}},
+                ],
+                ClientRequestToken=str(uuid.uuid4()),
+            )
+        except ClientError as error:
+            if _code(error) != "TransactionCanceledException":
+                raise
+            # Delivered or blocked meanwhile by another relay: nothing to do.
+
+    # -- operating on blocked events -----------------------------------------------------------
+
+    def blocked(self) -> list[StoredEvent]:
+        """Every blocked event, with its attempts and last error."""
+        return [s for s in self._pending_index(None) if s.status == BLOCKED]
+
+    def pending(self, *, older_than_s: float = 0.0) -> list[StoredEvent]:
+        """Events not delivered yet, written more than ``older_than_s`` seconds ago."""
+        cutoff_ms = int((self.clock() - older_than_s) * 1000)
+        return [s for s in self._pending_index(cutoff_ms) if s.status == PENDING]
+
+    def _pending_index(self, cutoff_ms: int | None) -> list[StoredEvent]:
+        from resilient_aws.dynamodb import query
+
+        found: list[StoredEvent] = []
+        for shard in self.layout.shard_names():
+            condition = "#shard = :shard"
+            values: dict[str, Any] = {":shard": {"S": shard}}
+            if cutoff_ms is not None:
+                condition += " AND #at < :cutoff"
+                values[":cutoff"] = {"N": str(cutoff_ms)}
+            names = {"#shard": A_SHARD}
+            if cutoff_ms is not None:
+                names["#at"] = A_PENDING_AT
+            for item in query(
+                self.outbox_table,
+                client=self.client,
+                policy=self.policy,
+                IndexName=self.layout.pending_index,
+                KeyConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            ):
+                if self.layout.is_event(item):
+                    found.append(self.layout.stored(item))
+        found.sort(key=lambda s: (s.event.aggregate_id, s.event.sequence or 0))
+        return found
+
+    def undelivered(self, aggregate_id: str) -> list[StoredEvent]:
+        """The pending and blocked events of one aggregate, in sequence order (consistent)."""
+        from resilient_aws.dynamodb import query
+
+        layout = self.layout
+        return [
+            layout.stored(item)
+            for item in query(
+                self.outbox_table,
+                client=self.client,
+                policy=self.policy,
+                ConsistentRead=True,
+                KeyConditionExpression="#pk = :pk AND begins_with(#sk, :events)",
+                FilterExpression="#st <> :delivered",
+                ExpressionAttributeNames={
+                    "#pk": layout.partition_key,
+                    "#sk": layout.sort_key,
+                    "#st": A_STATUS,
+                },
+                ExpressionAttributeValues={
+                    ":pk": {"S": layout.partition(aggregate_id)},
+                    ":events": {"S": "EVENT#"},
+                    ":delivered": {"S": DELIVERED},
+                },
+            )
+        ]
+
+    def unblock(self, aggregate_id: str) -> list[str]:
+        """Make the blocked events of an aggregate pending again (attempts reset) and lift the
+        hold on its later events; the next sweep delivers them in order. Returns their ids."""
+        layout = self.layout
+        blocked = [s for s in self.undelivered(aggregate_id) if s.status == BLOCKED]
+        blocked = blocked[: MAX_ACTIONS - 1]
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self.outbox_table,
+                    "Key": layout.event_key(aggregate_id, stored.event.sequence or 0),
+                    "UpdateExpression": "SET #st = :pending, #attempts = :zero",
+                    "ConditionExpression": "#st = :blocked",
+                    "ExpressionAttributeNames": {"#st": A_STATUS, "#attempts": A_ATTEMPTS},
+                    "ExpressionAttributeValues": {
+                        ":pending": {"S": PENDING},
+                        ":blocked": {"S": BLOCKED},
+                        ":zero": {"N": "0"},
+                    },
+                }
+            }
+            for stored in blocked
+        ]
+        items.append(
+            {"Delete": {"TableName": self.outbox_table, "Key": layout.marker_key(aggregate_id)}}
+        )
+        self._transaction_policy.call(
+            self.client.transact_write_items,
+            TransactItems=items,
+            ClientRequestToken=str(uuid.uuid4()),
+        )
+        return [stored.event.id for stored in blocked]
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,86 @@
+"""The stream relay: a Lambda handler for the outbox table's DynamoDB stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from resilient_aws.dynamodb._serialize import deserialize_item
+from resilient_aws.outbox._deliver import DeliveryReport, deliver
+from resilient_aws.outbox._event import OutboxEvent
+from resilient_aws.outbox._outbox import Outbox
+from resilient_aws.outbox._targets import Target, check_target
+from resilient_aws.retry import Deadline
+
+__all__ = ["events_from_stream", "relay_handler"]
+
+
+class EventNotDelivered(Exception):  # noqa: N818  # Powertools reports it per record
+    """Raised for a stream record whose event must come back (failed, or held behind one)."""
+
+
+def events_from_stream(outbox: Outbox, event: dict[str, Any]) -> dict[str, OutboxEvent]:
+    """Outbox events of a stream batch, by stream sequence number: new outbox records only
+    (``INSERT``), not the delivery marks (``MODIFY``), TTL removals or other items."""
+    found: dict[str, OutboxEvent] = {}
+    for record in event.get("Records", []):
+        if record.get("eventName") != "INSERT":
+            continue
+        stream = record.get("dynamodb", {})
+        image = stream.get("NewImage")
+        if not image:
+            continue
+        item = deserialize_item(image)
+        if outbox.layout.is_event(item):
+            found[str(stream.get("SequenceNumber"))] = outbox.layout.stored(item).event
+    return found
+
+
+def relay_handler(
+    outbox: Outbox,
+    target: Target,
+    *,
+    margin_s: float = 1.0,
+    on_report: Callable[[DeliveryReport], None] | None = None,
+) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """A Lambda handler for the outbox table's stream (``NEW_IMAGE`` or ``NEW_AND_OLD_IMAGES``).
+
+    It publishes the batch's new outbox events through ``target`` in order per aggregate and
+    answers with a partial batch response (turn on ``ReportBatchItemFailures``): only records
+    whose event failed, or waits behind one that failed, come back. Events of an aggregate with a
+    blocked (poison) event are left pending for the sweeper, so one poison event never blocks the
+    stream. The response is built by Powertools' batch utilities (``lambda`` extra).
+    """
+    check_target(target)
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        from aws_lambda_powertools.utilities.batch import (
+            BatchProcessor,
+            EventType,
+            process_partial_response,
+        )
+
+        by_sequence = events_from_stream(outbox, event)
+        deadline = None
+        if callable(getattr(context, "get_remaining_time_in_millis", None)):
+            deadline = Deadline.from_lambda_context(
+                context, margin_s=margin_s, clock=outbox.policy.clock
+            )
+        report = deliver(outbox, target, list(by_sequence.values()), deadline=deadline)
+        if on_report is not None:
+            on_report(report)
+        to_retry = report.to_retry
+
+        def record_handler(record: Any) -> None:
+            outbox_event = by_sequence.get(str(record.dynamodb.sequence_number))
+            if outbox_event is not None and outbox_event.id in to_retry:
+                raise EventNotDelivered(outbox_event.describe())
+
+        processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+        return dict(
+            process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
+        )
+
+    return handler

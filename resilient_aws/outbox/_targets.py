@@ -1,0 +1,190 @@
+"""Where events go: thin targets over the batch senders (SQS, SNS, EventBridge, Kinesis).
+
+A target publishes a list of events in one go through the batch engine (chunking, concurrency,
+per-entry retries through the core) and says, per event id, what failed; every other event was
+accepted. Each message carries the event id (in the body's envelope and as the ``event_id``
+message attribute) so that consumers can de-duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from resilient_aws.batch import EventBridgePutter, KinesisPutter, SnsPublisher, SqsSender
+from resilient_aws.batch._base import BatchSender
+from resilient_aws.errors import ConfigurationError, EntryValidationError
+from resilient_aws.outbox._event import OutboxEvent, envelope
+from resilient_aws.retry import DEFAULT_POLICY, Deadline, RetryPolicy
+
+__all__ = [
+    "EventBridgeTarget",
+    "KinesisTarget",
+    "Router",
+    "SnsTarget",
+    "SqsTarget",
+    "Target",
+]
+
+Failures = dict[str, str]  # event id -> "Code: message"
+
+
+class Target(Protocol):
+    """Publishes events; returns the ids of those that failed, with the error."""
+
+    def publish(
+        self, events: Sequence[OutboxEvent], *, deadline: Deadline | None = None
+    ) -> Failures: ...
+
+
+def _attributes(event: OutboxEvent) -> dict[str, Any]:
+    return {
+        "event_id": {"DataType": "String", "StringValue": event.id},
+        "event_type": {"DataType": "String", "StringValue": event.type},
+    }
+
+
+class _SenderTarget:
+    """Runs one batch sender per ``publish`` and reads its per-entry result."""
+
+    def __init__(
+        self, *, client: Any = None, policy: RetryPolicy = DEFAULT_POLICY, concurrency: int = 4
+    ) -> None:
+        self.client = client
+        self.policy = policy
+        self.concurrency = concurrency
+
+    def _sender(self, deadline: Deadline | None) -> BatchSender:
+        raise NotImplementedError
+
+    def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
+        raise NotImplementedError
+
+    def publish(
+        self, events: Sequence[OutboxEvent], *, deadline: Deadline | None = None
+    ) -> Failures:
+        failures: Failures = {}
+        sender = self._sender(deadline)
+        with sender:
+            for event in events:
+                try:
+                    self._add(sender, event, envelope(event))
+                except (EntryValidationError, TypeError, ValueError) as error:
+                    failures[event.id] = f"{type(error).__name__}: {error}"
+        for failed in sender.result.failed:
+            failures[failed.entry_id] = f"{failed.code}: {failed.message}"
+        return failures
+
+    def _options(self, deadline: Deadline | None) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "policy": self.policy,
+            "deadline": deadline,
+            "concurrency": self.concurrency,
+            "raise_on_failure": False,
+            "on_invalid": "report",
+        }
+
+
+class SqsTarget(_SenderTarget):
+    """An SQS queue. On a FIFO queue, ``MessageGroupId`` is the aggregate id and
+    ``MessageDeduplicationId`` the event id."""
+
+    def __init__(self, queue_url: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.queue_url = queue_url
+        self.fifo = queue_url.endswith(".fifo")
+
+    def _sender(self, deadline: Deadline | None) -> BatchSender:
+        return SqsSender(self.queue_url, **self._options(deadline))
+
+    def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
+        fifo = {"group_id": event.aggregate_id, "deduplication_id": event.id} if self.fifo else {}
+        sender.send_message(body, id=event.id, attributes=_attributes(event), **fifo)
+
+
+class SnsTarget(_SenderTarget):
+    """An SNS topic (FIFO topics as FIFO queues)."""
+
+    def __init__(self, topic_arn: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.topic_arn = topic_arn
+        self.fifo = topic_arn.endswith(".fifo")
+
+    def _sender(self, deadline: Deadline | None) -> BatchSender:
+        return SnsPublisher(self.topic_arn, **self._options(deadline))
+
+    def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
+        fifo = {"group_id": event.aggregate_id, "deduplication_id": event.id} if self.fifo else {}
+        sender.publish(body, id=event.id, attributes=_attributes(event), **fifo)
+
+
+class EventBridgeTarget(_SenderTarget):
+    """An event bus: ``DetailType`` is the event type, ``Detail`` the envelope."""
+
+    def __init__(
+        self, bus_name: str = "default", *, source: str = "resilient_aws.outbox", **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.bus_name = bus_name
+        self.source = source
+
+    def _sender(self, deadline: Deadline | None) -> BatchSender:
+        return EventBridgePutter(bus_name=self.bus_name, **self._options(deadline))
+
+    def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
+        sender.put(body, source=self.source, detail_type=event.type, id=event.id)
+
+
+class KinesisTarget(_SenderTarget):
+    """A Kinesis stream, partitioned by aggregate id (one aggregate stays on one shard)."""
+
+    def __init__(self, stream_name: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.stream_name = stream_name
+
+    def _sender(self, deadline: Deadline | None) -> BatchSender:
+        return KinesisPutter(self.stream_name, **self._options(deadline))
+
+    def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
+        sender.put(body, event.aggregate_id, id=event.id)
+
+
+class Router:
+    """Sends each event to the target named by its ``destination`` (or ``default``)."""
+
+    def __init__(self, routes: Mapping[str, Target], *, default: Target | None = None) -> None:
+        self.routes = dict(routes)
+        self.default = default
+
+    def publish(
+        self, events: Sequence[OutboxEvent], *, deadline: Deadline | None = None
+    ) -> Failures:
+        failures: Failures = {}
+        by_target: dict[int, tuple[Target, list[OutboxEvent]]] = {}
+        for event in events:
+            target = self.routes.get(event.destination or "", self.default)
+            if target is None:
+                failures[event.id] = f"NoRoute: no target for destination {event.destination!r}"
+                continue
+            by_target.setdefault(id(target), (target, []))[1].append(event)
+        for target, routed in by_target.values():
+            failures.update(target.publish(routed, deadline=deadline))
+        return failures
+
+
+class CallableTarget:
+    """Any function that takes the events and returns the failures (for tests and glue)."""
+
+    def __init__(self, publish: Callable[[Sequence[OutboxEvent]], Failures]) -> None:
+        self._publish = publish
+
+    def publish(
+        self, events: Sequence[OutboxEvent], *, deadline: Deadline | None = None
+    ) -> Failures:
+        return self._publish(events)
+
+
+def check_target(target: Any) -> None:
+    if not callable(getattr(target, "publish", None)):
+        raise ConfigurationError("target", f"must have a publish(events) method, got {target!r}")
