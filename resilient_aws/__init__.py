@@ -25,6 +25,7 @@ _SUBMODULES = (
     "errors",
     "idempotency",
     "limits",
+    "outbox",
     "results",
     "retry",
     "testing",
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
     from resilient_aws import cli as cli
     from resilient_aws import dynamodb as dynamodb
     from resilient_aws import errors as errors
+    from resilient_aws import idempotency as idempotency
     from resilient_aws import limits as limits
+    from resilient_aws import outbox as outbox
     from resilient_aws import results as results
     from resilient_aws import retry as retry
     from resilient_aws import testing as testing

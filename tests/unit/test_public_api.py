@@ -21,6 +21,7 @@ def test_top_level_exports() -> None:
         "errors",
         "idempotency",
         "limits",
+        "outbox",
         "results",
         "retry",
         "testing",
@@ -138,6 +139,41 @@ def test_testing_exports() -> None:
     ]
 
 
+def test_outbox_exports() -> None:
+    from resilient_aws import outbox
+
+    assert sorted(outbox.__all__) == [
+        "BLOCKED",
+        "CallableTarget",
+        "ConditionCheck",
+        "DELIVERED",
+        "Delete",
+        "DeliveryReport",
+        "EventBridgeTarget",
+        "KinesisTarget",
+        "Layout",
+        "Outbox",
+        "OutboxError",
+        "OutboxEvent",
+        "OutboxSweeper",
+        "PENDING",
+        "Put",
+        "Router",
+        "SnsTarget",
+        "SqsTarget",
+        "StoredEvent",
+        "Target",
+        "TransactionCanceledError",
+        "TransactionConditionFailedError",
+        "TransactionTooLargeError",
+        "Update",
+        "deliver",
+        "envelope",
+        "events_from_stream",
+        "relay_handler",
+    ]
+
+
 def test_idempotency_exports() -> None:
     assert sorted(idempotency.__all__) == [
         "COMPLETED",
@@ -212,6 +248,7 @@ def test_import_resilient_aws_is_lean() -> None:
         "resilient_aws.dynamodb",
         "resilient_aws.batch",
         "resilient_aws.idempotency",
+        "resilient_aws.outbox",
     ],
 )
 def test_subpackages_import_no_optional_dependency(module: str) -> None:
