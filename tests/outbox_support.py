@@ -20,15 +20,15 @@ def create_outbox_table(client: Any, name: str = "orders", layout: Layout | None
         AttributeDefinitions=[
             {"AttributeName": layout.partition_key, "AttributeType": "S"},
             {"AttributeName": layout.sort_key, "AttributeType": "S"},
-            {"AttributeName": "outbox_pending_shard", "AttributeType": "S"},
-            {"AttributeName": "outbox_pending_at", "AttributeType": "N"},
+            {"AttributeName": "outbox_pending_aggregate", "AttributeType": "S"},
+            {"AttributeName": "outbox_sequence", "AttributeType": "N"},
         ],
         GlobalSecondaryIndexes=[
             {
                 "IndexName": layout.pending_index,
                 "KeySchema": [
-                    {"AttributeName": "outbox_pending_shard", "KeyType": "HASH"},
-                    {"AttributeName": "outbox_pending_at", "KeyType": "RANGE"},
+                    {"AttributeName": "outbox_pending_aggregate", "KeyType": "HASH"},
+                    {"AttributeName": "outbox_sequence", "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "ALL"},
             }
@@ -45,26 +45,33 @@ class StreamReader:
 
     def __init__(self, dynamodb: Any, streams: Any, table: str) -> None:
         self.streams = streams
-        arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-        self.arn = arn
-        shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-        self.iterators = [
-            streams.get_shard_iterator(
-                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
-            for shard in shards
-        ]
+        self.arn = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+        self.last: dict[str, str | None] = {}  # shard id -> last sequence number read
         self.backlog: list[dict[str, Any]] = []
 
     def _fill(self) -> None:
-        for index, iterator in enumerate(self.iterators):
+        # A fresh iterator after the last record read, each time: moto replaces a table's
+        # stream shard when it rolls a transaction back, and an old iterator stops seeing it.
+        shards = self.streams.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            last = self.last.get(shard_id)
+            position: dict[str, Any] = (
+                {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": last}
+                if last
+                else {"ShardIteratorType": "TRIM_HORIZON"}
+            )
+            iterator = self.streams.get_shard_iterator(
+                StreamArn=self.arn, ShardId=shard_id, **position
+            )["ShardIterator"]
             while True:
                 response = self.streams.get_records(ShardIterator=iterator, Limit=1000)
-                iterator = response["NextShardIterator"]
-                self.backlog.extend(response["Records"])
-                if not response["Records"]:
+                records = response["Records"]
+                if not records:
                     break
-            self.iterators[index] = iterator
+                self.backlog.extend(records)
+                self.last[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
+                iterator = response["NextShardIterator"]
 
     def next_batch(self, batch_size: int = 100) -> dict[str, Any] | None:
         """The next Lambda event, or None when the stream has nothing new."""
@@ -91,3 +98,25 @@ class StreamReader:
 
 def queue_messages(sqs_backend_queue: Any) -> list[dict[str, Any]]:
     return [json.loads(m.body) for m in sqs_backend_queue.messages]
+
+
+def compact_moto_stream(reader: StreamReader, table: str, region: str = "us-east-1") -> None:
+    """Drop the stream records ``reader`` has consumed from moto's in-process backend.
+
+    moto deep-copies every table a transaction touches, stream records included, so a stream
+    that only grows makes each transaction slower than the last (1 s each after a few thousand
+    records). Sequence numbers are list positions there, so consumed records become ``None``
+    rather than disappear; readers only ask for records after the last one they read.
+    """
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    shard = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].tables[table].stream_shard
+    if shard is None:
+        return
+    for last in reader.last.values():
+        if last is None:
+            continue
+        upto = int(last) - shard.starting_sequence_number
+        for index in range(min(upto + 1, len(shard.items))):
+            shard.items[index] = None

@@ -38,9 +38,11 @@ class DeliveryReport:
     - ``already_delivered``: delivered before (a repeated stream record, a race with a sweep);
     - ``failed``: publishing failed, the event stays pending (error per id);
     - ``blocked``: failed ``max_attempts`` times, now blocked (error per id);
-    - ``held``: not attempted, behind a failed or blocked event of the same aggregate;
-    - ``held_by_block``: the part of ``held`` waiting for a blocked event (the sweeper
-      publishes them after :meth:`Outbox.unblock`);
+    - ``held``: not attempted, behind a failed, blocked or undelivered earlier event of the
+      same aggregate;
+    - ``left_for_sweeper``: the part of ``held`` that waits for a blocked event (until
+      :meth:`Outbox.unblock`) or for an earlier event the stream no longer has; the sweeper
+      delivers them in order, so a relay does not hand them back to the stream;
     - ``unattempted``: not attempted because the deadline came first;
     - ``missing``: no record anymore (delivered and expired by TTL);
     - ``unmarked``: published, but the delivered mark could not be written (published again
@@ -52,7 +54,7 @@ class DeliveryReport:
     failed: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     held: list[str] = field(default_factory=list)
-    held_by_block: list[str] = field(default_factory=list)
+    left_for_sweeper: list[str] = field(default_factory=list)
     unattempted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unmarked: list[str] = field(default_factory=list)
@@ -60,10 +62,10 @@ class DeliveryReport:
     @property
     def to_retry(self) -> set[str]:
         """Events a stream relay should hand back to Lambda (``batchItemFailures``)."""
-        waiting_for_block = set(self.held_by_block)
+        for_sweeper = set(self.left_for_sweeper)
         return (
             set(self.failed)
-            | {event_id for event_id in self.held if event_id not in waiting_for_block}
+            | {event_id for event_id in self.held if event_id not in for_sweeper}
             | set(self.unattempted)
         )
 
@@ -110,7 +112,7 @@ def deliver(
             elif stored.status == BLOCKED or aggregate in blocked_aggregates:
                 held = [e.id for e in queue[index:] if e.id in states]
                 report.held.extend(held)
-                report.held_by_block.extend(held)
+                report.left_for_sweeper.extend(held)
                 break
             else:
                 deliverable.append(stored.event)
@@ -118,6 +120,10 @@ def deliver(
             ready[aggregate] = deliverable
 
     with ThreadPoolExecutor(_MARKING_THREADS) as marking:
+        for aggregate in _behind_earlier_events(outbox, ready, set(unique), marking):
+            held = [e.id for e in ready.pop(aggregate)]
+            report.held.extend(held)
+            report.left_for_sweeper.extend(held)
         while ready:
             if deadline is not None and deadline.expired:
                 for queue in ready.values():
@@ -149,13 +155,48 @@ def deliver(
                     held = [e.id for e in queue]
                     report.held.extend(held)
                     if outcome == "blocked":
-                        report.held_by_block.extend(held)
+                        report.left_for_sweeper.extend(held)
                     queue.clear()
                 if not queue:
                     del ready[event.aggregate_id]
     if report.failed or report.blocked:
         logger.warning("outbox delivery: %s", report.summary())
     return report
+
+
+def _behind_earlier_events(
+    outbox: Outbox,
+    ready: dict[str, list[OutboxEvent]],
+    in_run: set[str],
+    pool: ThreadPoolExecutor,
+) -> list[str]:
+    """Aggregates with an earlier event that is neither in this run nor delivered.
+
+    The stream can lose an event (a record older than 24 hours, a batch the relay gave up
+    on) while later ones of the same aggregate still arrive: publishing those would break
+    the order, so they wait for the sweeper. The pending index says which earlier events may
+    be undelivered; a consistent read of those records decides.
+    """
+    lookups = {
+        aggregate: pool.submit(outbox.undelivered, aggregate, before=queue[0].sequence)
+        for aggregate, queue in ready.items()
+    }
+    earlier: dict[str, list[OutboxEvent]] = {}
+    for aggregate, lookup in lookups.items():
+        found = [s.event for s in lookup.result() if s.event.id not in in_run]
+        if found:
+            earlier[aggregate] = found
+    if not earlier:
+        return []
+    states, blocked = outbox.states([e for events in earlier.values() for e in events])
+    return [
+        aggregate
+        for aggregate, events in earlier.items()
+        if aggregate in blocked
+        or any(
+            (stored := states.get(e.id)) is not None and stored.status != DELIVERED for e in events
+        )
+    ]
 
 
 def _settle(outbox: Outbox, event: OutboxEvent, error: str | None, policy: Any) -> str:

@@ -3,8 +3,10 @@
 One item per event, in the aggregate's partition (``OUTBOX#<aggregate>``, sort key
 ``EVENT#<sequence>``): DynamoDB Streams keeps the records of one partition key in order, so the
 stream hands the relay an aggregate's events in sequence. While an event is not delivered it
-carries ``outbox_pending_shard``/``outbox_pending_at``, the keys of a sparse GSI the sweeper reads;
-delivery removes them and sets the TTL attribute. An aggregate with a poison event gets a
+carries ``outbox_pending_aggregate``: with ``outbox_sequence`` it keys a sparse GSI holding only
+undelivered events, by aggregate and in order; the relay asks it whether an aggregate has an
+earlier event still undelivered, the sweeper scans it. Delivery removes the attribute and sets
+the TTL attribute. An aggregate with a poison event gets a
 ``BLOCKED`` marker item in its partition, which holds back its later events until unblocked.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -38,7 +39,7 @@ A_DESTINATION = "outbox_destination"
 A_STATUS = "outbox_status"
 A_ATTEMPTS = "outbox_attempts"
 A_LAST_ERROR = "outbox_last_error"
-A_SHARD = "outbox_pending_shard"
+A_PENDING = "outbox_pending_aggregate"
 A_PENDING_AT = "outbox_pending_at"
 A_BLOCKED_EVENT = "outbox_blocked_event"
 
@@ -62,12 +63,9 @@ class Layout:
     partition_key: str = "pk"
     sort_key: str = "sk"
     pending_index: str = "outbox-pending"
-    shards: int = 4
     ttl_attribute: str = "expires_at"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.shards, int) or not 1 <= self.shards <= 100:
-            raise ConfigurationError("shards", f"must be an int in [1, 100], got {self.shards!r}")
         if self.partition_key == self.sort_key:
             raise ConfigurationError("sort_key", "must differ from partition_key")
 
@@ -85,13 +83,6 @@ class Layout:
             self.partition_key: {"S": self.partition(aggregate_id)},
             self.sort_key: {"S": MARKER_SORT_KEY},
         }
-
-    def shard_of(self, aggregate_id: str) -> str:
-        # Spread pending records over a few GSI partitions: one would be a hot key.
-        return f"P{zlib.crc32(aggregate_id.encode()) % self.shards}"
-
-    def shard_names(self) -> list[str]:
-        return [f"P{n}" for n in range(self.shards)]
 
     def record(self, event: OutboxEvent) -> dict[str, Any]:
         """The outbox item of ``event`` in wire format (its ``sequence`` must be set)."""
@@ -113,7 +104,7 @@ class Layout:
             A_CREATED: {"S": event.created_at.isoformat()},
             A_STATUS: {"S": PENDING},
             A_ATTEMPTS: {"N": "0"},
-            A_SHARD: {"S": self.shard_of(event.aggregate_id)},
+            A_PENDING: {"S": event.aggregate_id},
             A_PENDING_AT: {"N": str(created_ms)},
         }
         if event.destination is not None:

@@ -28,8 +28,9 @@ from resilient_aws.outbox._layout import (
     A_ATTEMPTS,
     A_BLOCKED_EVENT,
     A_LAST_ERROR,
+    A_PENDING,
     A_PENDING_AT,
-    A_SHARD,
+    A_SEQUENCE,
     A_STATUS,
     BLOCKED,
     DELIVERED,
@@ -364,12 +365,12 @@ class Outbox:
                 self.client.update_item,
                 TableName=self.outbox_table,
                 Key=self.layout.event_key(event.aggregate_id, event.sequence),
-                UpdateExpression="SET #st = :delivered, #ttl = :ttl REMOVE #shard, #at",
+                UpdateExpression="SET #st = :delivered, #ttl = :ttl REMOVE #pending, #at",
                 ConditionExpression="#st = :pending",
                 ExpressionAttributeNames={
                     "#st": A_STATUS,
                     "#ttl": self.layout.ttl_attribute,
-                    "#shard": A_SHARD,
+                    "#pending": A_PENDING,
                     "#at": A_PENDING_AT,
                 },
                 ExpressionAttributeValues={
@@ -466,65 +467,59 @@ class Outbox:
 
     def blocked(self) -> list[StoredEvent]:
         """Every blocked event, with its attempts and last error."""
-        return [s for s in self._pending_index(None) if s.status == BLOCKED]
+        return [s for s in self._scan_pending(None) if s.status == BLOCKED]
 
     def pending(self, *, older_than_s: float = 0.0) -> list[StoredEvent]:
         """Events not delivered yet, written more than ``older_than_s`` seconds ago."""
         cutoff_ms = int((self.clock() - older_than_s) * 1000)
-        return [s for s in self._pending_index(cutoff_ms) if s.status == PENDING]
+        return [s for s in self._scan_pending(cutoff_ms) if s.status == PENDING]
 
-    def _pending_index(self, cutoff_ms: int | None) -> list[StoredEvent]:
+    def _scan_pending(self, cutoff_ms: int | None) -> list[StoredEvent]:
+        from resilient_aws.dynamodb import scan
+
+        params: dict[str, Any] = {"IndexName": self.layout.pending_index}
+        if cutoff_ms is not None:
+            params.update(
+                FilterExpression="#at < :cutoff",
+                ExpressionAttributeNames={"#at": A_PENDING_AT},
+                ExpressionAttributeValues={":cutoff": {"N": str(cutoff_ms)}},
+            )
+        found = [
+            self.layout.stored(item)
+            for item in scan(self.outbox_table, client=self.client, policy=self.policy, **params)
+            if self.layout.is_event(item)
+        ]
+        found.sort(key=lambda s: (s.event.aggregate_id, s.event.sequence or 0))
+        return found
+
+    def undelivered(
+        self, aggregate_id: str, *, before: int | None = None, limit: int | None = None
+    ) -> list[StoredEvent]:
+        """The pending and blocked events of one aggregate in sequence order (those before
+        sequence ``before``, if given), from the sparse pending index: eventually consistent,
+        so callers that act on it re-read the records."""
         from resilient_aws.dynamodb import query
 
-        found: list[StoredEvent] = []
-        for shard in self.layout.shard_names():
-            condition = "#shard = :shard"
-            values: dict[str, Any] = {":shard": {"S": shard}}
-            if cutoff_ms is not None:
-                condition += " AND #at < :cutoff"
-                values[":cutoff"] = {"N": str(cutoff_ms)}
-            names = {"#shard": A_SHARD}
-            if cutoff_ms is not None:
-                names["#at"] = A_PENDING_AT
+        condition = "#pending = :aggregate"
+        names = {"#pending": A_PENDING}
+        values: dict[str, Any] = {":aggregate": {"S": aggregate_id}}
+        if before is not None:
+            condition += " AND #seq < :before"
+            names["#seq"] = A_SEQUENCE
+            values[":before"] = {"N": str(before)}
+        return [
+            self.layout.stored(item)
             for item in query(
                 self.outbox_table,
                 client=self.client,
                 policy=self.policy,
+                max_items=limit,
                 IndexName=self.layout.pending_index,
                 KeyConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
-            ):
-                if self.layout.is_event(item):
-                    found.append(self.layout.stored(item))
-        found.sort(key=lambda s: (s.event.aggregate_id, s.event.sequence or 0))
-        return found
-
-    def undelivered(self, aggregate_id: str) -> list[StoredEvent]:
-        """The pending and blocked events of one aggregate, in sequence order (consistent)."""
-        from resilient_aws.dynamodb import query
-
-        layout = self.layout
-        return [
-            layout.stored(item)
-            for item in query(
-                self.outbox_table,
-                client=self.client,
-                policy=self.policy,
-                ConsistentRead=True,
-                KeyConditionExpression="#pk = :pk AND begins_with(#sk, :events)",
-                FilterExpression="#st <> :delivered",
-                ExpressionAttributeNames={
-                    "#pk": layout.partition_key,
-                    "#sk": layout.sort_key,
-                    "#st": A_STATUS,
-                },
-                ExpressionAttributeValues={
-                    ":pk": {"S": layout.partition(aggregate_id)},
-                    ":events": {"S": "EVENT#"},
-                    ":delivered": {"S": DELIVERED},
-                },
             )
+            if self.layout.is_event(item)
         ]
 
     def unblock(self, aggregate_id: str) -> list[str]:

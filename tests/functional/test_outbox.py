@@ -299,7 +299,7 @@ def test_a_poison_event_is_blocked_without_blocking_the_stream(
     sweeper = OutboxSweeper(outbox, CallableTarget(publish), grace_s=0)
     clock.advance(5)
     report = sweeper.run()
-    assert report.held_by_block == ["a#2", "a#3"] and report.delivered == []
+    assert report.left_for_sweeper == ["a#2", "a#3"] and report.delivered == []
 
     poison.clear()  # the consumer was fixed
     assert outbox.unblock("a") == ["a#2"]
