@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
 
-.PHONY: demo test lint typecheck unit docs bench emulators clean
+.PHONY: demo test lint typecheck unit docs bench emulators dist layer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +46,15 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/dynamodb_write.py
 	$(BIN)/python bench/idempotency.py
 
+# The wheel and sdist, checked the way PyPI will read them.
+dist: $(STAMP)
+	rm -rf dist/*.whl dist/*.tar.gz
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*.whl dist/*.tar.gz
+
+# A Lambda layer of the core: resilient_aws and tenacity (the runtime ships boto3).
+layer: $(STAMP)
+	$(BIN)/python scripts/build_layer.py --output dist/resilient-aws-layer.zip
+
 clean:
-	rm -rf $(VENV) node_modules site .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules site dist build .mypy_cache .ruff_cache .pytest_cache
