@@ -19,6 +19,9 @@ def test_every_snippet_directive_is_well_formed_and_points_to_a_file() -> None:
     ]
     assert directives, "no snippet includes found"
     for page, line in directives:
-        match = re.fullmatch(r'\s*--8<-- "([^"]+)"', line)
+        match = re.fullmatch(r'\s*--8<-- "([^":]+)(?::([\w-]+))?"', line)
         assert match, f"{page.name}: malformed snippet directive {line!r}"
-        assert (ROOT / match.group(1)).is_file(), f"{page.name}: {match.group(1)} does not exist"
+        path, section = ROOT / match.group(1), match.group(2)
+        assert path.is_file(), f"{page.name}: {match.group(1)} does not exist"
+        if section:
+            assert f"--8<-- [start:{section}]" in path.read_text(), (page.name, section)
