@@ -1,50 +1,35 @@
-"""The ``resilient-aws`` command line."""
+"""The ``resilient-aws`` command line.
+
+``resilient-aws demo`` shows the retry core at work against an embedded moto server;
+``load`` and ``export`` move DynamoDB items in and out as JSON lines. Global options work as
+in the AWS CLI (``--endpoint-url``, ``--region``, ``--profile``), ``--json`` writes a
+machine-readable report, and the exit code says how the run went (see ``docs/cli.md``):
+0 all succeeded, 1 some entries failed, 2 bad usage or input, 3 stopped by an AWS error,
+130 interrupted, 141 stdout closed.
+"""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 
-from resilient_aws import __version__
-
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="resilient-aws",
-        description="AWS SDK calls that survive production.",
-    )
-    parser.add_argument("--version", action="version", version=f"resilient-aws {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every retry")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser(
-        "demo",
-        help="write and read items through the retry core against an embedded moto server, with faults injected",
-    )
-    demo.add_argument(
-        "--items", type=int, default=3000, help="DynamoDB items to write (default 3000)"
-    )
-    demo.add_argument(
-        "--messages", type=int, default=200, help="SQS messages to send (default 200)"
-    )
-    demo.add_argument("--seed", type=int, default=1, help="seed of the fault injection")
-    demo.add_argument(
-        "--endpoint-url",
-        help="use this endpoint (moto server, LocalStack) instead of starting an embedded moto server",
-    )
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``resilient-aws`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``resilient-aws`` console script; returns the exit code."""
+    from resilient_aws.cli._parser import build_parser
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error argparse already printed
+        return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        # botocore's debug log prints request headers, signatures included: never.
         logging.getLogger("botocore").setLevel(logging.WARNING)
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
     if args.command == "demo":
         from resilient_aws.cli._demo import run_demo
 
@@ -54,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             endpoint_url=args.endpoint_url,
         )
-    return 2  # pragma: no cover - argparse rejects unknown commands first
+    from resilient_aws.cli._run import run
+
+    return run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,100 @@
+"""Exit codes of ``resilient-aws`` and the errors that map to them."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FAILED",
+    "INTERRUPTED",
+    "OK",
+    "PIPE_CLOSED",
+    "STOPPED",
+    "USAGE",
+    "UsageError",
+    "classify_error",
+]
+
+OK = 0
+"""Everything handed to the command succeeded."""
+FAILED = 1
+"""The run finished, and some entries failed: each is in the report, with its error."""
+USAGE = 2
+"""Bad usage or input that names nothing usable: an unknown option, a missing file or table or
+queue, an invalid value, a profile or region that does not exist. Nothing was sent."""
+STOPPED = 3
+"""AWS stopped the run: access denied, retries exhausted, the endpoint unreachable. What was
+done before is in the report."""
+INTERRUPTED = 130
+"""Interrupted (Ctrl-C, SIGINT): what was in flight was settled and reported first."""
+PIPE_CLOSED = 141
+"""stdout was closed by its reader (``| head``)."""
+
+# Service error codes that mean "the thing you named does not exist": bad input, not an outage.
+_NOT_FOUND = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "ResourceNotFound",
+        "InvalidAddress",
+        "ValidationException",
+        "ValidationError",
+        "InvalidParameterValue",
+        "InvalidParameterValueException",
+        "InvalidParameterCombination",
+        "InvalidArgumentException",
+        "UnsupportedOperation",
+    }
+)
+
+
+class UsageError(Exception):
+    """Bad usage the command detected itself (a file that cannot be read, a wrong token)."""
+
+
+def classify_error(error: BaseException) -> tuple[int, str]:
+    """The exit code for an error that ended a command, and a one-line message.
+
+    Messages carry the service's error code and message, never a payload nor a credential.
+    """
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+    )
+
+    from resilient_aws.errors import (
+        ConfigurationError,
+        EntryValidationError,
+        InvalidCursorError,
+        RetryError,
+        UnknownTableError,
+    )
+
+    if isinstance(error, UsageError):
+        return USAGE, str(error)
+    if isinstance(
+        error,
+        (
+            ConfigurationError,
+            EntryValidationError,
+            InvalidCursorError,
+            UnknownTableError,
+            ProfileNotFound,
+            NoRegionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        ),
+    ):
+        return USAGE, str(error)
+    if isinstance(error, ClientError):
+        details = error.response.get("Error", {})
+        code = str(details.get("Code", "")) or type(error).__name__
+        operation = getattr(error, "operation_name", "")
+        message = f"{operation}: {code}: {details.get('Message', '')}".strip(": ")
+        return (USAGE if code in _NOT_FOUND else STOPPED), message
+    if isinstance(error, (RetryError, EndpointConnectionError)):
+        return STOPPED, str(error)
+    return STOPPED, f"{type(error).__name__}: {error}"

@@ -1,0 +1,190 @@
+"""The argument parser of ``resilient-aws``: global options like the AWS CLI's, then commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from resilient_aws import __version__
+
+__all__ = ["build_parser"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every command takes, before or after the command name (as the AWS CLI does).
+
+    Below the top level their default is SUPPRESS, so a value given before the command is not
+    overwritten by the subcommand's default.
+    """
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        default=default(None),
+        help="send requests to this endpoint (moto server, LocalStack, a VPC endpoint)",
+    )
+    group.add_argument(
+        "--region", default=default(None), help="AWS region (default: from the profile/env)"
+    )
+    group.add_argument("--profile", default=default(None), help="named profile from ~/.aws/config")
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="write the report as one JSON object (see docs/cli.md for its shape)",
+    )
+    group.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=default(False),
+        help="no progress line nor summary line on stderr",
+    )
+    group.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        metavar="N",
+        default=default(10),
+        help="attempts per request and per entry before it is reported as failed (default 10)",
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="log every retry"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; each command sets ``handler`` (``"module:function"``, imported lazily)."""
+    parser = argparse.ArgumentParser(
+        prog="resilient-aws",
+        description="AWS SDK calls that survive production.",
+        epilog="exit codes: 0 all succeeded, 1 some entries failed (each one reported), "
+        "2 bad usage or input, 3 stopped by an AWS error, 130 interrupted, 141 stdout closed",
+    )
+    parser.add_argument("--version", action="version", version=f"resilient-aws {__version__}")
+    _global_options(parser, top=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, top=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _demo(commands)
+    _load(commands, common)
+    _export(commands, common)
+    return parser
+
+
+def _demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="write and read items through the retry core against an embedded moto server, with faults injected",
+    )
+    demo.add_argument(
+        "--items", type=int, default=3000, help="DynamoDB items to write (default 3000)"
+    )
+    demo.add_argument(
+        "--messages", type=int, default=200, help="SQS messages to send (default 200)"
+    )
+    demo.add_argument("--seed", type=int, default=1, help="seed of the fault injection")
+    demo.add_argument(
+        "--endpoint-url",
+        default=argparse.SUPPRESS,
+        help="use this endpoint (moto server, LocalStack) instead of starting an embedded moto server",
+    )
+
+
+def _formats(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("plain", "dynamodb"),
+        default="plain",
+        help="plain: one JSON object per item, numbers exact (default); dynamodb: typed "
+        'attribute values, one {"Item": {...}} per line as DynamoDB\'s S3 export writes them '
+        "(keeps sets and binary)",
+    )
+
+
+def _load(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    load = commands.add_parser(
+        "load",
+        parents=[common],
+        help="bulk load JSON lines into a DynamoDB table (BatchWriter); bad lines are reported",
+        description="Put one item per line of FILE into TABLE with BatchWriteItem: unprocessed "
+        "items are retried with backoff, a bad line is reported by its number and the other "
+        "lines still load.",
+    )
+    load.add_argument("table", metavar="TABLE")
+    load.add_argument("file", metavar="FILE", help="JSON lines file, or - for stdin")
+    load.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="requests in flight (default 4)",
+    )
+    _formats(load)
+    load.add_argument(
+        "--rejects",
+        metavar="PATH",
+        help="write every line that failed here, as it was read, to fix and load again",
+    )
+    load.set_defaults(handler="resilient_aws.cli._load:run_load")
+
+
+def _export(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write every item of a DynamoDB table to stdout as JSON lines (parallel scan)",
+        description="Scan TABLE in parallel segments and write one JSON object per item to "
+        "stdout; the report goes to stderr. The output loads back with `resilient-aws load`.",
+    )
+    export.add_argument("table", metavar="TABLE")
+    export.add_argument(
+        "--segments",
+        type=positive_int,
+        default=4,
+        help="TotalSegments of the parallel scan (default 4)",
+    )
+    export.add_argument(
+        "--workers",
+        type=positive_int,
+        help="threads reading segments (default: min(segments, 8))",
+    )
+    export.add_argument("--page-size", type=positive_int, metavar="N", help="Limit per request")
+    export.add_argument(
+        "--consistent-read", action="store_true", help="strongly consistent reads (twice the cost)"
+    )
+    _formats(export)
+    export.add_argument(
+        "--resume",
+        metavar="TOKEN",
+        help="continue an interrupted export from the token it printed (append to the same file)",
+    )
+    export.set_defaults(handler="resilient_aws.cli._export:run_export")
