@@ -135,6 +135,20 @@ class Run:
             reraise=True,
         )
 
+    def partial_failure(self, code: str, entries: int, *, retryable: bool, attempt: int) -> None:
+        """Report that a batch response failed ``entries`` entries with ``code``."""
+        emit(
+            RetryEvent(
+                kind="partial_failure",
+                operation=self.operation,
+                attempt=attempt,
+                error_code=code,
+                entries=entries,
+                retryable=retryable,
+            ),
+            self.policy.listeners,
+        )
+
     def _emit(self, kind: Any, *, delay: float = 0.0, reason: str | None = None) -> None:
         emit(
             RetryEvent(

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["RetryEvent", "RetryListener", "add_listener", "remove_listener"]
 
 logger = logging.getLogger("resilient_aws.retry")
 
-EventKind = Literal["retry", "give_up", "budget_refused", "recovered"]
+EventKind = Literal["retry", "give_up", "budget_refused", "recovered", "partial_failure"]
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,14 @@ class RetryEvent:
     """One thing the retry core did.
 
     ``kind`` is ``"retry"`` (about to sleep ``delay`` then try again), ``"recovered"`` (succeeded
-    after retrying), ``"give_up"`` (stopped; ``reason`` says why) or ``"budget_refused"``.
-    ``entries`` counts the entries still pending for per-entry retries (0 for a whole call).
+    after retrying), ``"give_up"`` (stopped; ``reason`` says why), ``"budget_refused"``, or
+    ``"partial_failure"``: a batch response reported ``entries`` entries failed with
+    ``error_code`` (one event per code), which will be sent again if ``retryable`` and are
+    settled as failed if not. For the other kinds ``entries`` counts the entries still pending
+    for per-entry retries (0 for a whole call) and ``retryable`` is ``None``.
+
+    Every field is low-cardinality (no entry ids, no payloads): safe as a metric dimension.
+    The same fields travel on the log records as ``extra={"retry_event": {...}}``.
     """
 
     kind: EventKind
@@ -31,6 +38,11 @@ class RetryEvent:
     error_code: str | None = None
     reason: str | None = None
     entries: int = 0
+    retryable: bool | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The event as a dict without the fields that are ``None`` (for structured logs)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 RetryListener = Callable[[RetryEvent], None]
@@ -53,7 +65,19 @@ def remove_listener(listener: RetryListener) -> None:
         _listeners = tuple(x for x in _listeners if x is not listener)
 
 
-def emit(event: RetryEvent, extra: tuple[RetryListener, ...] = ()) -> None:
+def emit(event: RetryEvent, listeners: tuple[RetryListener, ...] = ()) -> None:
+    _log(event)
+    for listener in (*_listeners, *listeners):
+        try:
+            listener(event)
+        except Exception:  # a broken metrics hook must not break the call it observes
+            logger.exception("retry listener %r failed", listener)
+
+
+def _log(event: RetryEvent) -> None:
+    # The fields ride along as one ``extra`` key: a JSON formatter (Powertools Logger) prints
+    # them as an object, and no name can clash with a LogRecord attribute or a user's own key.
+    extra = {"retry_event": event.fields()}
     if event.kind == "retry":
         logger.debug(
             "%s: attempt %d failed (%s), retrying in %.3fs%s",
@@ -62,9 +86,28 @@ def emit(event: RetryEvent, extra: tuple[RetryListener, ...] = ()) -> None:
             event.error_code,
             event.delay,
             f", {event.entries} entries pending" if event.entries else "",
+            extra=extra,
         )
     elif event.kind == "recovered":
-        logger.debug("%s: succeeded after %d attempts", event.operation, event.attempt)
+        logger.debug("%s: succeeded after %d attempts", event.operation, event.attempt, extra=extra)
+    elif event.kind == "partial_failure":
+        if event.retryable:
+            logger.debug(
+                "%s: %d entries failed (%s) in attempt %d, to be sent again",
+                event.operation,
+                event.entries,
+                event.error_code,
+                event.attempt,
+                extra=extra,
+            )
+        else:
+            logger.warning(
+                "%s: %d entries failed (%s), not retryable",
+                event.operation,
+                event.entries,
+                event.error_code,
+                extra=extra,
+            )
     else:
         logger.warning(
             "%s: gave up after %d attempt(s): %s (last error %s)%s",
@@ -73,9 +116,5 @@ def emit(event: RetryEvent, extra: tuple[RetryListener, ...] = ()) -> None:
             event.reason,
             event.error_code,
             f", {event.entries} entries not done" if event.entries else "",
+            extra=extra,
         )
-    for listener in (*_listeners, *extra):
-        try:
-            listener(event)
-        except Exception:  # a broken metrics hook must not break the call it observes
-            logger.exception("retry listener %r failed", listener)

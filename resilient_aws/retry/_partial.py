@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -119,6 +120,7 @@ class _PartialRun(Generic[E]):
             failures, self.last_botocore_retries = answer.failed, answer.botocore_retries
         else:
             failures, self.last_botocore_retries = answer, 0
+        self._report(failures)
         retry: list[FailedEntry[E]] = []
         for failure in failures:
             failure = replace(failure, attempts=self.sends.get(failure.entry_id, 1))
@@ -127,6 +129,14 @@ class _PartialRun(Generic[E]):
         self.last_retry = retry
         if retry:
             raise _RetryableEntriesError(retry, self.last_botocore_retries)  # type: ignore[arg-type]
+
+    def _report(self, failures: Sequence[FailedEntry[E]]) -> None:
+        # One event per code and verdict, so a metric can count failed entries by code without
+        # ever naming an entry.
+        counts = Counter((f.code, f.retryable) for f in failures)
+        attempt = self.run.wire_attempts + 1 + self.last_botocore_retries
+        for (code, retryable), entries in counts.items():
+            self.run.partial_failure(code, entries, retryable=retryable, attempt=attempt)
 
     def finish(self, error: BaseException | None) -> PartialOutcome[E]:
         if error is None:
