@@ -33,7 +33,7 @@ _TYPES = frozenset({"S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"})
 def parse_item(raw: bytes, fmt: Format = "plain") -> dict[str, Any]:
     """The item on one line (bytes, newline optional); ``ValueError`` says what is wrong."""
     try:
-        text = raw.decode("utf-8").lstrip("\ufeff")  # a byte order mark is not part of the JSON
+        text = raw.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")  # a BOM is not JSON
     except UnicodeDecodeError as error:
         raise ValueError(f"not UTF-8 (byte {error.start + 1})") from None
     try:
