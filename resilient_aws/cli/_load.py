@@ -6,14 +6,15 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from resilient_aws.cli._context import Context
 from resilient_aws.cli._exit import INTERRUPTED, UsageError
 from resilient_aws.cli._jsonl import Format, parse_item
+from resilient_aws.cli._progress import Progress
 from resilient_aws.dynamodb import BatchWriter, describe_key_schema
 
 __all__ = ["LineFailure", "run_load"]
@@ -74,32 +75,16 @@ def run_load(ctx: Context) -> int:
             on_invalid="report",  # a bad item is a failed line, not the end of the run
         )
         progress = ctx.progress(f"load {table}", total=total, unit="lines")
-        bad: list[LineFailure] = []
-        lines = blank = 0
-        interrupted = False
+        tally = _Tally()
         with writer:
-            for number, raw in enumerate(source, 1):
-                if ctx.stop.requested:
-                    interrupted = True
-                    break
-                lines = number
-                if not raw.strip():
-                    blank += 1
-                    continue
-                try:
-                    item = parse_item(raw, fmt)
-                except ValueError as error:
-                    bad.append(LineFailure(number, None, "InvalidLine", str(error)))
-                    if rejects is not None:
-                        rejects.write(_ended(raw))
-                    continue
-                writer.put(_Line(item, number, raw if rejects is not None else None))
-                result = writer.result
-                settled = result.succeeded + result.deduplicated + len(result.failed)
-                progress.update(settled + len(bad) + blank, failed=len(result.failed) + len(bad))
+            try:
+                _feed(ctx, source, writer, fmt, tally, rejects, progress)
+            except KeyboardInterrupt:  # the second Ctrl-C: stop reading, still settle and report
+                tally.interrupted = True
             # Leaving the block sends what is buffered, also after a stop request.
         result = writer.result
-        failures = bad + [
+        lines, blank, interrupted = tally.lines, tally.blank, tally.interrupted
+        failures = tally.bad + [
             LineFailure(_line_of(f.entry), f.entry_id, f.code, f.message or (f.gave_up or ""))
             for f in result.failed
         ]
@@ -153,6 +138,45 @@ def run_load(ctx: Context) -> int:
         )
     ok = not failures and not interrupted
     return ctx.report(report, text, ok=ok, exit_code=INTERRUPTED if interrupted else None)
+
+
+@dataclass
+class _Tally:
+    lines: int = 0
+    blank: int = 0
+    interrupted: bool = False
+    bad: list[LineFailure] = field(default_factory=list)
+
+
+def _feed(
+    ctx: Context,
+    source: Iterable[bytes],
+    writer: BatchWriter,
+    fmt: Format,
+    tally: _Tally,
+    rejects: IO[bytes] | None,
+    progress: Progress,
+) -> None:
+    """Hand every line to the writer, until the end or a stop request."""
+    for number, raw in enumerate(source, 1):
+        if ctx.stop.requested:
+            tally.interrupted = True
+            return
+        tally.lines = number
+        if not raw.strip():
+            tally.blank += 1
+            continue
+        try:
+            item = parse_item(raw, fmt)
+        except ValueError as error:
+            tally.bad.append(LineFailure(number, None, "InvalidLine", str(error)))
+            if rejects is not None:
+                rejects.write(_ended(raw))
+            continue
+        writer.put(_Line(item, number, raw if rejects is not None else None))
+        result = writer.result
+        settled = result.succeeded + result.deduplicated + len(result.failed) + len(tally.bad)
+        progress.update(settled + tally.blank, failed=len(result.failed) + len(tally.bad))
 
 
 def _line_of(entry: Any) -> int:

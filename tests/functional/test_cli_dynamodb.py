@@ -274,3 +274,29 @@ def test_verbose_run_never_prints_credentials(
     for shown in (captured.out, captured.err):
         assert secret not in shown
         assert "AKIAEXAMPLEKEYID0000" not in shown
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+
+def test_export_into_a_closed_pipe_exits_141(
+    ddb: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_table(ddb, "orders")
+    ddb.put_item(TableName="orders", Item={"pk": {"S": "a"}})
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["export", "orders", "--no-progress"]) == 141
+
+
+def test_keyboard_interrupt_outside_a_safe_point_exits_130(
+    ddb: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def pressed(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    create_table(ddb, "orders")
+    monkeypatch.setattr("resilient_aws.cli._load.describe_key_schema", pressed)
+    assert main(["load", "orders", "-"]) == 130
+    assert "resilient-aws load: interrupted" in capsys.readouterr().err
