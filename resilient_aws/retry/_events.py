@@ -75,46 +75,53 @@ def emit(event: RetryEvent, listeners: tuple[RetryListener, ...] = ()) -> None:
 
 
 def _log(event: RetryEvent) -> None:
+    if event.kind in ("retry", "recovered") or (
+        event.kind == "partial_failure" and event.retryable
+    ):
+        level = logging.DEBUG
+    else:
+        level = logging.WARNING
+    if not logger.isEnabledFor(level):
+        return  # the common case in production: skip building the message and the fields
     # The fields ride along as one ``extra`` key: a JSON formatter (Powertools Logger) prints
     # them as an object, and no name can clash with a LogRecord attribute or a user's own key.
     extra = {"retry_event": event.fields()}
     if event.kind == "retry":
-        logger.debug(
+        pending = f", {event.entries} entries pending" if event.entries else ""
+        logger.log(
+            level,
             "%s: attempt %d failed (%s), retrying in %.3fs%s",
             event.operation,
             event.attempt,
             event.error_code,
             event.delay,
-            f", {event.entries} entries pending" if event.entries else "",
+            pending,
             extra=extra,
         )
     elif event.kind == "recovered":
-        logger.debug("%s: succeeded after %d attempts", event.operation, event.attempt, extra=extra)
+        logger.log(
+            level, "%s: succeeded after %d attempts", event.operation, event.attempt, extra=extra
+        )
     elif event.kind == "partial_failure":
-        if event.retryable:
-            logger.debug(
-                "%s: %d entries failed (%s) in attempt %d, to be sent again",
-                event.operation,
-                event.entries,
-                event.error_code,
-                event.attempt,
-                extra=extra,
-            )
-        else:
-            logger.warning(
-                "%s: %d entries failed (%s), not retryable",
-                event.operation,
-                event.entries,
-                event.error_code,
-                extra=extra,
-            )
+        logger.log(
+            level,
+            "%s: %d entries failed (%s) in attempt %d, %s",
+            event.operation,
+            event.entries,
+            event.error_code,
+            event.attempt,
+            "to be sent again" if event.retryable else "not retryable",
+            extra=extra,
+        )
     else:
-        logger.warning(
+        undone = f", {event.entries} entries not done" if event.entries else ""
+        logger.log(
+            level,
             "%s: gave up after %d attempt(s): %s (last error %s)%s",
             event.operation,
             event.attempt,
             event.reason,
             event.error_code,
-            f", {event.entries} entries not done" if event.entries else "",
+            undone,
             extra=extra,
         )

@@ -158,7 +158,9 @@ def test_log_records_carry_the_event_fields(
         logging.DEBUG,
         logging.DEBUG,
     ]
-    assert "1 entries failed (ValidationError), not retryable" in records[1].getMessage()
+    assert (
+        "1 entries failed (ValidationError) in attempt 1, not retryable" in records[1].getMessage()
+    )
 
 
 def test_events_stay_constructible_as_before() -> None:
@@ -173,3 +175,19 @@ def test_events_stay_constructible_as_before() -> None:
         "entries": 0,
     }
     assert dataclasses.replace(event, kind="give_up", reason="deadline").reason == "deadline"
+
+
+def test_listeners_hear_everything_when_the_logger_is_silenced(
+    fake_clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="resilient_aws")
+    api = ScriptedBatchApi([{"a": ("Throttled", True)}] * 2, poison=frozenset({"p"}))
+    seen = _run(fake_clock, api, ["a", "p"], max_attempts=2)
+    assert [e.kind for e in seen] == [
+        "partial_failure",
+        "partial_failure",
+        "retry",
+        "partial_failure",
+        "give_up",
+    ]
+    assert not [r for r in caplog.records if r.name == "resilient_aws.retry"]
