@@ -27,8 +27,9 @@ from resilient_aws.testing import FakeLambdaContext
 REGION = "us-east-1"
 
 
-def create_table(dynamodb: Any) -> None:
-    """The table of docs/outbox.md: pk/sk, a stream, the sparse pending index."""
+def create_orders_table(dynamodb: Any) -> None:
+    """The table of docs/outbox.md (``OrdersTable`` in template.yaml): pk/sk, a stream, the
+    sparse pending index."""
     dynamodb.create_table(
         TableName="orders",
         KeySchema=[
@@ -82,35 +83,40 @@ def stream_event(dynamodb: Any, streams: Any) -> dict[str, Any]:
     }
 
 
-with mock_aws():
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    streams = boto3.client(  # moto serves DynamoDB Streams on the regional endpoint only
-        "dynamodbstreams",
-        region_name=REGION,
-        endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com",
-    )
-    sqs = boto3.client("sqs", region_name=REGION)
-    create_table(dynamodb)
-    queue = sqs.create_queue(QueueName="orders.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    outbox = Outbox("orders", client=dynamodb)
-    target = SqsTarget(queue, client=sqs)
+if __name__ == "__main__":
+    with mock_aws():
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        streams = boto3.client(  # moto serves DynamoDB Streams on the regional endpoint only
+            "dynamodbstreams",
+            region_name=REGION,
+            endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com",
+        )
+        sqs = boto3.client("sqs", region_name=REGION)
+        create_orders_table(dynamodb)
+        queue = sqs.create_queue(QueueName="orders.fifo", Attributes={"FifoQueue": "true"})[
+            "QueueUrl"
+        ]
+        outbox = Outbox("orders", client=dynamodb)
+        target = SqsTarget(queue, client=sqs)
 
-    place_order(outbox, "1", 30, version=1)
-    place_order(outbox, "2", 45, version=1)
-    try:
-        place_order(outbox, "1", 99, version=1)  # a second writer with a stale version
-    except TransactionConditionFailedError as error:
-        print("refused, nothing written:", error)
+        place_order(outbox, "1", 30, version=1)
+        place_order(outbox, "2", 45, version=1)
+        try:
+            place_order(outbox, "1", 99, version=1)  # a second writer with a stale version
+        except TransactionConditionFailedError as error:
+            print("refused, nothing written:", error)
 
-    # The stream relay (deployed as a Lambda on the table's stream).
-    handler = relay_handler(outbox, target)
-    print("relay answered:", handler(stream_event(dynamodb, streams), FakeLambdaContext()))
+        # The stream relay (deployed as a Lambda on the table's stream).
+        handler = relay_handler(outbox, target)
+        print("relay answered:", handler(stream_event(dynamodb, streams), FakeLambdaContext()))
 
-    # The sweeper (a scheduled Lambda) finds what the stream missed; here: nothing.
-    print("sweep:", OutboxSweeper(outbox, target, grace_s=0).run().summary())
+        # The sweeper (a scheduled Lambda) finds what the stream missed; here: nothing.
+        print("sweep:", OutboxSweeper(outbox, target, grace_s=0).run().summary())
 
-    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
-    for message in messages:
-        body = json.loads(message["Body"])
-        print(f"  {body['type']} {body['aggregate_id']} #{body['sequence']} id={body['event_id']}")
-    assert len(messages) == 2
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+        for message in messages:
+            body = json.loads(message["Body"])
+            print(
+                f"  {body['type']} {body['aggregate_id']} #{body['sequence']} id={body['event_id']}"
+            )
+        assert len(messages) == 2
