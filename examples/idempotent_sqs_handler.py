@@ -39,8 +39,9 @@ charged: list[str] = []  # the side effect: in real life, a call to the payment 
 def charge(record: dict[str, Any], context: Any) -> dict[str, Any]:
     """Charge the order of an ``OrderPlaced`` event (wrapped in ``@idempotent`` by ``app``)."""
     order = json.loads(record["body"])["payload"]
+    amount = order["total"]
     charged.append(order["order_id"])
-    return {"order_id": order["order_id"], "charged": order["total"]}
+    return {"order_id": order["order_id"], "charged": amount}
 
 
 @functools.cache
