@@ -83,8 +83,9 @@ def _read_lines(path: Path, problems: list[str]) -> Iterator[tuple[int, dict[str
                 continue
             try:
                 item = json.loads(line, parse_float=Decimal)
-            except ValueError as error:
-                problems.append(f"line {number}: not JSON ({error.args[0].split(':')[0]})")
+            except json.JSONDecodeError as error:
+                # where, never what: a line may hold personal data
+                problems.append(f"line {number}: not JSON ({error.msg} at column {error.colno})")
                 continue
             if not isinstance(item, dict):
                 problems.append(f"line {number}: not a JSON object")

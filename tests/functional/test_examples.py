@@ -25,6 +25,16 @@ def test_there_are_examples() -> None:
     assert SCRIPTS
 
 
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
+def test_every_example_says_what_it_shows_and_how_to_run_it(example: Path) -> None:
+    import ast
+
+    docstring = ast.get_docstring(ast.parse(example.read_text())) or ""
+    assert len(docstring.split("\n")[0]) > 20, "a first line saying what it shows"
+    how = "pytest" if example.name.startswith("test_") else f"python examples/{example.name}"
+    assert how in docstring
+
+
 def test_the_state_machine_definition_is_valid_json_with_a_resume_loop() -> None:
     import json
 
