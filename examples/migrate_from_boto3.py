@@ -34,7 +34,7 @@ def before_writer(table: Any) -> None:
 
 def after_writer(client: Any) -> None:
     # --8<-- [start:after-writer]
-    policy = RetryPolicy(max_attempts=8, base_delay=0.05, max_delay=2.0)
+    policy = RetryPolicy(max_attempts=12, base_delay=0.05, max_delay=2.0)
     with BatchWriter("orders", client=client, policy=policy, concurrency=4) as writer:
         for order in ORDERS:
             writer.put({**order, "total": 9.99})  # floats become exact Decimals
