@@ -17,7 +17,7 @@ from resilient_aws.errors import EntryValidationError
 from resilient_aws.retry import RetryPolicy
 from resilient_aws.testing import chaos
 
-policy = RetryPolicy(max_attempts=10, base_delay=0.01, max_delay=0.5)
+policy = RetryPolicy(max_attempts=14, base_delay=0.01, max_delay=0.5)
 
 with mock_aws():
     sqs = boto3.client("sqs", region_name="us-east-1")

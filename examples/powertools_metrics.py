@@ -33,7 +33,7 @@ metrics = Metrics(namespace="Orders", service="orders")  # POWERTOOLS_METRICS_NA
 retry_metrics = PowertoolsMetricsListener(metrics)
 attach_logger(logger)  # give-ups and permanent failures become JSON lines with "retry_event"
 
-policy = RetryPolicy(max_attempts=10, base_delay=0.01, max_delay=0.2)
+policy = RetryPolicy(max_attempts=14, base_delay=0.01, max_delay=0.2)
 dynamodb: Any = None  # boto3.client("dynamodb") in a deployed function
 
 
