@@ -26,6 +26,7 @@ _SUBMODULES = (
     "idempotency",
     "limits",
     "outbox",
+    "powertools",
     "results",
     "retry",
     "testing",
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from resilient_aws import idempotency as idempotency
     from resilient_aws import limits as limits
     from resilient_aws import outbox as outbox
+    from resilient_aws import powertools as powertools
     from resilient_aws import results as results
     from resilient_aws import retry as retry
     from resilient_aws import testing as testing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -22,6 +23,7 @@ def test_top_level_exports() -> None:
         "idempotency",
         "limits",
         "outbox",
+        "powertools",
         "results",
         "retry",
         "testing",
@@ -172,6 +174,19 @@ def test_outbox_exports() -> None:
         "events_from_stream",
         "relay_handler",
     ]
+
+
+def test_powertools_exports() -> None:
+    from resilient_aws import powertools
+
+    assert powertools.__all__ == [
+        "DIMENSIONS",
+        "METRICS",
+        "Dimension",
+        "PowertoolsMetricsListener",
+        "attach_logger",
+    ]
+    assert "retryable" in {f.name for f in dataclasses.fields(retry.RetryEvent)}
 
 
 def test_idempotency_exports() -> None:
