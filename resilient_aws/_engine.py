@@ -62,7 +62,7 @@ class Adapter(Protocol[S]):
     operation: str
     limits: BatchLimits
 
-    def send(self, batch: list[Entry[S]]) -> Sent[S]:
+    def send_request(self, batch: list[Entry[S]]) -> Sent[S]:
         """Make one request; raise for whole-request errors, report per-entry failures."""
         ...
 
@@ -295,7 +295,7 @@ class BatchEngine(Generic[S]):
         def request(batch: list[Entry[S]]) -> SendResult[Entry[S]]:
             with self._lock:
                 self.result.requests += 1
-            sent = self.adapter.send(batch)
+            sent = self.adapter.send_request(batch)
             if sent.succeeded:
                 with self._lock:
                     if self.keep_answers:

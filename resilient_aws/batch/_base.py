@@ -104,7 +104,7 @@ class BatchSender:
 
     # -- for subclasses -------------------------------------------------------------------------
 
-    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:  # the engine's Adapter protocol
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:  # the engine's Adapter protocol
         raise NotImplementedError
 
     def _next_id(self, given: str | None) -> str:

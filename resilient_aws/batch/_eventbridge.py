@@ -103,7 +103,7 @@ class EventBridgePutter(BatchSender):
             payload["EventBusName"] = bus_name or self.bus_name
         self._add(source_entry, entry_id, payload, event_size(payload))
 
-    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         options: dict[str, Any] = {"EndpointId": self.endpoint_id} if self.endpoint_id else {}
         response = self.client.put_events(Entries=[e.payload for e in batch], **options)
         return positional(batch, response, "Entries", self.service)

@@ -42,7 +42,7 @@ class FirehosePutter(BatchSender):
             return
         self._add({"id": entry_id}, entry_id, {"Data": bytes(data)}, len(data))
 
-    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         response = self.client.put_record_batch(
             DeliveryStreamName=self.delivery_stream, Records=[e.payload for e in batch]
         )

@@ -80,6 +80,6 @@ class KinesisPutter(BatchSender):
         group = (explicit_hash_key or partition_key) if self.ordered else None
         self._add(source, entry_id, payload, size, group=group)
 
-    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         response = self.client.put_records(Records=[e.payload for e in batch], **self.stream)
         return positional(batch, response, "Records", self.service)

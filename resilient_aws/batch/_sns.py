@@ -68,7 +68,7 @@ class SnsPublisher(BatchSender):
         size = len(message.encode("utf-8")) + message_attributes_size(attributes)
         self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
 
-    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         entries = [{**entry.payload, "Id": str(index)} for index, entry in enumerate(batch)]
         response = self.client.publish_batch(
             TopicArn=self.topic_arn, PublishBatchRequestEntries=entries

@@ -42,7 +42,7 @@ class _SqsBatch(BatchSender):
     def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         entries = [{**entry.payload, "Id": str(index)} for index, entry in enumerate(batch)]
         return by_id(batch, self._call(entries), self.service)
 
@@ -53,7 +53,7 @@ class SqsSender(_SqsBatch):
     ::
 
         with SqsSender(queue_url, policy=policy) as sender:
-            sender.send(json.dumps(order), attributes={"type": {"DataType": "String", "StringValue": "order"}})
+            sender.send_message(json.dumps(order), attributes={"type": {"DataType": "String", "StringValue": "order"}})
 
     FIFO queues (URL ending in ``.fifo``) need ``group_id`` and are sent in order by default
     (``ordered=True``): at most one message of a group per request and one request of a group

@@ -37,7 +37,7 @@ class _BatchWriteItem:
         self.schemas = schemas
         self.limits = limits
 
-    def send(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         request_items: dict[str, list[dict[str, Any]]] = {}
         for entry in batch:
             table, request = entry.payload
