@@ -24,6 +24,11 @@ The hierarchy::
     │   ├── TransactionTooLargeError  (also ValueError) over 100 actions or 4 MB, refused before sending
     │   └── TransactionCanceledError  DynamoDB cancelled the transaction; ``reasons`` per action
     │       └── TransactionConditionFailedError  a condition failed: the caller's business, not retried
+    ├── RedriveError              a redrive cannot start; names queues and functions, never payloads
+    │   ├── QueueNotFoundError        (also LookupError) a source or target queue does not exist
+    │   └── RedriveTargetError        (also ValueError) the target cannot take the source's messages
+    │       ├── TargetTypeMismatchError   FIFO source and standard target, or the reverse
+    │       └── AmbiguousTargetError      no target given and the DLQ has no single source queue
     └── RetryError                a retryable failure that the retry core stopped retrying
         ├── AttemptsExhaustedError    ``max_attempts`` (counted across botocore and the core) used up
         ├── ElapsedTimeExceededError  ``max_elapsed`` would be passed by the next sleep
@@ -53,6 +58,11 @@ __all__ = [
     "BatchWriteError",
     "InvalidCursorError",
     "OutboxError",
+    "QueueNotFoundError",
+    "RedriveError",
+    "RedriveTargetError",
+    "AmbiguousTargetError",
+    "TargetTypeMismatchError",
     "TransactionCanceledError",
     "TransactionConditionFailedError",
     "TransactionTooLargeError",
@@ -210,6 +220,37 @@ class TransactionCanceledError(OutboxError):
 class TransactionConditionFailedError(TransactionCanceledError):
     """A condition of the transaction failed (a business rule, or an event whose aggregate and
     sequence already exist). Not retried: the caller decides."""
+
+
+class RedriveError(ResilientAWSError):
+    """A redrive cannot start: raised before any message is received, so nothing moved."""
+
+
+class QueueNotFoundError(RedriveError, LookupError):
+    """A source or target queue does not exist. ``queue`` names it (URL or ARN)."""
+
+    def __init__(self, queue: str, role: str = "queue") -> None:
+        super().__init__(f"{role} {queue!r} does not exist")
+        self.queue = queue
+        self.role = role
+
+
+class RedriveTargetError(RedriveError, ValueError):
+    """The target cannot take the source's messages (see the subclasses)."""
+
+
+class TargetTypeMismatchError(RedriveTargetError):
+    """A FIFO source with a standard target, or the reverse: group ids and order would be lost
+    (or a FIFO target would refuse every message for want of a group id)."""
+
+
+class AmbiguousTargetError(RedriveTargetError):
+    """No target was given and the dead-letter queue has no single source queue to return to.
+    ``candidates`` lists the source queues found (none, or several)."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
 
 
 class RetryError(ResilientAWSError):

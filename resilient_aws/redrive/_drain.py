@@ -1,0 +1,552 @@
+"""The drain loop every redrive source shares: receive, deliver, delete only what was delivered.
+
+Workers (``concurrency`` threads) each receive a batch of up to 10 messages, pick the ones the
+filter selects, hand them to a :class:`Delivery` (an SQS queue, a Lambda function, an event bus,
+a stream-pointer resolver) and then delete from the source exactly the messages it delivered,
+checking every per-entry delete result. Messages of a batch stay invisible while they are worked
+on: their visibility is extended before half of it has run out, checked before every sleep of
+the retry core (so a long backoff cannot outlast it) and on a timer. Messages that do not move
+(skipped, failed, dry run) stay invisible for the rest of the run, so that one run looks at each
+message once, and are made visible again when the run ends.
+
+A run that is interrupted (an exception from a callback, a hook, Ctrl-C) stops its workers at
+their next step, deletes nothing it has not delivered and leaves the messages it held to become
+visible again when their visibility timeout ends, as a killed process would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from resilient_aws.batch import SqsDeleter, SqsVisibilityChanger
+from resilient_aws.errors import ConfigurationError
+from resilient_aws.redrive._message import DlqMessage
+from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.retry import RetryPolicy
+
+__all__ = ["Delivery", "DrainOptions", "Outcome", "drain"]
+
+logger = logging.getLogger("resilient_aws.redrive")
+
+_ACTIVE, _MOVED, _UNDELETED, _PARKED = "active", "moved", "undeleted", "parked"
+_MAX_BATCH = 10
+_QUIET_RECEIVES = 2
+_MAX_VISIBILITY = 43_200
+
+
+@dataclass
+class Outcome:
+    """What a delivery did with one batch: every message not named here was delivered.
+
+    ``failed``: not delivered (message id -> ``"Code: message"``); ``expired``: can never be
+    delivered (stream data gone). ``resolved``/``records``: stream pointers resolved and records
+    delivered; ``resent``: entries a batch sender sent again.
+    """
+
+    failed: dict[str, str] = field(default_factory=dict)
+    expired: dict[str, str] = field(default_factory=dict)
+    resolved: int = 0
+    records: int = 0
+    resent: int = 0
+
+
+class Delivery(Protocol):
+    """Delivers messages of the source somewhere; never raises for one message's failure."""
+
+    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrainOptions:
+    """The knobs of a drain run (validated by :func:`drain`)."""
+
+    max_messages: int | None = None
+    rate: float | None = None
+    filter: Callable[[DlqMessage], bool] | None = None
+    dry_run: bool = False
+    visibility_timeout: int = 120
+    wait_time_s: int = 1
+    concurrency: int = 4
+    fifo: bool = False
+    delete_expired: bool = False
+    progress: Callable[[RedriveReport], None] | None = None
+
+    def check(self) -> None:
+        if self.max_messages is not None and (
+            not isinstance(self.max_messages, int) or self.max_messages < 1
+        ):
+            raise ConfigurationError("max_messages", f"must be >= 1, got {self.max_messages!r}")
+        if self.rate is not None and not self.rate > 0:
+            raise ConfigurationError("rate", f"must be > 0 messages/s, got {self.rate!r}")
+        if not 1 <= self.visibility_timeout <= _MAX_VISIBILITY:
+            raise ConfigurationError(
+                "visibility_timeout",
+                f"must be 1..{_MAX_VISIBILITY}, got {self.visibility_timeout!r}",
+            )
+        if not 0 <= self.wait_time_s <= 20:
+            raise ConfigurationError("wait_time_s", f"must be 0..20, got {self.wait_time_s!r}")
+        if not isinstance(self.concurrency, int) or self.concurrency < 1:
+            raise ConfigurationError("concurrency", f"must be >= 1, got {self.concurrency!r}")
+
+
+class _AbortedError(Exception):
+    """Another worker failed or the run was interrupted: stop at this step."""
+
+
+@dataclass
+class _Seen:
+    state: str
+    receipt: str
+
+
+@dataclass
+class _Held:
+    ids: list[str]
+    extend_at: float
+
+
+class _Pacer:
+    """At most ``rate`` messages per second on average, sleeping through the retry core."""
+
+    def __init__(self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]):
+        self.rate = rate
+        self.clock = clock
+        self.sleep = sleep
+        self.next: float | None = None
+        self.lock = threading.Lock()
+
+    def acquire(self, count: int, max_chunk: float) -> None:
+        with self.lock:
+            now = self.clock()
+            start = now if self.next is None else max(now, self.next)
+            self.next = start + count / self.rate
+            delay = start - now
+        while delay > 0:
+            chunk = min(delay, max_chunk)
+            self.sleep(chunk)
+            delay -= chunk
+
+
+def drain(
+    client: Any,
+    queue_url: str,
+    delivery: Delivery,
+    report: RedriveReport,
+    options: DrainOptions,
+    policy: RetryPolicy,
+) -> RedriveReport:
+    """Move what ``delivery`` accepts out of ``queue_url``; fill and return ``report``."""
+    options.check()
+    return _Drain(client, queue_url, delivery, report, options, policy).run()
+
+
+class _Drain:
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        delivery: Delivery,
+        report: RedriveReport,
+        options: DrainOptions,
+        policy: RetryPolicy,
+    ) -> None:
+        self.client = client
+        self.url = queue_url
+        self.delivery = delivery
+        self.report = report
+        self.options = options
+        self.base_policy = policy
+        self.policy = dataclasses.replace(policy, sleep=self._sleep)
+        self.clock = policy.clock
+        self.visibility = options.visibility_timeout
+        self.batch = _MAX_BATCH
+        if options.rate is not None:
+            self.batch = max(1, min(_MAX_BATCH, int(options.rate)))
+        self.pacer = (
+            _Pacer(options.rate, self.clock, self._sleep) if options.rate is not None else None
+        )
+        self.cond = threading.Condition()
+        self.seen: dict[str, _Seen] = {}
+        self.held: dict[int, _Held] = {}
+        self.batch_ids = itertools.count()
+        self.blocked_groups: set[str] = set()
+        self.remaining = options.max_messages
+        self.reserved = 0
+        self.in_flight = 0
+        self.settled = 0
+        self.quiet = 0
+        self.drained = False
+        self.abort = False
+        self.error: BaseException | None = None
+        self.extending = threading.Lock()
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> RedriveReport:
+        workers = self.options.concurrency
+        if workers == 1:
+            self._guarded()
+        else:
+            tick = min(5.0, self.visibility / 4)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="resilient-aws-redrive")
+            try:
+                futures = [pool.submit(self._guarded) for _ in range(workers)]
+                while wait(futures, timeout=tick).not_done:
+                    self._extend_due()
+            except BaseException:
+                self._stop()
+                raise
+            finally:
+                pool.shutdown(wait=True)
+        if self.error is not None:
+            raise self.error
+        self._release_parked()
+        return self.report
+
+    def _guarded(self) -> None:
+        try:
+            self._work()
+        except _AbortedError:
+            pass
+        except BaseException as error:
+            with self.cond:
+                if self.error is None:
+                    self.error = error
+            self._stop()
+
+    def _stop(self) -> None:
+        with self.cond:
+            self.abort = True
+            self.cond.notify_all()
+
+    def _check_abort(self) -> None:
+        if self.abort:
+            raise _AbortedError
+
+    # -- one worker -----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            want = self._reserve()
+            if not want:
+                return
+            try:
+                raw = self._receive(want)
+            except BaseException:
+                with self.cond:
+                    self.reserved -= want
+                    self.in_flight -= 1
+                    self.cond.notify_all()
+                raise
+            self._handle(raw, want)
+
+    def _reserve(self) -> int:
+        with self.cond:
+            while True:
+                if self.abort or self.drained:
+                    return 0
+                want = self.batch
+                if self.remaining is not None:
+                    want = min(want, self.remaining - self.reserved)
+                    if want <= 0:
+                        if self.reserved == 0:
+                            self.drained = True
+                            self.cond.notify_all()
+                            return 0
+                        self.cond.wait()
+                        continue
+                self.reserved += want
+                self.in_flight += 1
+                return want
+
+    def _receive(self, want: int) -> list[dict[str, Any]]:
+        self._check_abort()
+        options: dict[str, Any] = {
+            "QueueUrl": self.url,
+            "MaxNumberOfMessages": want,
+            "VisibilityTimeout": self.visibility,
+            "WaitTimeSeconds": self.options.wait_time_s,
+            "AttributeNames": ["All"],
+            "MessageAttributeNames": ["All"],
+        }
+        if self.options.fifo:
+            # A retried receive with the same attempt id gets the same messages back instead
+            # of leaving the first answer's messages invisible (FIFO queues only).
+            options["ReceiveRequestAttemptId"] = uuid.uuid4().hex
+        response = self.policy.call(self.client.receive_message, **options)
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    def _handle(self, raw: list[dict[str, Any]], want: int) -> None:
+        messages = [DlqMessage.from_sqs(m) for m in raw]
+        new: list[DlqMessage] = []
+        again: list[tuple[DlqMessage, str]] = []
+        with self.cond:
+            for message in messages:
+                seen = self.seen.get(message.message_id)
+                if seen is None:
+                    self.seen[message.message_id] = _Seen(_ACTIVE, message.receipt_handle)
+                    new.append(message)
+                else:
+                    seen.receipt = message.receipt_handle  # the newest one deletes for sure
+                    again.append((message, seen.state))
+            self.reserved -= want
+            if self.remaining is not None:
+                self.remaining -= len(new)
+            self.report.received += len(new)
+            if not new:
+                self._nothing_new()
+                if not again:
+                    return
+            else:
+                self.quiet = 0
+            batch_id = next(self.batch_ids)
+            self.held[batch_id] = _Held(
+                [m.message_id for m in new], self.clock() + self.visibility / 2
+            )
+        try:
+            self._process(batch_id, new, again)
+        finally:
+            with self.cond:
+                self.held.pop(batch_id, None)
+                if new:
+                    self.in_flight -= 1
+                    self.settled += 1
+                self.cond.notify_all()
+
+    def _nothing_new(self) -> None:
+        """Under the lock: a receive brought no message this run had not seen."""
+        self.in_flight -= 1
+        self.settled += 1
+        if self.in_flight > 0:
+            # Another worker holds messages: on a FIFO queue they lock their groups, so an
+            # empty answer proves nothing until that worker has settled its batch.
+            generation = self.settled
+            self.cond.wait_for(lambda: self.settled != generation or self.abort or self.drained)
+            return
+        self.quiet += 1
+        if self.quiet >= _QUIET_RECEIVES:
+            self.drained = True
+        self.cond.notify_all()
+
+    def _process(
+        self, batch_id: int, new: list[DlqMessage], again: list[tuple[DlqMessage, str]]
+    ) -> None:
+        outcome = Outcome()
+        deliver: list[DlqMessage] = []
+        parked: dict[str, str] = {}
+        for message in new:
+            verdict = self._select(message)
+            if verdict is None:
+                deliver.append(message)
+            else:
+                parked[message.message_id] = verdict
+        if self.options.dry_run:
+            would = [m.message_id for m in deliver]
+            deliver = []
+        else:
+            would = []
+        if deliver:
+            if self.pacer is not None:
+                self.pacer.acquire(len(deliver), max_chunk=self.visibility / 4)
+            self._check_abort()
+            self._extend_due()
+            outcome = self.delivery.deliver(deliver, self.policy)
+        delivered = [
+            m
+            for m in deliver
+            if m.message_id not in outcome.failed and m.message_id not in outcome.expired
+        ]
+        expired_deleted = (
+            [m for m in deliver if m.message_id in outcome.expired]
+            if self.options.delete_expired
+            else []
+        )
+        redelete = [m for m, state in again if state in (_MOVED, _UNDELETED)]
+        self._check_abort()
+        self._extend_due()
+        undeleted = self._delete(delivered + expired_deleted + redelete)
+        self._settle(new, again, deliver, delivered, parked, would, outcome, undeleted)
+
+    def _select(self, message: DlqMessage) -> str | None:
+        """``None`` if the message should be delivered, else why it stays (a failure reason,
+        or ``"skipped"``)."""
+        group = message.group_id
+        if self.options.fifo and group is not None and group in self.blocked_groups:
+            return (
+                "HeldBehindFailure: an earlier message of its group was not moved; moving this "
+                "one would break the group's order"
+            )
+        selected = self.options.filter
+        if selected is None:
+            return None
+        try:
+            return None if selected(message) else "skipped"
+        except Exception as error:  # a filter that raises fails its message, not the run
+            return f"FilterError: {type(error).__name__}: {error}"
+
+    def _delete(self, messages: list[DlqMessage]) -> dict[str, str]:
+        if not messages:
+            return {}
+        with self.cond:
+            receipts = [(m.message_id, self.seen[m.message_id].receipt) for m in messages]
+        deleter = SqsDeleter(
+            self.url,
+            client=self.client,
+            policy=self.policy,
+            concurrency=1,
+            raise_on_failure=False,
+            on_invalid="report",
+            keep_answers=False,
+        )
+        for message_id, receipt in receipts:
+            deleter.delete(receipt, id=message_id)
+        result = deleter.close()
+        return {f.entry_id: f"{f.code}: {f.message}" for f in result.failed}
+
+    def _settle(
+        self,
+        new: list[DlqMessage],
+        again: list[tuple[DlqMessage, str]],
+        deliver: list[DlqMessage],
+        delivered: list[DlqMessage],
+        parked: dict[str, str],
+        would: list[str],
+        outcome: Outcome,
+        undeleted: dict[str, str],
+    ) -> None:
+        report = self.report
+        with self.cond:
+            for message_id, reason in parked.items():
+                self.seen[message_id].state = _PARKED
+                if reason == "skipped":
+                    report.skipped += 1
+                else:
+                    report.failed[message_id] = reason
+                    self._block_group_of(message_id, new)
+            for message_id in would:
+                self.seen[message_id].state = _PARKED
+            report.would_move += would
+            for message in deliver:
+                message_id = message.message_id
+                if message_id in outcome.failed:
+                    self.seen[message_id].state = _PARKED
+                    report.failed[message_id] = outcome.failed[message_id]
+                    self._block_group_of(message_id, new)
+                elif message_id in outcome.expired:
+                    report.expired[message_id] = outcome.expired[message_id]
+                    gone = self.options.delete_expired and message_id not in undeleted
+                    self.seen[message_id].state = _MOVED if gone else _PARKED
+            for message in delivered:
+                message_id = message.message_id
+                if message_id in undeleted:
+                    self.seen[message_id].state = _UNDELETED
+                    report.undeleted[message_id] = (
+                        f"delivered, but not deleted from the source ({undeleted[message_id]}); "
+                        "a later run delivers it again"
+                    )
+                else:
+                    self.seen[message_id].state = _MOVED
+                    report.moved += 1
+            for message, state in again:
+                message_id = message.message_id
+                if state not in (_MOVED, _UNDELETED):
+                    continue
+                if message_id in undeleted:
+                    if state == _MOVED:  # our first delete did not take: it is still there
+                        report.moved -= 1
+                        report.undeleted[message_id] = (
+                            f"delivered, but not deleted from the source "
+                            f"({undeleted[message_id]}); a later run delivers it again"
+                        )
+                        self.seen[message_id].state = _UNDELETED
+                    continue
+                if state == _UNDELETED:
+                    report.undeleted.pop(message_id, None)
+                    report.moved += 1
+                else:
+                    report.duplicates += 1
+                self.seen[message_id].state = _MOVED
+            report.resolved += outcome.resolved
+            report.records += outcome.records
+            report.resent += outcome.resent
+            if self.options.progress is not None:
+                self.options.progress(report)
+
+    def _block_group_of(self, message_id: str, batch: list[DlqMessage]) -> None:
+        if not self.options.fifo:
+            return
+        for message in batch:
+            if message.message_id == message_id and message.group_id is not None:
+                self.blocked_groups.add(message.group_id)
+
+    # -- visibility -----------------------------------------------------------------------------
+
+    def _sleep(self, seconds: float) -> None:
+        """The retry core's sleep, with the visibility of held messages extended first."""
+        self._extend_due(horizon=seconds)
+        self.base_policy.sleep(seconds)
+
+    def _extend_due(self, horizon: float = 0.0) -> None:
+        """Extend every held batch whose visibility is half spent (or will be after
+        ``horizon`` seconds)."""
+        if not self.extending.acquire(blocking=False):
+            return  # another thread is extending right now
+        try:
+            now = self.clock()
+            with self.cond:
+                receipts: dict[str, str] = {}
+                for held in self.held.values():
+                    if held.extend_at > now + horizon:
+                        continue
+                    held.extend_at = now + self.visibility / 2
+                    for message_id in held.ids:
+                        seen = self.seen[message_id]
+                        if seen.state == _ACTIVE:
+                            receipts[message_id] = seen.receipt
+            if receipts:
+                self._change_visibility(receipts, self.visibility, "extend")
+        finally:
+            self.extending.release()
+
+    def _change_visibility(self, receipts: dict[str, str], timeout: int, why: str) -> None:
+        # The changer retries on the caller's own policy: its sleeps must not call back here.
+        changer = SqsVisibilityChanger(
+            self.url,
+            client=self.client,
+            policy=self.base_policy,
+            concurrency=1,
+            raise_on_failure=False,
+            on_invalid="report",
+            keep_answers=False,
+        )
+        for message_id, receipt in receipts.items():
+            changer.change(receipt, timeout, id=message_id)
+        result = changer.close()
+        for failed in result.failed:
+            logger.warning(
+                "could not %s the visibility of message %s: %s %s",
+                why,
+                failed.entry_id,
+                failed.code,
+                failed.message,
+            )
+
+    def _release_parked(self) -> None:
+        """Make the messages that stayed (skipped, failed, dry run) visible again."""
+        with self.cond:
+            receipts = {
+                message_id: seen.receipt
+                for message_id, seen in self.seen.items()
+                if seen.state == _PARKED
+            }
+        if receipts:
+            self._change_visibility(receipts, 0, "release")

@@ -1,0 +1,74 @@
+"""What the redrive needs to know about a queue before anything moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from resilient_aws.errors import QueueNotFoundError
+from resilient_aws.retry import RetryPolicy
+
+__all__ = ["QueueInfo", "describe_queue", "is_missing_queue", "sqs_client", "source_queues"]
+
+_MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    url: str
+    arn: str
+    fifo: bool
+    depth: int
+
+
+def is_missing_queue(error: BaseException) -> bool:
+    return (
+        isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in _MISSING
+    )
+
+
+def describe_queue(client: Any, url: str, policy: RetryPolicy, role: str) -> QueueInfo:
+    """ARN, type and approximate depth; :class:`QueueNotFoundError` if there is no such queue."""
+    try:
+        attributes = policy.call(
+            client.get_queue_attributes,
+            QueueUrl=url,
+            AttributeNames=["QueueArn", "FifoQueue", "ApproximateNumberOfMessages"],
+        ).get("Attributes", {})
+    except ClientError as error:
+        if is_missing_queue(error):
+            raise QueueNotFoundError(url, role) from None
+        raise
+    return QueueInfo(
+        url=url,
+        arn=str(attributes.get("QueueArn", "")),
+        fifo=str(attributes.get("FifoQueue", "false")).lower() == "true",
+        depth=int(attributes.get("ApproximateNumberOfMessages", 0) or 0),
+    )
+
+
+def source_queues(client: Any, dlq_url: str, policy: RetryPolicy) -> list[str]:
+    """The queues whose ``RedrivePolicy`` names ``dlq_url`` as their dead-letter queue."""
+    urls: list[str] = []
+    token: str | None = None
+    while True:
+        options: dict[str, Any] = {"QueueUrl": dlq_url, "MaxResults": 1000}
+        if token:
+            options["NextToken"] = token
+        page = policy.call(client.list_dead_letter_source_queues, **options)
+        urls += page.get("queueUrls", [])
+        token = page.get("NextToken")
+        if not token:
+            return urls
+
+
+def sqs_client(client: Any, session: Any) -> Any:
+    if client is not None:
+        return client
+    if session is not None:
+        return session.client("sqs")
+    import boto3
+
+    return boto3.client("sqs")

@@ -1,0 +1,246 @@
+"""SQS dead-letter queue -> its source queue (or any queue of the same type)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from resilient_aws.batch import SqsSender
+from resilient_aws.errors import AmbiguousTargetError, RedriveTargetError, TargetTypeMismatchError
+from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
+from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter, message_attributes
+from resilient_aws.redrive._queues import QueueInfo, describe_queue, source_queues, sqs_client
+from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
+
+__all__ = ["SqsDelivery", "fresh_deduplication_id", "redrive_sqs", "resolve_target"]
+
+
+def fresh_deduplication_id(run_id: str, message_id: str) -> str:
+    """The deduplication id a redrive gives a message on a FIFO target: new for each run (so the
+    original's 5-minute deduplication window cannot swallow the copy), the same for every
+    attempt of one run (so SQS drops a copy that a retried request already delivered)."""
+    return hashlib.sha256(f"{run_id}:{message_id}".encode()).hexdigest()
+
+
+class SqsDelivery:
+    """Sends messages to a queue with :class:`SqsSender`: body, message attributes, the X-Ray
+    trace header, and on FIFO queues the group id and a deduplication id (fresh, or the
+    original one with ``preserve_dedup_id``)."""
+
+    def __init__(
+        self,
+        queue_url: str,
+        *,
+        client: Any,
+        fifo: bool,
+        run_id: str,
+        preserve_dedup_id: bool = False,
+        body: Callable[[DlqMessage], str] | None = None,
+        attributes: bool = True,
+    ) -> None:
+        self.queue_url = queue_url
+        self.client = client
+        self.fifo = fifo
+        self.run_id = run_id
+        self.preserve_dedup_id = preserve_dedup_id
+        self.body = body
+        self.attributes = attributes
+
+    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
+        outcome = Outcome()
+        sender = SqsSender(
+            self.queue_url,
+            client=self.client,
+            policy=policy,
+            concurrency=1,
+            ordered=self.fifo,
+            raise_on_failure=False,
+            on_invalid="report",
+            keep_answers=False,
+        )
+        for message in messages:
+            try:
+                body = self.body(message) if self.body is not None else message.body
+            except (TypeError, ValueError, KeyError) as error:
+                outcome.failed[message.message_id] = f"{type(error).__name__}: {error}"
+                continue
+            trace = message.attributes.get("AWSTraceHeader")
+            sender.send_message(
+                body,
+                id=message.message_id,
+                attributes=message_attributes(message) if self.attributes else None,
+                system_attributes=(
+                    {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}}
+                    if trace
+                    else None
+                ),
+                group_id=message.group_id if self.fifo else None,
+                deduplication_id=self._deduplication_id(message) if self.fifo else None,
+            )
+        result = sender.close()
+        for failed in result.failed:
+            outcome.failed[failed.entry_id] = f"{failed.code}: {failed.message}"
+        outcome.resent = result.resent
+        return outcome
+
+    def _deduplication_id(self, message: DlqMessage) -> str:
+        original = message.deduplication_id
+        if self.preserve_dedup_id and original:
+            return original
+        return fresh_deduplication_id(self.run_id, message.message_id)
+
+
+def resolve_target(
+    client: Any, source: QueueInfo, target_url: str | None, policy: RetryPolicy
+) -> QueueInfo:
+    """The target queue, checked: it exists, is not the source, and has the source's type."""
+    if target_url is None:
+        candidates = source_queues(client, source.url, policy)
+        if len(candidates) != 1:
+            what = "no source queue" if not candidates else f"{len(candidates)} source queues"
+            raise AmbiguousTargetError(
+                f"{source.url!r} has {what} (ListDeadLetterSourceQueues); pass the target queue",
+                candidates,
+            )
+        target_url = candidates[0]
+    target = describe_queue(client, target_url, policy, "target queue")
+    if (target.arn and target.arn == source.arn) or target.url == source.url:
+        raise RedriveTargetError(f"the target {target_url!r} is the source queue itself")
+    if target.fifo != source.fifo:
+        kinds = ("FIFO", "standard") if source.fifo else ("standard", "FIFO")
+        raise TargetTypeMismatchError(
+            f"the source {source.url!r} is a {kinds[0]} queue and the target {target_url!r} a "
+            f"{kinds[1]} queue: redrive between queues of the same type"
+        )
+    return target
+
+
+def redrive_sqs(
+    source_queue_url: str,
+    *,
+    target_queue_url: str | None = None,
+    client: Any = None,
+    session: Any = None,
+    policy: RetryPolicy | None = None,
+    max_messages: int | None = None,
+    rate: float | None = None,
+    filter: Filter | None = None,
+    dry_run: bool = False,
+    visibility_timeout: int = 120,
+    wait_time_s: int = 1,
+    preserve_dedup_id: bool = False,
+    run_id: str | None = None,
+    concurrency: int = 4,
+    native: bool = False,
+    poll_interval: float = 5.0,
+    progress: Callable[[RedriveReport], None] | None = None,
+) -> RedriveReport:
+    """Move the messages of an SQS dead-letter queue back to its source queue (or any queue).
+
+    Never deletes a message before its copy is acknowledged: messages are received in batches
+    of 10, sent with :class:`~resilient_aws.batch.SqsSender` (per-message retries through the
+    retry core), and only the messages whose send succeeded are deleted, each delete checked.
+    Message attributes and the X-Ray trace header are kept; on FIFO queues, the group id too.
+
+    - ``target_queue_url``: default, the DLQ's source queue (``ListDeadLetterSourceQueues``);
+      :class:`~resilient_aws.errors.AmbiguousTargetError` if it has none or several. A missing
+      queue raises :class:`~resilient_aws.errors.QueueNotFoundError`, a FIFO/standard mismatch
+      :class:`~resilient_aws.errors.TargetTypeMismatchError`: both before anything moves.
+    - ``filter``: a JMESPath expression over ``{messageId, body, attributes,
+      messageAttributes}`` (``body`` parsed when it is JSON) or a function of a
+      :class:`DlqMessage`; messages it does not select stay in the DLQ (``skipped``).
+    - ``max_messages``: receive at most this many messages in this run.
+    - ``rate``: at most this many messages per second (paced on the policy's clock).
+    - ``dry_run``: receive and filter, move nothing; ``report.would_move`` lists what would.
+    - ``visibility_timeout``: how long a received message stays invisible; it is extended
+      while a batch is being worked on, and messages that do not move are made visible again
+      when the run ends. An interrupted run leaves the messages it held invisible until then.
+    - ``preserve_dedup_id`` (FIFO): send with the original ``MessageDeduplicationId``. The
+      default is a fresh id per message and run (``run_id`` + message id): copies of one run
+      deduplicate, and a copy is never dropped as a duplicate of the original message sent
+      less than 5 minutes earlier — which the original id risks.
+    - ``run_id``: names the run (default random). A restarted run given the same ``run_id``
+      within 5 minutes sends the same fresh ids, so a FIFO target drops what was delivered.
+    - ``concurrency``: receive workers, each with one batch in flight.
+    - ``native``: use SQS's own ``StartMessageMoveTask`` (DLQs fed by SQS queues) and follow
+      it with ``ListMessageMoveTasks`` every ``poll_interval`` seconds; ``rate`` becomes
+      ``MaxNumberOfMessagesPerSecond``; filters, dry runs and limits are not available there.
+    - ``progress``: called with the report after every batch (and every poll of a native
+      task); an exception it raises stops the run like an interruption.
+    """
+    policy = policy or DEFAULT_POLICY
+    client = sqs_client(client, session)
+    source = describe_queue(client, source_queue_url, policy, "source queue")
+    if native:
+        from resilient_aws.redrive._native import redrive_native
+
+        if filter is not None or dry_run or max_messages is not None or preserve_dedup_id:
+            raise _native_refuses(filter, dry_run, max_messages, preserve_dedup_id)
+        target_info = (
+            resolve_target(client, source, target_queue_url, policy)
+            if target_queue_url is not None
+            else None
+        )
+        return redrive_native(
+            client,
+            source,
+            target_info,
+            rate=rate,
+            policy=policy,
+            poll_interval=poll_interval,
+            progress=progress,
+        )
+    target = resolve_target(client, source, target_queue_url, policy)
+    options = DrainOptions(
+        max_messages=max_messages,
+        rate=rate,
+        filter=compile_filter(filter),
+        dry_run=dry_run,
+        visibility_timeout=visibility_timeout,
+        wait_time_s=wait_time_s,
+        concurrency=concurrency,
+        fifo=source.fifo,
+        progress=progress,
+    )
+    options.check()
+    run_id = run_id or uuid.uuid4().hex
+    report = RedriveReport(
+        source=source.url,
+        target=target.url,
+        kind="sqs",
+        run_id=run_id,
+        dry_run=dry_run,
+        expected=min(source.depth, max_messages) if max_messages else source.depth,
+    )
+    delivery = SqsDelivery(
+        target.url,
+        client=client,
+        fifo=target.fifo,
+        run_id=run_id,
+        preserve_dedup_id=preserve_dedup_id,
+    )
+    return drain(client, source.url, delivery, report, options, policy)
+
+
+def _native_refuses(
+    filter: Filter | None, dry_run: bool, max_messages: int | None, preserve: bool
+) -> Exception:
+    from resilient_aws.errors import ConfigurationError
+
+    given = [
+        name
+        for name, value in (
+            ("filter", filter is not None),
+            ("dry_run", dry_run),
+            ("max_messages", max_messages is not None),
+            ("preserve_dedup_id", preserve),
+        )
+        if value
+    ]
+    return ConfigurationError(
+        "native",
+        f"StartMessageMoveTask moves every message as is: {', '.join(given)} not available",
+    )
