@@ -65,23 +65,17 @@ def classify_error(error: BaseException) -> tuple[int, str]:
         ProfileNotFound,
     )
 
-    from resilient_aws.errors import (
-        ConfigurationError,
-        EntryValidationError,
-        InvalidCursorError,
-        RetryError,
-        UnknownTableError,
-    )
+    from resilient_aws.errors import ResilientAWSError, RetryError
 
     if isinstance(error, UsageError):
+        return USAGE, str(error)
+    if isinstance(error, ResilientAWSError) and isinstance(error, (ValueError, LookupError)):
+        # Invalid options and entries, unknown tables and queues, a target of the wrong type,
+        # a bad cursor: each is also a ValueError or a LookupError, raised before sending.
         return USAGE, str(error)
     if isinstance(
         error,
         (
-            ConfigurationError,
-            EntryValidationError,
-            InvalidCursorError,
-            UnknownTableError,
             ProfileNotFound,
             NoRegionError,
             NoCredentialsError,

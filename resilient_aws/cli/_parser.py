@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo(commands)
     _load(commands, common)
     _export(commands, common)
+    _redrive(commands, common)
     return parser
 
 
@@ -188,3 +189,124 @@ def _export(
         help="continue an interrupted export from the token it printed (append to the same file)",
     )
     export.set_defaults(handler="resilient_aws.cli._export:run_export")
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _redrive(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    redrive = commands.add_parser(
+        "redrive",
+        help="move dead-lettered messages back, deleting each only once its copy is delivered",
+        description="Drain a dead-letter queue: receive in batches, deliver, and delete from "
+        "the DLQ exactly the messages whose delivery was acknowledged.",
+    )
+    sources = redrive.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    _redrive_sqs(sources, common)
+
+
+def _drain_options(parser: argparse.ArgumentParser) -> None:
+    """Options every drain of a DLQ takes (the library's DrainOptions)."""
+    parser.add_argument(
+        "--max",
+        type=positive_int,
+        metavar="N",
+        help="receive at most N messages in this run (max_messages)",
+    )
+    parser.add_argument(
+        "--rate", type=positive_float, metavar="R", help="at most R messages per second (rate)"
+    )
+    parser.add_argument(
+        "--filter",
+        metavar="JMESPATH",
+        help="move only messages this JMESPath expression selects, over {messageId, body, "
+        "attributes, messageAttributes} (body parsed when JSON); the others stay (skipped)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="receive and filter, move nothing: list what would move (dry_run)",
+    )
+    parser.add_argument(
+        "--visibility-timeout",
+        type=positive_int,
+        default=120,
+        metavar="S",
+        help="seconds a received message stays invisible, extended while worked on (default 120)",
+    )
+    parser.add_argument(
+        "--wait-time",
+        type=non_negative_int,
+        default=1,
+        metavar="S",
+        help="ReceiveMessage long-poll seconds, 0..20 (default 1)",
+    )
+    parser.add_argument(
+        "--run-id",
+        metavar="ID",
+        help="name the run (default random); a restart with the same id within 5 minutes "
+        "lets a FIFO target drop what the first run delivered",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="receive workers, one batch in flight each (default 4)",
+    )
+
+
+def _redrive_sqs(
+    sources: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    sqs = sources.add_parser(
+        "sqs",
+        parents=[common],
+        help="SQS DLQ -> its source queue or any queue of the same type",
+        description="Move the messages of an SQS dead-letter queue back to its source queue "
+        "(found with ListDeadLetterSourceQueues) or to --to, keeping message attributes and "
+        "FIFO group ids.",
+    )
+    sqs.add_argument(
+        "--from",
+        dest="source_url",
+        required=True,
+        metavar="URL",
+        help="the dead-letter queue's URL",
+    )
+    sqs.add_argument(
+        "--to",
+        metavar="URL",
+        help="the target queue (default: the DLQ's only source queue)",
+    )
+    _drain_options(sqs)
+    sqs.add_argument(
+        "--native",
+        action="store_true",
+        help="let SQS move the messages (StartMessageMoveTask; DLQs fed by SQS queues); "
+        "--rate becomes its messages per second; no --filter, --max nor --dry-run",
+    )
+    sqs.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        default=5.0,
+        metavar="S",
+        help="--native: seconds between ListMessageMoveTasks polls (default 5)",
+    )
+    sqs.add_argument(
+        "--preserve-dedup-id",
+        action="store_true",
+        help="FIFO: resend with the original MessageDeduplicationId instead of a fresh one per run",
+    )
+    sqs.set_defaults(handler="resilient_aws.cli._redrive:run_redrive_sqs")
