@@ -64,3 +64,33 @@ def test_console_script_loads_exports_and_exits_with_the_documented_codes(
     demo_help = _run(moto_server, "demo", "--help")
     assert demo_help.returncode == 0
     assert "--items ITEMS" in demo_help.stdout
+
+
+def test_console_script_redrives_a_dlq(moto_server: MotoServer) -> None:
+    sqs: Any = moto_server.client("sqs")
+    dlq = sqs.create_queue(QueueName="cli-console-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 2})
+    source = sqs.create_queue(QueueName="cli-console", Attributes={"RedrivePolicy": policy})[
+        "QueueUrl"
+    ]
+    sqs.send_message_batch(
+        QueueUrl=dlq, Entries=[{"Id": str(i), "MessageBody": f"m{i}"} for i in range(10)]
+    )
+
+    dry = _run(moto_server, "redrive", "sqs", "--from", dlq, "--dry-run", "--wait-time", "0")
+    assert dry.returncode == 0, dry.stderr
+    assert "10 received, 10 would move" in dry.stdout
+
+    moved = _run(moto_server, "redrive", "sqs", "--from", dlq, "--json", "--wait-time", "0")
+    assert moved.returncode == 0, moved.stderr
+    report = json.loads(moved.stdout)
+    assert (report["target"], report["moved"], report["ok"]) == (source, 10, True)
+    bodies = []
+    while batch := sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10).get("Messages"):
+        bodies += [m["Body"] for m in batch]
+        for m in batch:
+            sqs.delete_message(QueueUrl=source, ReceiptHandle=m["ReceiptHandle"])
+    assert sorted(bodies) == sorted(f"m{i}" for i in range(10))
