@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from resilient_aws.retry._classify import ErrorClass, classify
-from resilient_aws.retry._engine import Run
+from resilient_aws.retry._engine import Run, _areplaying, _replaying
 
 if TYPE_CHECKING:
     from resilient_aws.retry._policy import RetryPolicy
@@ -96,7 +96,11 @@ class _PartialRun(Generic[E]):
         self.total = len(entries)
         self.pending: list[E] = list(entries)
         self.entry_id = entry_id
+        # Times each entry was sent, by name. Until a re-send every entry was sent exactly once,
+        # so the count is only built when a second attempt starts: a batch that succeeds at once
+        # (the common case) never names its entries.
         self.sends: dict[str, int] = {}
+        self.first_batch: list[E] | None = None
         self.last_botocore_retries = 0
         self.settled: list[FailedEntry[E]] = []
         self.resent = 0
@@ -107,6 +111,12 @@ class _PartialRun(Generic[E]):
 
     def before_send(self) -> list[E]:
         batch = list(self.pending)
+        if self.first_batch is None:
+            self.first_batch = batch
+            return batch
+        if not self.sends:
+            entry_id = self.entry_id
+            self.sends = {entry_id(entry): 1 for entry in self.first_batch}
         for entry in batch:
             name = self.entry_id(entry)
             count = self.sends.get(name, 0)
@@ -115,15 +125,25 @@ class _PartialRun(Generic[E]):
             self.sends[name] = count + 1
         return batch
 
+    def sent_count(self, name: str, unsent: int) -> int:
+        """How often the entry called ``name`` was sent (``unsent`` if it never was)."""
+        if not self.sends:
+            return unsent if self.first_batch is None else 1
+        return self.sends.get(name, unsent)
+
     def after_send(self, answer: Sequence[FailedEntry[E]] | SendResult[E]) -> None:
         if isinstance(answer, SendResult):
             failures, self.last_botocore_retries = answer.failed, answer.botocore_retries
         else:
             failures, self.last_botocore_retries = answer, 0
+        if not failures:
+            self.pending = []
+            self.last_retry = []
+            return
         self._report(failures)
         retry: list[FailedEntry[E]] = []
         for failure in failures:
-            failure = replace(failure, attempts=self.sends.get(failure.entry_id, 1))
+            failure = replace(failure, attempts=self.sent_count(failure.entry_id, 1))
             (retry if failure.retryable else self.settled).append(failure)
         self.pending = [f.entry for f in retry]
         self.last_retry = retry
@@ -152,7 +172,7 @@ class _PartialRun(Generic[E]):
                     code=verdict.code,
                     message=str(error),
                     retryable=verdict.retryable,
-                    attempts=self.sends.get(self.entry_id(entry), 0),
+                    attempts=self.sent_count(self.entry_id(entry), 0),
                     gave_up=self.run.reason if verdict.retryable else None,
                 )
                 for entry in self.pending
@@ -191,12 +211,22 @@ def run_partial(
     state = _PartialRun(policy, entries, entry_id, operation)
     if not state.pending:
         return PartialOutcome(total=0, failed=(), attempts=0, resent=0)
+    # The first attempt runs outside tenacity: when every entry succeeds (the common case) no
+    # Retrying is built. Any error, whole-request or retryable entries, is replayed as the first
+    # attempt of the Retrying below, so that every retry, event, stop and budget goes through
+    # the core exactly as if tenacity had made that attempt itself.
+    try:
+        state.after_send(send(state.before_send()))
+    except BaseException as error:
+        first_error: BaseException = error
+    else:
+        return state.finish(None)
 
     def attempt() -> None:
         state.after_send(send(state.before_send()))
 
     try:
-        state.run.retrying()(attempt)
+        state.run.retrying()(_replaying(first_error, attempt))
     except BaseException as error:
         return state.finish(error)
     return state.finish(None)
@@ -215,11 +245,18 @@ async def arun_partial(
     if not state.pending:
         return PartialOutcome(total=0, failed=(), attempts=0, resent=0)
 
+    try:  # the first attempt outside tenacity, as in run_partial
+        state.after_send(await send(state.before_send()))
+    except BaseException as error:
+        first_error: BaseException = error
+    else:
+        return state.finish(None)
+
     async def attempt() -> None:
         state.after_send(await send(state.before_send()))
 
     try:
-        await state.run.async_retrying()(attempt)
+        await state.run.async_retrying()(_areplaying(first_error, attempt))
     except BaseException as error:
         return state.finish(error)
     return state.finish(None)
