@@ -25,7 +25,9 @@ The hierarchy::
     │   └── TransactionCanceledError  DynamoDB cancelled the transaction; ``reasons`` per action
     │       └── TransactionConditionFailedError  a condition failed: the caller's business, not retried
     ├── RedriveError              a redrive cannot start; names queues and functions, never payloads
-    │   ├── QueueNotFoundError        (also LookupError) a source or target queue does not exist
+    │   ├── RedriveNotFoundError      (also LookupError) a queue, function or event bus does not exist
+    │   │   └── QueueNotFoundError        a source or target queue does not exist
+    │   ├── StreamPointerExpiredError a stream pointer's records are no longer in the stream
     │   └── RedriveTargetError        (also ValueError) the target cannot take the source's messages
     │       ├── TargetTypeMismatchError   FIFO source and standard target, or the reverse
     │       └── AmbiguousTargetError      no target given and the DLQ has no single source queue
@@ -60,6 +62,8 @@ __all__ = [
     "OutboxError",
     "QueueNotFoundError",
     "RedriveError",
+    "RedriveNotFoundError",
+    "StreamPointerExpiredError",
     "RedriveTargetError",
     "AmbiguousTargetError",
     "TargetTypeMismatchError",
@@ -226,13 +230,32 @@ class RedriveError(ResilientAWSError):
     """A redrive cannot start: raised before any message is received, so nothing moved."""
 
 
-class QueueNotFoundError(RedriveError, LookupError):
+class RedriveNotFoundError(RedriveError, LookupError):
+    """A queue, function or event bus the redrive needs does not exist. ``resource`` names it,
+    ``role`` says what it was for (``"target function"``...)."""
+
+    def __init__(self, resource: str, role: str = "resource") -> None:
+        super().__init__(f"{role} {resource!r} does not exist")
+        self.resource = resource
+        self.role = role
+
+
+class QueueNotFoundError(RedriveNotFoundError):
     """A source or target queue does not exist. ``queue`` names it (URL or ARN)."""
 
     def __init__(self, queue: str, role: str = "queue") -> None:
-        super().__init__(f"{role} {queue!r} does not exist")
+        super().__init__(queue, role)
         self.queue = queue
-        self.role = role
+
+
+class StreamPointerExpiredError(RedriveError):
+    """The records a stream pointer names are no longer in the stream (trimmed after the
+    retention period, or the stream or shard is gone). ``reason`` says which."""
+
+    def __init__(self, pointer: str, reason: str) -> None:
+        super().__init__(f"stream pointer {pointer}: {reason}")
+        self.pointer = pointer
+        self.reason = reason
 
 
 class RedriveTargetError(RedriveError, ValueError):

@@ -9,16 +9,32 @@ was acknowledged, each delete checked. A :class:`RedriveReport` accounts for eve
     report = redrive_sqs(dlq_url)               # back to the DLQ's source queue
     print(report)                               # ... 120 received, 118 moved, 2 failed
     assert report.ok, report.failed             # message id -> reason
+
+Sources: :func:`redrive_sqs` (SQS DLQ -> source queue, or ``native=True`` for SQS's own move
+task), :func:`redrive_lambda` (failed asynchronous invocations -> the function again, or a
+queue), :func:`redrive_eventbridge` (rule target DLQs -> the event bus), and
+:func:`redrive_stream_pointers` (DynamoDB Streams / Kinesis on-failure pointers -> the records,
+read from the stream before they expire -> a queue, a function or a callable).
 """
 
 from resilient_aws.errors import (
     AmbiguousTargetError,
     QueueNotFoundError,
     RedriveError,
+    RedriveNotFoundError,
     RedriveTargetError,
+    StreamPointerExpiredError,
     TargetTypeMismatchError,
 )
+from resilient_aws.redrive._eventbridge import redrive_eventbridge
+from resilient_aws.redrive._lambda import LambdaFailure, parse_lambda_failure, redrive_lambda
 from resilient_aws.redrive._message import DlqMessage, Filter
+from resilient_aws.redrive._pointers import (
+    StreamPointer,
+    parse_stream_pointer,
+    read_pointer,
+    redrive_stream_pointers,
+)
 from resilient_aws.redrive._report import RedriveReport
 from resilient_aws.redrive._sqs import fresh_deduplication_id, redrive_sqs
 
@@ -26,11 +42,21 @@ __all__ = [
     "AmbiguousTargetError",
     "DlqMessage",
     "Filter",
+    "LambdaFailure",
     "QueueNotFoundError",
     "RedriveError",
+    "RedriveNotFoundError",
     "RedriveReport",
     "RedriveTargetError",
+    "StreamPointer",
+    "StreamPointerExpiredError",
     "TargetTypeMismatchError",
     "fresh_deduplication_id",
+    "parse_lambda_failure",
+    "parse_stream_pointer",
+    "read_pointer",
+    "redrive_eventbridge",
+    "redrive_lambda",
     "redrive_sqs",
+    "redrive_stream_pointers",
 ]

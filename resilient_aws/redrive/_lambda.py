@@ -1,0 +1,254 @@
+"""Lambda asynchronous invocation failures -> the function again, or a queue.
+
+Two shapes reach a queue when an asynchronous invocation finally fails:
+
+- an *on-failure destination* record: a JSON document with ``version``, ``timestamp``,
+  ``requestContext`` (``requestId``, ``functionArn``, ``condition``, ``approximateInvokeCount``),
+  ``requestPayload`` (the event), ``responseContext`` and ``responsePayload``;
+- a *Lambda DLQ* message: the event itself as the body, with the message attributes
+  ``RequestID`` (String), ``ErrorCode`` (Number) and ``ErrorMessage`` (String). It does not say
+  which function failed: pass ``function_name``.
+
+Either may come wrapped in an SNS notification (a topic subscribed to the queue without raw
+message delivery); the envelope is looked through.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from resilient_aws.errors import ConfigurationError
+from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
+from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
+from resilient_aws.redrive._queues import describe_queue, sqs_client
+from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.redrive._sqs import resolve_target
+from resilient_aws.redrive._targets import (
+    Clients,
+    QueueItem,
+    check_function,
+    invoke,
+    send_items,
+    unwrap_sns,
+)
+from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
+
+__all__ = ["LambdaFailure", "parse_lambda_failure", "redrive_lambda"]
+
+_DLQ_ATTRIBUTES = ("RequestID", "ErrorCode", "ErrorMessage")
+_POINTERS = ("DDBStreamBatchInfo", "KinesisBatchInfo")
+
+
+@dataclass(frozen=True)
+class LambdaFailure:
+    """A failed asynchronous invocation read from a DLQ message.
+
+    ``payload`` is the original event as JSON bytes, ``function`` the function an on-failure
+    record names (``None`` for Lambda DLQ messages), ``request_id`` the failed request,
+    ``reason`` the record's ``condition`` or the DLQ message's ``ErrorCode``.
+    """
+
+    payload: bytes = field(repr=False)
+    function: str | None
+    request_id: str | None
+    reason: str | None
+    shape: Literal["destination", "dlq"]
+
+
+def parse_lambda_failure(message: DlqMessage) -> LambdaFailure:
+    """The failed invocation in ``message``; ``ValueError`` (naming what is wrong, never the
+    payload) if it is neither an on-failure record nor a Lambda DLQ message."""
+    try:
+        body, attributes = unwrap_sns(message)
+    except ValueError:
+        body, attributes = (
+            None,
+            {
+                name: str(value.get("StringValue", ""))
+                for name, value in message.message_attributes.items()
+            },
+        )
+    if isinstance(body, dict) and any(key in body for key in _POINTERS):
+        raise ValueError(
+            "StreamPointer: an event source mapping failure carries a stream pointer, not an "
+            "event; redrive it with redrive_stream_pointers"
+        )
+    if isinstance(body, dict) and isinstance(body.get("requestContext"), dict):
+        if "requestPayload" not in body:
+            raise ValueError("NotALambdaFailure: an invocation record without requestPayload")
+        context = body["requestContext"]
+        if context.get("condition") == "Success":
+            raise ValueError("NotAFailure: an on-success destination record (condition Success)")
+        function = context.get("functionArn")
+        return LambdaFailure(
+            payload=json.dumps(body["requestPayload"], separators=(",", ":")).encode(),
+            function=str(function) if function else None,
+            request_id=_text(context.get("requestId")),
+            reason=_text(context.get("condition")),
+            shape="destination",
+        )
+    if any(name in attributes for name in _DLQ_ATTRIBUTES):
+        payload = message.body
+        if body is not None and _is_sns(message):
+            payload = json.loads(message.body)["Message"]
+        return LambdaFailure(
+            payload=payload.encode(),
+            function=None,
+            request_id=attributes.get("RequestID"),
+            reason=attributes.get("ErrorCode"),
+            shape="dlq",
+        )
+    raise ValueError(
+        "NotALambdaFailure: neither an on-failure destination record (requestContext, "
+        "requestPayload) nor a Lambda DLQ message (RequestID, ErrorCode, ErrorMessage attributes)"
+    )
+
+
+def _is_sns(message: DlqMessage) -> bool:
+    try:
+        body = message.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("Type") == "Notification" and "TopicArn" in body
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _region(arn: str) -> str | None:
+    parts = arn.split(":")
+    return parts[3] or None if arn.startswith("arn:") and len(parts) > 3 else None
+
+
+class LambdaDelivery:
+    """Re-invokes each failed event asynchronously, or sends it to a queue."""
+
+    def __init__(
+        self,
+        clients: Clients,
+        *,
+        function_name: str | None,
+        queue_url: str | None,
+        queue_fifo: bool = False,
+        run_id: str = "",
+    ) -> None:
+        self.clients = clients
+        self.function_name = function_name
+        self.queue_url = queue_url
+        self.queue_fifo = queue_fifo
+        self.run_id = run_id
+
+    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
+        outcome = Outcome()
+        parsed: list[tuple[DlqMessage, LambdaFailure]] = []
+        for message in messages:
+            try:
+                parsed.append((message, parse_lambda_failure(message)))
+            except ValueError as error:
+                outcome.failed[message.message_id] = str(error)
+        if self.queue_url is not None:
+            items = [QueueItem(m.message_id, f.payload.decode("utf-8")) for m, f in parsed]
+            failed, outcome.resent = send_items(
+                self.queue_url,
+                items,
+                client=self.clients.get("sqs"),
+                policy=policy,
+                fifo=self.queue_fifo,
+            )
+            outcome.failed.update(failed)
+            return outcome
+        for message, failure in parsed:
+            function = self.function_name or failure.function
+            if function is None:
+                outcome.failed[message.message_id] = (
+                    "NoFunction: a Lambda DLQ message does not name its function; pass "
+                    "function_name"
+                )
+                continue
+            client = self.clients.get("lambda", _region(function))
+            problem = invoke(client, function, failure.payload, "Event", policy)
+            if problem is not None:
+                outcome.failed[message.message_id] = problem
+        return outcome
+
+
+def redrive_lambda(
+    source_queue_url: str,
+    *,
+    function_name: str | None = None,
+    target_queue_url: str | None = None,
+    client: Any = None,
+    lambda_client: Any = None,
+    session: Any = None,
+    policy: RetryPolicy | None = None,
+    max_messages: int | None = None,
+    rate: float | None = None,
+    filter: Filter | None = None,
+    dry_run: bool = False,
+    visibility_timeout: int = 120,
+    wait_time_s: int = 1,
+    run_id: str | None = None,
+    concurrency: int = 4,
+    progress: Callable[[RedriveReport], None] | None = None,
+) -> RedriveReport:
+    """Re-run failed asynchronous Lambda invocations from the queue that holds them.
+
+    Each message (an on-failure destination record or a Lambda DLQ message, see the module
+    docs) is re-invoked asynchronously (``InvocationType=Event``) with its original payload on
+    ``function_name``, by default on the function the record names; or, with
+    ``target_queue_url``, its payload is sent to that queue instead. A message is deleted only
+    once Lambda has accepted the invocation (or the queue the message); one that is not of
+    either shape is reported failed and stays. The options shared with :func:`redrive_sqs`
+    (``filter``, ``dry_run``, ``max_messages``, ``rate``, ``visibility_timeout``,
+    ``concurrency``, ``progress``) work the same way. Lambda retries an asynchronous
+    invocation that fails again by itself; it comes back to the queue if it fails for good.
+    """
+    if function_name is not None and target_queue_url is not None:
+        raise ConfigurationError("target", "give function_name or target_queue_url, not both")
+    policy = policy or DEFAULT_POLICY
+    sqs = sqs_client(client, session)
+    clients = Clients(session, sqs=sqs, **{"lambda": lambda_client})
+    source = describe_queue(sqs, source_queue_url, policy, "source queue")
+    queue_fifo = False
+    target_name: str | None = function_name
+    if target_queue_url is not None:
+        target = resolve_target(sqs, source, target_queue_url, policy)
+        queue_fifo, target_name = target.fifo, target.url
+    elif function_name is not None:
+        check_function(
+            clients.get("lambda", _region(function_name)), function_name, policy, "target function"
+        )
+    options = DrainOptions(
+        max_messages=max_messages,
+        rate=rate,
+        filter=compile_filter(filter),
+        dry_run=dry_run,
+        visibility_timeout=visibility_timeout,
+        wait_time_s=wait_time_s,
+        concurrency=concurrency,
+        fifo=source.fifo,
+        progress=progress,
+    )
+    options.check()
+    run_id = run_id or uuid.uuid4().hex
+    report = RedriveReport(
+        source=source.url,
+        target=target_name or "the function named by each record",
+        kind="lambda",
+        run_id=run_id,
+        dry_run=dry_run,
+        expected=min(source.depth, max_messages) if max_messages else source.depth,
+    )
+    delivery = LambdaDelivery(
+        clients,
+        function_name=function_name,
+        queue_url=target_queue_url,
+        queue_fifo=queue_fifo,
+        run_id=run_id,
+    )
+    return drain(sqs, source.url, delivery, report, options, policy)
