@@ -142,15 +142,17 @@ def poll(sqs: Any, queue_url: str, function: Any, context: Any) -> list[dict[str
             sqs.delete_message_batch(QueueUrl=queue_url, Entries=done)
 
 
-def order_placed(event_id: str, order_id: str, total: int) -> str:
-    """The body the outbox relay publishes for an ``OrderPlaced`` event."""
+def order_placed(event_id: str, order_id: str, total: int, created_at: str = "") -> str:
+    """The body the outbox relay publishes for an ``OrderPlaced`` event (written now)."""
+    import datetime as dt
+
     return json.dumps(
         {
             "event_id": event_id,
             "type": "OrderPlaced",
             "aggregate_id": f"order#{order_id}",
             "sequence": 1,
-            "created_at": "2026-01-01T00:00:00+00:00",
+            "created_at": created_at or dt.datetime.now(dt.timezone.utc).isoformat(),
             "payload": {"order_id": order_id, "total": total},
         }
     )

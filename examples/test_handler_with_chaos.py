@@ -10,6 +10,7 @@ are instant and deterministic, and the Lambda deadline runs on the same clock â€
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ import idempotent_sqs_handler as consumer
 import outbox_api_handler as api
 import outbox_relay_handler as relay
 import outbox_sweeper_handler as sweeper
+import scheduled_redrive
 
 # -- a hand-written sender, tested on its own -----------------------------------------------------
 
@@ -89,7 +91,7 @@ def test_every_message_arrives_despite_faults(
 def handlers(monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock) -> Iterator[Any]:
     """moto, the orders and idempotency tables, the order-events queue (and its DLQ), and every
     example handler built afresh on the fake clock. Yields a context factory."""
-    modules: list[ModuleType] = [consumer, api, relay, sweeper]
+    modules: list[ModuleType] = [consumer, api, relay, sweeper, scheduled_redrive]
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     for module in modules:
         monkeypatch.setattr(module, "POLICY", fake_clock.policy(module.POLICY))
@@ -98,10 +100,12 @@ def handlers(monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock) -> Iterator
     with mock_aws():
         api.create_orders_table(boto3.client("dynamodb"))
         consumer.create_idempotency_table(boto3.client("dynamodb"))
-        queue, _ = consumer.create_queue_with_dlq(
+        queue, dlq = consumer.create_queue_with_dlq(
             boto3.client("sqs"), "order-events", max_receive_count=3
         )
         monkeypatch.setenv("EVENTS_QUEUE_URL", queue)
+        monkeypatch.setenv("TARGET_QUEUE_URL", queue)
+        monkeypatch.setenv("DLQ_URL", dlq)
         monkeypatch.setenv("SWEEP_GRACE_S", "0")
         yield lambda: FakeLambdaContext(timeout_s=60, clock=fake_clock.monotonic)
     for module in modules:
@@ -114,20 +118,25 @@ def place(order_id: str, context: Any) -> dict[str, Any]:
 
 
 def queued(queue_url: str) -> list[dict[str, Any]]:
+    """The JSON bodies of every message on a (small) queue, deleted as they are read."""
+    return [json.loads(m["Body"]) for m in queued_raw(queue_url)]
+
+
+def queued_raw(queue_url: str) -> list[dict[str, Any]]:
     """Every message on a (small) queue, deleted as it is read."""
     sqs = boto3.client("sqs")
-    bodies = []
-    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
         "Messages", []
     ):
-        bodies += [json.loads(m["Body"]) for m in messages]
+        messages += batch
         sqs.delete_message_batch(
             QueueUrl=queue_url,
             Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(batch)
             ],
         )
-    return bodies
+    return messages
 
 
 def test_the_api_writes_each_order_and_its_event_once_under_faults(
@@ -225,3 +234,26 @@ def test_the_consumer_charges_every_order_once_under_faults(
 def _bodies(sqs: Any, queue_url: str) -> list[str]:
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
     return [m["Body"] for m in messages]
+
+
+def test_the_scheduled_redrive_moves_every_recent_event_once_under_faults(
+    handlers: Callable[[], Any], chaos: Callable[..., Chaos]
+) -> None:
+    sqs = boto3.client("sqs")
+    dlq, queue = os.environ["DLQ_URL"], os.environ["TARGET_QUEUE_URL"]
+    old = "2020-01-01T00:00:00+00:00"
+    recent = [consumer.order_placed(f"e-{n}", str(n), n) for n in range(20)]
+    stale = [consumer.order_placed(f"e-old-{n}", f"old-{n}", n, created_at=old) for n in range(5)]
+    for body in [*recent, *stale, *(f"not an event {n}" for n in range(5))]:
+        sqs.send_message(QueueUrl=dlq, MessageBody=body)
+    faults = chaos(scheduled_redrive.app(), partial=0.3, throttle=0.05, seed=11)
+
+    report = scheduled_redrive.handler({}, handlers())
+
+    assert faults.stats.faults > 0
+    assert report["ok"]
+    assert (report["received"], report["moved"], report["skipped"]) == (30, 20, 10)
+    moved = {body["event_id"] for body in queued(queue)}
+    assert moved == {f"e-{n}" for n in range(20)}  # each recent event, nothing else
+    left = sorted(m["Body"] for m in queued_raw(dlq))  # the old events and the others
+    assert left == sorted([*stale, *(f"not an event {n}" for n in range(5))])

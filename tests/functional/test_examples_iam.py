@@ -15,6 +15,7 @@ import contextlib
 import copy
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,8 +34,9 @@ import outbox_api_handler as api
 import outbox_relay_handler as relay
 import outbox_sweeper_handler as sweeper
 import scan_segment_handler as scan_segment
+import scheduled_redrive
 
-MODULES = [consumer, api, relay, sweeper, first_handler]
+MODULES = [consumer, api, relay, sweeper, first_handler, scheduled_redrive]
 
 # The actions SAM documents for each policy template (on the table and its indexes, the queue).
 SAM_POLICY_TEMPLATES: dict[str, tuple[str, list[str]]] = {
@@ -191,8 +193,10 @@ def recorder(monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock) -> Iterator
         dynamodb = boto3.client("dynamodb")
         api.create_orders_table(dynamodb)
         first_handler.create_tables(dynamodb)  # the idempotency table and the order lines
-        queue, _ = consumer.create_queue_with_dlq(boto3.client("sqs"), "order-events")
+        queue, dlq = consumer.create_queue_with_dlq(boto3.client("sqs"), "order-events")
         monkeypatch.setenv("EVENTS_QUEUE_URL", queue)
+        monkeypatch.setenv("TARGET_QUEUE_URL", queue)
+        monkeypatch.setenv("DLQ_URL", dlq)
         yield recorder
     for module in MODULES:
         module.app.cache_clear()
@@ -275,6 +279,15 @@ def scan_a_segment(recorder: Recorder, chaos: Callable[..., Chaos]) -> None:
     assert state["processed"] == 10  # the orders and their outbox records
 
 
+def redrive(recorder: Recorder, chaos: Callable[..., Chaos]) -> None:
+    sqs = boto3.client("sqs")
+    for body in [consumer.order_placed("e-1", "1", 10), "not an event"]:
+        sqs.send_message(QueueUrl=os.environ["DLQ_URL"], MessageBody=body)
+    with recorder.recording():
+        report = scheduled_redrive.handler({}, context())
+    assert (report["received"], report["moved"], report["skipped"]) == (2, 1, 1)
+
+
 SCENARIOS = {
     "PlaceOrderFunction": place_orders,
     "OutboxRelayFunction": relay_events,
@@ -282,6 +295,7 @@ SCENARIOS = {
     "ChargeOrdersFunction": charge,
     "ImportOrderFunction": import_order,
     "ScanSegmentFunction": scan_a_segment,
+    "RedriveFunction": redrive,
 }
 
 

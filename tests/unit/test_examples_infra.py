@@ -209,7 +209,7 @@ def test_the_environment_is_what_the_handler_reads(name: str) -> None:
     reads = environment_reads(handler_module(function)[0])
     assert set(reads) - LAMBDA_VARIABLES <= set(variables), f"{name}: unset variables"
     assert set(variables) <= set(reads), f"{name}: variables its code never reads"
-    kinds = {"_TABLE": "AWS::DynamoDB::Table", "_QUEUE_URL": "AWS::SQS::Queue"}
+    kinds = {"_TABLE": "AWS::DynamoDB::Table", "_URL": "AWS::SQS::Queue"}
     for variable, value in variables.items():
         for suffix, kind in kinds.items():
             if variable.endswith(suffix):
