@@ -31,12 +31,14 @@ S = TypeVar("S")
 GroupFailure = Literal["continue", "fail"]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class Entry(Generic[S]):
     """One entry ready to send: the caller's ``source``, its wire ``payload`` and bookkeeping.
 
     ``group`` orders entries (at most one per group per request, never two requests of a group
-    in flight); ``dedupe`` replaces an earlier pending entry with the same value.
+    in flight); ``dedupe`` replaces an earlier pending entry with the same value. Read-only by
+    convention: one is built per entry on the hot path, and a frozen dataclass costs three
+    times as much to build (``object.__setattr__`` per field).
     """
 
     source: S
@@ -129,25 +131,29 @@ class BatchEngine(Generic[S]):
             if self.closed:
                 raise ConfigurationError("closed", "the writer is closed")
             self.result.submitted += 1
-            if entry.group is not None and entry.group in self._blocked_groups:
+            group = entry.group
+            if group is not None and group in self._blocked_groups:
                 self._fail_blocked(entry)
                 return
             slot: Hashable
+            pending = self._pending
             if entry.dedupe is not None:
                 slot = ("dedupe", entry.dedupe)
-                replaced = self._pending.pop(slot, None)
+                replaced = pending.pop(slot, None)
                 if replaced is not None:
                     self.result.deduplicated += 1
                     self._pending_bytes -= replaced.size
             else:
                 self._serial += 1
                 slot = self._serial
-            self._pending[slot] = entry
+            pending[slot] = entry
             self._pending_bytes += entry.size
             if self._oldest is None:
                 self._oldest = time.monotonic()
-            self._start_flusher()
-        self._send_full_chunks()
+                self._start_flusher()
+            full = self._full()
+        if full:
+            self._send_full_chunks()
 
     def reject(self, source: S, invalid: EntryValidationError) -> None:
         """Account for an entry refused before sending (``on_invalid="report"``)."""
@@ -211,44 +217,48 @@ class BatchEngine(Generic[S]):
             if not self._send_one_chunk():
                 self._wait_any()
 
-    def _take_chunk(self) -> list[Entry[S]]:
-        """Cut the next request from the buffer (under the lock)."""
+    def _take_chunk(self) -> tuple[list[Entry[S]], set[Hashable]]:
+        """Cut the next request from the buffer (under the lock): its entries and groups."""
         chunk: list[Entry[S]] = []
         size = 0
         groups: set[Hashable] = set()
-        for slot, entry in list(self._pending.items()):
-            if len(chunk) >= self.limits.max_entries:
+        pending = self._pending
+        max_entries, max_bytes = self.limits.max_entries, self.limits.max_request_bytes
+        blocked, in_flight, ordered = self._blocked_groups, self._in_flight_groups, self.ordered
+        taken: list[Hashable] = []
+        for slot, entry in pending.items():
+            if len(chunk) >= max_entries:
                 break
-            if chunk and size + entry.size > self.limits.max_request_bytes:
+            if chunk and size + entry.size > max_bytes:
                 break
             group = entry.group
             if group is not None:
-                if group in self._blocked_groups:
-                    del self._pending[slot]
-                    self._pending_bytes -= entry.size
+                if group in blocked:
+                    taken.append(slot)
                     self._fail_blocked(entry)
                     continue
-                if self.ordered and (group in groups or group in self._in_flight_groups):
+                if ordered and (group in groups or group in in_flight):
                     continue
                 groups.add(group)
-            del self._pending[slot]
-            self._pending_bytes -= entry.size
+            taken.append(slot)
             chunk.append(entry)
             size += entry.size
-        self._in_flight_groups |= groups
-        if not self._pending:
+        for slot in taken:
+            self._pending_bytes -= pending.pop(slot).size
+        in_flight |= groups
+        if not pending:
             self._oldest = None
-        return chunk
+        return chunk, groups
 
     def _send_one_chunk(self) -> bool:
         """Send (or submit) one chunk; False when every pending entry must wait for a group."""
         with self._lock:
-            chunk = self._take_chunk()
+            chunk, groups = self._take_chunk()
         if not chunk:
             with self._lock:
                 return not self._pending
         if self.concurrency == 1:
-            self._settle(chunk)
+            self._settle(chunk, groups)
             return True
         while len(self._futures) >= self.concurrency:
             self._wait_any()
@@ -256,7 +266,7 @@ class BatchEngine(Generic[S]):
             self._pool = ThreadPoolExecutor(
                 self.concurrency, thread_name_prefix="resilient-aws-batch"
             )
-        future = self._pool.submit(self._settle, chunk)
+        future = self._pool.submit(self._settle, chunk, groups)
         with self._lock:
             self._futures.add(future)
         return True
@@ -284,12 +294,13 @@ class BatchEngine(Generic[S]):
 
     # -- sending --------------------------------------------------------------------------------
 
-    def _settle(self, chunk: list[Entry[S]]) -> None:
+    def _settle(self, chunk: list[Entry[S]], groups: set[Hashable]) -> None:
         try:
             self._send_with_retries(chunk)
         finally:
-            with self._lock:
-                self._in_flight_groups -= {e.group for e in chunk if e.group is not None}
+            if groups:
+                with self._lock:
+                    self._in_flight_groups -= groups
 
     def _send_with_retries(self, chunk: list[Entry[S]]) -> None:
         def request(batch: list[Entry[S]]) -> SendResult[Entry[S]]:
@@ -305,8 +316,13 @@ class BatchEngine(Generic[S]):
             return SendResult(sent.failed, sent.botocore_retries)
 
         outcome = self.policy.run_partial(
-            request, chunk, entry_id=lambda e: e.entry_id, operation=self.adapter.operation
+            request, chunk, entry_id=_entry_id, operation=self.adapter.operation
         )
+        if not outcome.failed:
+            with self._lock:
+                self.result.resent += outcome.resent
+                self.result.succeeded += outcome.total
+            return
         rejected = [f for f in outcome.failed if f.code in self.split_codes]
         final = [f for f in outcome.failed if f.code not in self.split_codes]
         if len(rejected) == 1:
@@ -364,6 +380,10 @@ class BatchEngine(Generic[S]):
                                 break
                 except Exception:  # surfaced again by flush()/close() through the futures
                     logger.exception("background flush failed")
+
+
+def _entry_id(entry: Entry[Any]) -> str:
+    return entry.entry_id
 
 
 def botocore_retries(response: Any) -> int:

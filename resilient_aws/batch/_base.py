@@ -144,13 +144,11 @@ def _client(service: str, client: Any, session: Any) -> Any:
 
 def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Sent[Any]:
     """SQS and SNS: ``Successful`` and ``Failed`` lists keyed by the request's ``Id`` (its index)."""
-    succeeded = [
-        (
-            batch[int(ok["Id"])],
-            {k: v for k, v in ok.items() if k != "Id"},
-        )  # our Id means nothing to callers
-        for ok in response.get("Successful", [])
-    ]
+    succeeded = []
+    for ok in response.get("Successful", ()):
+        answer = ok.copy()
+        del answer["Id"]  # our Id (the index in the request) means nothing to callers
+        succeeded.append((batch[int(ok["Id"])], answer))
     failed = []
     for bad in response.get("Failed", []):
         entry = batch[int(bad["Id"])]
