@@ -13,6 +13,7 @@ from resilient_aws.limits import SQS_BATCH
 __all__ = ["SqsDeleter", "SqsSender", "SqsVisibilityChanger", "message_attributes_size"]
 
 _MAX_ATTRIBUTES = 10
+_IDS = tuple(map(str, range(SQS_BATCH.max_entries)))  # a request's entry ids: their indexes
 _MAX_DELAY_S = 900
 
 
@@ -43,7 +44,9 @@ class _SqsBatch(BatchSender):
         raise NotImplementedError
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
-        entries = [{**entry.payload, "Id": str(index)} for index, entry in enumerate(batch)]
+        # a larger limits= than SQS allows (an emulator) needs more ids than the ones kept
+        ids = _IDS if len(batch) <= len(_IDS) else tuple(map(str, range(len(batch))))
+        entries = [{**entry.payload, "Id": id_} for id_, entry in zip(ids, batch, strict=False)]
         return by_id(batch, self._call(entries), self.service)
 
 
@@ -83,7 +86,7 @@ class SqsSender(_SqsBatch):
         deduplication_id: str | None = None,
     ) -> None:
         """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
-        entry_id = self._next_id(id)
+        entry_id = f"#{next(self._ids)}" if id is None else id  # BatchSender._next_id, inlined
         source = {"id": entry_id, "body": body}
         if not isinstance(body, str):
             self._refuse(  # type: ignore[unreachable]  # untyped callers
@@ -96,6 +99,43 @@ class SqsSender(_SqsBatch):
         if not body:
             self._refuse(source, EntryValidationError(entry_id, "the body is empty"))
             return
+        payload: dict[str, Any] = {"MessageBody": body}
+        # UTF-8 bytes; an ASCII body (most JSON) is as long in bytes as in characters
+        size = len(body) if body.isascii() else len(body.encode("utf-8"))
+        if (
+            self.fifo
+            or attributes
+            or system_attributes
+            or delay_seconds is not None
+            or group_id
+            or deduplication_id
+        ):
+            if not self._with_options(
+                source,
+                entry_id,
+                payload,
+                attributes,
+                system_attributes,
+                delay_seconds,
+                group_id,
+                deduplication_id,
+            ):
+                return
+            size += message_attributes_size(attributes)
+        self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
+
+    def _with_options(
+        self,
+        source: dict[str, Any],
+        entry_id: str,
+        payload: dict[str, Any],
+        attributes: Mapping[str, Any] | None,
+        system_attributes: Mapping[str, Any] | None,
+        delay_seconds: int | None,
+        group_id: str | None,
+        deduplication_id: str | None,
+    ) -> bool:
+        """Check a message's options and add them to ``payload``; False if it was refused."""
         if attributes and len(attributes) > _MAX_ATTRIBUTES:
             self._refuse(
                 source,
@@ -103,22 +143,21 @@ class SqsSender(_SqsBatch):
                     entry_id, f"{len(attributes)} message attributes, SQS allows {_MAX_ATTRIBUTES}"
                 ),
             )
-            return
+            return False
         if delay_seconds is not None and not 0 <= delay_seconds <= _MAX_DELAY_S:
             self._refuse(
                 source, EntryValidationError(entry_id, f"delay_seconds must be 0..{_MAX_DELAY_S}")
             )
-            return
+            return False
         if self.fifo and not group_id:
             self._refuse(source, EntryValidationError(entry_id, "a FIFO queue needs a group_id"))
-            return
+            return False
         if self.fifo and delay_seconds:
             self._refuse(
                 source,
                 EntryValidationError(entry_id, "FIFO queues do not take a per-message delay"),
             )
-            return
-        payload: dict[str, Any] = {"MessageBody": body}
+            return False
         if attributes:
             payload["MessageAttributes"] = dict(attributes)
         if system_attributes:
@@ -129,8 +168,7 @@ class SqsSender(_SqsBatch):
             payload["MessageGroupId"] = group_id
         if deduplication_id:
             payload["MessageDeduplicationId"] = deduplication_id
-        size = len(body.encode("utf-8")) + message_attributes_size(attributes)
-        self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
+        return True
 
     def send_many(self, bodies: Any, **options: Any) -> None:
         """``send_message`` each body of an iterable, with the same options."""
