@@ -26,6 +26,7 @@ from resilient_aws.dynamodb import BatchWriter
 from resilient_aws.idempotency import IdempotencyStore, idempotent
 from resilient_aws.retry import RetryPolicy
 
+# --8<-- [start:handler]
 POLICY = RetryPolicy(max_attempts=8, base_delay=0.05, max_delay=2.0)
 LINES_TABLE = os.environ.get("LINES_TABLE", "order-lines")
 
@@ -59,6 +60,9 @@ def app() -> Any:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app()(event, context)
+
+
+# --8<-- [end:handler]
 
 
 def create_tables(client: Any) -> None:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import first_handler
 
 
+# --8<-- [start:test]
 @pytest.fixture
 def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -60,3 +61,4 @@ def test_every_line_is_stored_once_under_faults(
     assert sorted(int(line["line"]["N"]) for line in lines) == list(range(120))
     assert faults.stats.withheld_entries > 0  # the faults really happened
     assert fake_clock.total_slept > 0  # and were retried with backoff
+    # --8<-- [end:test]
