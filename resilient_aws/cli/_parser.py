@@ -213,10 +213,13 @@ def _redrive(
     )
     sources = redrive.add_subparsers(dest="source", required=True, metavar="SOURCE")
     _redrive_sqs(sources, common)
+    _redrive_lambda(sources, common)
+    _redrive_eventbridge(sources, common)
+    _redrive_stream_pointers(sources, common)
 
 
-def _drain_options(parser: argparse.ArgumentParser) -> None:
-    """Options every drain of a DLQ takes (the library's DrainOptions)."""
+def _drain_options(parser: argparse.ArgumentParser, *, visibility_timeout: int = 120) -> None:
+    """Options every drain of a DLQ takes (the library's DrainOptions), with its defaults."""
     parser.add_argument(
         "--max",
         type=positive_int,
@@ -240,9 +243,10 @@ def _drain_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--visibility-timeout",
         type=positive_int,
-        default=120,
+        default=visibility_timeout,
         metavar="S",
-        help="seconds a received message stays invisible, extended while worked on (default 120)",
+        help="seconds a received message stays invisible, extended while worked on "
+        f"(default {visibility_timeout})",
     )
     parser.add_argument(
         "--wait-time",
@@ -278,13 +282,7 @@ def _redrive_sqs(
         "(found with ListDeadLetterSourceQueues) or to --to, keeping message attributes and "
         "FIFO group ids.",
     )
-    sqs.add_argument(
-        "--from",
-        dest="source_url",
-        required=True,
-        metavar="URL",
-        help="the dead-letter queue's URL",
-    )
+    _from(sqs, "the dead-letter queue's URL")
     sqs.add_argument(
         "--to",
         metavar="URL",
@@ -310,3 +308,114 @@ def _redrive_sqs(
         help="FIFO: resend with the original MessageDeduplicationId instead of a fresh one per run",
     )
     sqs.set_defaults(handler="resilient_aws.cli._redrive:run_redrive_sqs")
+
+
+def _from(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--from", dest="source_url", required=True, metavar="URL", help=f"{help} (source_queue_url)"
+    )
+
+
+def _redrive_lambda(
+    sources: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    parser = sources.add_parser(
+        "lambda",
+        parents=[common],
+        help="failed asynchronous Lambda invocations -> the function again, or a queue",
+        description="Re-invoke asynchronously, with its original payload, each failed "
+        "invocation in an on-failure destination queue or a Lambda DLQ (or send the payload "
+        "to --to). A message is deleted once Lambda accepted the invocation.",
+    )
+    _from(parser, "the queue holding on-failure records or Lambda DLQ messages")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--function",
+        dest="function_name",
+        metavar="NAME",
+        help="invoke this function (name or ARN; default: the one each record names; "
+        "required for Lambda DLQ messages, which do not say) (function_name)",
+    )
+    target.add_argument(
+        "--to",
+        metavar="URL",
+        help="send each original payload to this queue instead (target_queue_url)",
+    )
+    _drain_options(parser)
+    parser.set_defaults(handler="resilient_aws.cli._redrive:run_redrive_lambda")
+
+
+def _redrive_eventbridge(
+    sources: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    parser = sources.add_parser(
+        "eventbridge",
+        parents=[common],
+        help="EventBridge rule target DLQ -> PutEvents on the event bus",
+        description="Put the events of an EventBridge target dead-letter queue back on their "
+        "event bus (from each message's RULE_ARN, or --bus). A message is deleted once its "
+        "event was accepted.",
+    )
+    _from(parser, "the rule target's dead-letter queue")
+    parser.add_argument(
+        "--bus",
+        dest="bus_name",
+        metavar="NAME",
+        help="put every event on this bus (name or ARN; default: the bus of each message's "
+        "rule) (bus_name)",
+    )
+    parser.add_argument(
+        "--new-time",
+        dest="keep_time",
+        action="store_false",
+        help="let EventBridge stamp the events now instead of keeping their original time "
+        "(keep_time=False)",
+    )
+    _drain_options(parser)
+    parser.set_defaults(handler="resilient_aws.cli._redrive:run_redrive_eventbridge")
+
+
+def _redrive_stream_pointers(
+    sources: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    parser = sources.add_parser(
+        "stream-pointers",
+        parents=[common],
+        help="DynamoDB Streams / Kinesis on-failure pointers -> the records, read from the "
+        "stream before they expire",
+        description="Resolve each on-failure record of a DynamoDB Streams or Kinesis event "
+        "source mapping (DDBStreamBatchInfo / KinesisBatchInfo) into the stream records it "
+        "points at, and deliver them to a queue or a function. Pointers whose records the "
+        "stream no longer holds are reported as expired.",
+    )
+    _from(parser, "the event source mapping's on-failure queue")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--to",
+        metavar="URL",
+        help="one message per record, as JSON in Lambda's shape (target_queue_url)",
+    )
+    target.add_argument(
+        "--function",
+        dest="function_name",
+        metavar="NAME",
+        help='invoke this function with {"Records": [...]} as the mapping would '
+        "(default: the function each record names) (function_name)",
+    )
+    parser.add_argument(
+        "--delete-expired",
+        action="store_true",
+        help="delete pointers whose records have expired instead of leaving them (delete_expired)",
+    )
+    parser.add_argument(
+        "--invoke-identity-arn",
+        default="",
+        metavar="ARN",
+        help="the invokeIdentityArn of rebuilt Kinesis records (the mapping's role) "
+        "(invoke_identity_arn)",
+    )
+    _drain_options(parser, visibility_timeout=300)
+    parser.set_defaults(handler="resilient_aws.cli._redrive:run_redrive_stream_pointers")

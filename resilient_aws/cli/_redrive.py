@@ -13,7 +13,12 @@ from typing import Any
 from resilient_aws.cli._context import Context
 from resilient_aws.cli._exit import FAILED, INTERRUPTED, OK
 
-__all__ = ["run_redrive_sqs"]
+__all__ = [
+    "run_redrive_eventbridge",
+    "run_redrive_lambda",
+    "run_redrive_sqs",
+    "run_redrive_stream_pointers",
+]
 
 _SHOWN = 20
 
@@ -22,26 +27,86 @@ class _Stopped(Exception):  # noqa: N818 - a request, not an error
     """Raised from the progress callback after Ctrl-C: the library stops at its next step."""
 
 
+def _drain(args: Any) -> dict[str, Any]:
+    """The options every source shares, named as the library names them."""
+    return {
+        "max_messages": args.max,
+        "rate": args.rate,
+        "filter": args.filter,
+        "dry_run": args.dry_run,
+        "visibility_timeout": args.visibility_timeout,
+        "wait_time_s": args.wait_time,
+        "run_id": args.run_id,
+        "concurrency": args.concurrency,
+    }
+
+
+def _clients(ctx: Context, **services: str) -> dict[str, Any]:
+    """The DLQ's client, and the session for the rest. With ``--endpoint-url`` every client is
+    made here (pointed at it); otherwise the library makes one per region of each ARN."""
+    clients: dict[str, Any] = {"client": ctx.client("sqs"), "session": ctx.session}
+    if getattr(ctx.args, "endpoint_url", None):
+        clients.update({name: ctx.client(service) for name, service in services.items()})
+    return clients
+
+
 def run_redrive_sqs(ctx: Context) -> int:
     """``redrive sqs --from URL [--to URL] ...`` over :func:`resilient_aws.redrive.redrive_sqs`."""
     from resilient_aws.redrive import redrive_sqs
 
     args = ctx.args
     options: dict[str, Any] = {
+        **_drain(args),
         "target_queue_url": args.to,
-        "max_messages": args.max,
-        "rate": args.rate,
-        "filter": args.filter,
-        "dry_run": args.dry_run,
         "native": args.native,
-        "visibility_timeout": args.visibility_timeout,
-        "wait_time_s": args.wait_time,
         "preserve_dedup_id": args.preserve_dedup_id,
-        "run_id": args.run_id,
-        "concurrency": args.concurrency,
         "poll_interval": args.poll_interval,
     }
     return _run(ctx, "sqs", redrive_sqs, args.source_url, options, client=ctx.client("sqs"))
+
+
+def run_redrive_lambda(ctx: Context) -> int:
+    """``redrive lambda --from URL [--function NAME | --to URL]`` over ``redrive_lambda``."""
+    from resilient_aws.redrive import redrive_lambda
+
+    args = ctx.args
+    options = {**_drain(args), "function_name": args.function_name, "target_queue_url": args.to}
+    clients = _clients(ctx, lambda_client="lambda")
+    return _run(ctx, "lambda", redrive_lambda, args.source_url, options, **clients)
+
+
+def run_redrive_eventbridge(ctx: Context) -> int:
+    """``redrive eventbridge --from URL [--bus NAME]`` over ``redrive_eventbridge``."""
+    from resilient_aws.redrive import redrive_eventbridge
+
+    args = ctx.args
+    options = {**_drain(args), "bus_name": args.bus_name, "keep_time": args.keep_time}
+    clients = _clients(ctx, events_client="events")
+    return _run(ctx, "eventbridge", redrive_eventbridge, args.source_url, options, **clients)
+
+
+def run_redrive_stream_pointers(ctx: Context) -> int:
+    """``redrive stream-pointers --from URL [--to URL | --function NAME]`` over
+    ``redrive_stream_pointers``."""
+    from resilient_aws.redrive import redrive_stream_pointers
+
+    args = ctx.args
+    options = {
+        **_drain(args),
+        "target_queue_url": args.to,
+        "function_name": args.function_name,
+        "delete_expired": args.delete_expired,
+        "invoke_identity_arn": args.invoke_identity_arn,
+    }
+    clients = _clients(
+        ctx,
+        streams_client="dynamodbstreams",
+        kinesis_client="kinesis",
+        lambda_client="lambda",
+    )
+    return _run(
+        ctx, "stream-pointers", redrive_stream_pointers, args.source_url, options, **clients
+    )
 
 
 def _run(

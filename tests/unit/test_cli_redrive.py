@@ -159,3 +159,120 @@ def test_redrive_options_map_one_to_one(monkeypatch: pytest.MonkeyPatch) -> None
 def test_redrive_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert "usage: resilient-aws redrive" in capsys.readouterr().err
+
+
+DRAIN_ARGV = ["--max", "3", "--rate", "4", "--filter", "body.x", "--dry-run", "--run-id", "r"]
+DRAIN = {
+    "max_messages": 3,
+    "rate": 4.0,
+    "filter": "body.x",
+    "dry_run": True,
+    "wait_time_s": 1,
+    "run_id": "r",
+    "concurrency": 4,
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "function", "argv", "expected"),
+    [
+        (
+            "lambda",
+            "redrive_lambda",
+            ["--function", "orders"],
+            {"function_name": "orders", "target_queue_url": None, "visibility_timeout": 120},
+        ),
+        (
+            "lambda",
+            "redrive_lambda",
+            ["--to", SRC],
+            {"function_name": None, "target_queue_url": SRC, "visibility_timeout": 120},
+        ),
+        (
+            "eventbridge",
+            "redrive_eventbridge",
+            ["--bus", "orders", "--new-time"],
+            {"bus_name": "orders", "keep_time": False, "visibility_timeout": 120},
+        ),
+        (
+            "eventbridge",
+            "redrive_eventbridge",
+            [],
+            {"bus_name": None, "keep_time": True, "visibility_timeout": 120},
+        ),
+        (
+            "stream-pointers",
+            "redrive_stream_pointers",
+            ["--to", SRC, "--delete-expired", "--invoke-identity-arn", "arn:role"],
+            {
+                "target_queue_url": SRC,
+                "function_name": None,
+                "delete_expired": True,
+                "invoke_identity_arn": "arn:role",
+                "visibility_timeout": 300,
+            },
+        ),
+    ],
+)
+def test_other_sources_map_options_one_to_one(
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    function: str,
+    argv: list[str],
+    expected: dict[str, Any],
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake(source_queue_url: str, **options: Any) -> Any:
+        from resilient_aws.redrive import RedriveReport
+
+        seen.update(options)
+        return RedriveReport(source=source_queue_url, kind=source)
+
+    monkeypatch.setattr(f"resilient_aws.redrive.{function}", fake)
+    base = ["--region", "us-east-1", "redrive", source, "--from", DLQ, "--no-progress"]
+    assert main([*base, *DRAIN_ARGV, *argv]) == 0
+    assert seen.pop("client").meta.service_model.service_name == "sqs"
+    assert seen.pop("session") is not None
+    for name in ("policy", "progress"):
+        seen.pop(name)
+    assert seen == {**DRAIN, **expected}
+
+
+def test_with_an_endpoint_every_client_points_at_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake(source_queue_url: str, **options: Any) -> Any:
+        from resilient_aws.redrive import RedriveReport
+
+        seen.update(options)
+        return RedriveReport(source=source_queue_url)
+
+    monkeypatch.setattr("resilient_aws.redrive.redrive_stream_pointers", fake)
+    argv = ["--endpoint-url", "http://127.0.0.1:4566", "--region", "eu-west-1"]
+    assert main([*argv, "redrive", "stream-pointers", "--from", DLQ, "--no-progress"]) == 0
+    for name, service in (
+        ("client", "sqs"),
+        ("streams_client", "dynamodbstreams"),
+        ("kinesis_client", "kinesis"),
+        ("lambda_client", "lambda"),
+    ):
+        assert seen[name].meta.service_model.service_name == service
+        assert seen[name].meta.endpoint_url == "http://127.0.0.1:4566"
+        assert seen[name].meta.region_name == "eu-west-1"
+
+
+def test_expired_pointers_alone_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake(source_queue_url: str, **options: Any) -> Any:
+        from resilient_aws.redrive import RedriveReport
+
+        return RedriveReport(
+            source=source_queue_url,
+            kind="stream-pointers",
+            received=1,
+            expired={"m1": "TrimmedDataAccessException: trimmed"},
+        )
+
+    monkeypatch.setattr("resilient_aws.redrive.redrive_stream_pointers", fake)
+    argv = ["--region", "us-east-1", "redrive", "stream-pointers", "--from", DLQ, "--no-progress"]
+    assert main(argv) == 1
