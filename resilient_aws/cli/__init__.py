@@ -1,7 +1,9 @@
 """The ``resilient-aws`` command line.
 
 ``resilient-aws demo`` shows the retry core at work against an embedded moto server;
-``load`` and ``export`` move DynamoDB items in and out as JSON lines. Global options work as
+``load`` and ``export`` move DynamoDB items in and out as JSON lines; ``redrive sqs``,
+``redrive lambda``, ``redrive eventbridge`` and ``redrive stream-pointers`` drain dead-letter
+queues with :mod:`resilient_aws.redrive`. Global options work as
 in the AWS CLI (``--endpoint-url``, ``--region``, ``--profile``), ``--json`` writes a
 machine-readable report, and the exit code says how the run went (see ``docs/cli.md``):
 0 all succeeded, 1 some entries failed, 2 bad usage or input, 3 stopped by an AWS error,
