@@ -303,17 +303,19 @@ class BatchEngine(Generic[S]):
                     self._in_flight_groups -= groups
 
     def _send_with_retries(self, chunk: list[Entry[S]]) -> None:
-        def request(batch: list[Entry[S]]) -> SendResult[Entry[S]]:
+        def request(
+            batch: list[Entry[S]],
+        ) -> list[FailedEntry[Entry[S]]] | SendResult[Entry[S]]:
             with self._lock:
                 self.result.requests += 1
             sent = self.adapter.send_request(batch)
-            if sent.succeeded:
+            if sent.succeeded and self.keep_answers:
+                answers = [Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded]
                 with self._lock:
-                    if self.keep_answers:
-                        self.result.answers.extend(
-                            Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded
-                        )
-            return SendResult(sent.failed, sent.botocore_retries)
+                    self.result.answers += answers
+            if sent.botocore_retries:
+                return SendResult(sent.failed, sent.botocore_retries)
+            return sent.failed
 
         outcome = self.policy.run_partial(
             request, chunk, entry_id=_entry_id, operation=self.adapter.operation

@@ -105,9 +105,23 @@ class _PartialRun(Generic[E]):
         self.settled: list[FailedEntry[E]] = []
         self.resent = 0
         self.last_retry: list[FailedEntry[E]] = []
-        self.run = Run(
-            policy, operation, classifier=_classify, pending_count=lambda: len(self.pending)
-        )
+        self.policy = policy
+        self.operation = operation
+        self.started = policy.clock()
+        self._run: Run | None = None
+
+    @property
+    def run(self) -> Run:
+        """The retry state, built once something failed (a clean first attempt never needs it)."""
+        if self._run is None:
+            self._run = Run(
+                self.policy,
+                self.operation,
+                classifier=_classify,
+                pending_count=lambda: len(self.pending),
+                started=self.started,
+            )
+        return self._run
 
     def before_send(self) -> list[E]:
         batch = list(self.pending)
@@ -159,6 +173,17 @@ class _PartialRun(Generic[E]):
             self.run.partial_failure(code, entries, retryable=retryable, attempt=attempt)
 
     def finish(self, error: BaseException | None) -> PartialOutcome[E]:
+        if error is None and self._run is None:
+            # Nothing ever failed: one attempt (plus botocore's own), no retry to account for.
+            budget = self.policy.budget
+            if budget is not None:
+                budget.release(budget.success_refund)
+            return PartialOutcome(
+                total=self.total,
+                failed=(),
+                attempts=1 + self.last_botocore_retries,
+                resent=self.resent,
+            )
         if error is None:
             self.run.succeeded()
         elif isinstance(error, _RetryableEntriesError):
