@@ -11,12 +11,14 @@ import pytest
 
 from resilient_aws.cli import main
 from tests.batch_targets import drain, make_queue
+from tests.redrive_support import make_moto_sqs_atomic
 
 REGION = "us-east-1"
 
 
 @pytest.fixture
-def sqs(aws: None) -> Any:
+def sqs(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    make_moto_sqs_atomic(monkeypatch)  # SQS calls are atomic; moto's, under threads, are not
     return boto3.client("sqs", region_name=REGION)
 
 
