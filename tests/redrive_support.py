@@ -85,11 +85,15 @@ _ATOMIC = (
 
 
 def make_moto_sqs_atomic(monkeypatch: Any) -> None:
-    """Serialize moto's SQS calls. On AWS each call is atomic; in moto two concurrent
-    receives can both take messages of one FIFO group (each computes the locked groups before
-    either marks its messages), and a delete that rebuilds the message list can drop a message
-    sent meanwhile. Tests that run several workers against moto in process need SQS's
-    behaviour, not those races."""
+    """Serialize moto's SQS calls, and free a FIFO group whose messages' visibility ran out.
+
+    On AWS each call is atomic; in moto two concurrent receives can both take messages of one
+    FIFO group (each computes the locked groups before either marks its messages), and a delete
+    that rebuilds the message list can drop a message sent meanwhile. And when the visibility of
+    several in-flight messages of a group has run out, moto frees them one at a time while it
+    walks the queue, so it can hand out a later message of the group before an earlier one; SQS
+    returns the group from its first message. Tests that run several workers against moto in
+    process, or restart a killed run, need SQS's behaviour, not those races."""
     from moto.sqs.models import SQSBackend
 
     lock = threading.RLock()
@@ -101,3 +105,14 @@ def make_moto_sqs_atomic(monkeypatch: Any) -> None:
                 return __original(self, *args, **kwargs)
 
         monkeypatch.setattr(SQSBackend, name, atomic)
+    receive = SQSBackend.receive_message
+
+    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            queue = self.get_queue(queue_name)
+            for message in list(queue.pending_messages):
+                if message.visible:  # no longer in flight: its group is free again
+                    queue.pending_messages.discard(message)
+            return receive(self, queue_name, *args, **kwargs)
+
+    monkeypatch.setattr(SQSBackend, "receive_message", receive_message)

@@ -52,6 +52,7 @@ __all__ = ["StreamPointer", "parse_stream_pointer", "read_pointer", "redrive_str
 
 _FIELDS = ("shardId", "startSequenceNumber", "endSequenceNumber", "streamArn")
 _GONE = frozenset({"TrimmedDataAccessException", "ResourceNotFoundException"})
+_TRIMMED_KINESIS = "did not come from this stream"
 _MAX_EMPTY_PAGES = 50
 _MAX_INVOKE_BYTES = 5 * 1024 * 1024  # under the 6 MB of a synchronous invocation
 
@@ -164,9 +165,18 @@ def read_pointer(
         raw = _read(pointer, client, policy, _KinesisStream())
         return [_lambda_kinesis_record(r, pointer, invoke_identity_arn) for r in raw]
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code", "")
+        detail = error.response.get("Error", {})
+        code = str(detail.get("Code", ""))
         if code in _GONE:
             raise StreamPointerExpiredError(str(pointer), f"{code}: {_gone_reason(code)}") from None
+        if code == "InvalidArgumentException" and _TRIMMED_KINESIS in str(
+            detail.get("Message", "")
+        ):
+            # Kinesis says a starting sequence number past its retention "did not come from this
+            # stream"; one of another shard is refused with another message and stays a failure.
+            raise StreamPointerExpiredError(
+                str(pointer), f"{code}: {_gone_reason('TrimmedDataAccessException')}"
+            ) from None
         raise
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from resilient_aws.errors import StreamPointerExpiredError
@@ -296,6 +297,40 @@ def test_trimmed_or_gone_records_expire_the_pointer(streams: Any, code: str, rea
     with pytest.raises(StreamPointerExpiredError, match=reason) as raised:
         read_pointer(ddb_pointer(), client=client, policy=FakeClock().policy())
     assert raised.value.reason.startswith(code)
+
+
+@pytest.mark.parametrize(
+    ("message", "expired"),
+    [
+        (
+            "StartingSequenceNumber 4960 used in GetShardIterator on shard shardId-000000000001 in "
+            "stream mystream under account 123456789012 is invalid because it did not come from this "
+            "stream.",
+            True,
+        ),
+        (
+            "Invalid StartingSequenceNumber. It encodes shardId-000000000007, while it was used in a "
+            "call to a shard with shardId-000000000001",
+            False,
+        ),
+    ],
+)
+def test_kinesis_says_trimmed_as_did_not_come_from_this_stream(message: str, expired: bool) -> None:
+    client = boto3.client("kinesis", region_name="us-east-2")
+    pointer = StreamPointer("kinesis", ARN, "shardId-000000000001", "4960", "4970")
+    with Stubber(client) as stubber:
+        stubber.add_client_error(
+            "get_shard_iterator",
+            service_error_code="InvalidArgumentException",
+            service_message=message,
+            http_status_code=400,
+        )
+        if expired:
+            with pytest.raises(StreamPointerExpiredError, match="retention"):
+                read_pointer(pointer, client=client, policy=FakeClock().policy())
+        else:  # a pointer to another shard is wrong, not expired: a failure of its own
+            with pytest.raises(ClientError):
+                read_pointer(pointer, client=client, policy=FakeClock().policy())
 
 
 def test_a_closed_shard_that_ends_before_the_pointer_expires_it(streams: Any) -> None:
