@@ -35,6 +35,7 @@ class Context:
         self.stdout = stdout
         self.stderr = stderr
         self.stop = stop
+        self._clients: dict[str, Any] = {}
         self.json: bool = bool(getattr(args, "json", False))
         self.policy = RetryPolicy(
             max_attempts=int(getattr(args, "max_attempts", 10)), base_delay=0.05, max_delay=10.0
@@ -50,10 +51,12 @@ class Context:
         )
 
     def client(self, service: str) -> Any:
-        """A client for ``service`` with ``--endpoint-url`` and botocore retries under the policy."""
-        return self._client(service)
+        """A client for ``service`` with ``--endpoint-url`` and botocore retries under the policy
+        (one per service and run)."""
+        if service not in self._clients:
+            self._clients[service] = self._client(service)
+        return self._clients[service]
 
-    @functools.cache  # noqa: B019 - one Context per run: clients live as long as it
     def _client(self, service: str) -> Any:
         return self.session.client(
             service,
