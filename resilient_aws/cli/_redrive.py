@@ -144,10 +144,14 @@ def _run(
     progress.finish()
     elapsed = round(time.monotonic() - started, 3)
     if report is None:
-        # Stopped before the first batch settled: nothing was deleted from the source.
+        # Stopped before the library reported a batch: no count to show, and still nothing
+        # deleted that was not delivered first.
         return ctx.report(
             {"command": f"redrive {source}", "source": source_url, "interrupted": True},
-            [f"{label}: interrupted before a batch settled; nothing was deleted from {source_url}"],
+            [
+                f"{label}: interrupted before the first batch was reported; no message was "
+                f"deleted from {source_url} before its copy was delivered"
+            ],
             ok=False,
             exit_code=INTERRUPTED,
         )
@@ -188,9 +192,10 @@ def _report(ctx: Context, label: str, report: Any, *, interrupted: bool, elapsed
 def _interrupted_note(report: Any) -> str:
     native = report.native
     if native is not None:
+        handle = native.get("task_handle")
         return (
-            f"interrupted: the move task {native.get('task_handle')} keeps running in SQS "
-            "(aws sqs cancel-message-move-task --task-handle ... stops it)"
+            f"interrupted: the move task keeps running in SQS; to stop it: "
+            f"aws sqs cancel-message-move-task --task-handle {handle}"
         )
     return (
         "interrupted: nothing was deleted before its copy was delivered; messages this run held "

@@ -276,3 +276,23 @@ def test_expired_pointers_alone_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("resilient_aws.redrive.redrive_stream_pointers", fake)
     argv = ["--region", "us-east-1", "redrive", "stream-pointers", "--from", DLQ, "--no-progress"]
     assert main(argv) == 1
+
+
+def test_ctrl_c_leaves_a_native_task_running_and_says_how_to_cancel_it(
+    stub: Stubber, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import signal
+
+    _dlq(stub, 10)
+    stub.add_response("start_message_move_task", {"TaskHandle": "task-1"}, {"SourceArn": DLQ_ARN})
+    _task(stub, "RUNNING", 3)
+    stub.client.meta.events.register(
+        "after-call.sqs.ListMessageMoveTasks", lambda **_: signal.raise_signal(signal.SIGINT)
+    )
+    assert main(["redrive", "sqs", "--from", DLQ, "--native", "--no-progress"]) == 130
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("move task RUNNING, 3 moved")
+    assert out[1] == (
+        "interrupted: the move task keeps running in SQS; to stop it: "
+        "aws sqs cancel-message-move-task --task-handle task-1"
+    )
