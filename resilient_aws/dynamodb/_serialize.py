@@ -99,6 +99,91 @@ def serialize_item(item: Any, entry_id: str = "item") -> dict[str, Any]:
     return wire
 
 
+def serialize_sized(item: Any, entry_id: str = "item") -> tuple[dict[str, Any], int]:
+    """``serialize_item(item)`` and ``item_size`` of it, in one pass over the common types.
+
+    Strings, ints, floats, Decimals, bools, None, bytes and plain dicts, lists and tuples of
+    them are written and measured at once; any other attribute (sets, dataclasses, mappings
+    that are not dicts, numbers out of DynamoDB's range, NaN...) goes through
+    :func:`serialize_item`'s own steps, so the result and every error are the same.
+    """
+    plain = to_python(item, entry_id)
+    wire: dict[str, Any] = {}
+    size = 0
+    for name, value in plain.items():
+        try:
+            if type(name) is not str:
+                raise _UncommonValueError
+            wire[name], value_size = _sized(value)
+            size += (len(name) if name.isascii() else len(name.encode("utf-8"))) + value_size
+        except _UncommonValueError:
+            prepared = _prepare(value, entry_id, name)
+            try:
+                wire[name] = _serializer.serialize(prepared)
+            except (TypeError, decimal.DecimalException) as error:
+                raise UnsupportedValueError(entry_id, f"{name}: {error}") from None
+            size += len(name.encode("utf-8")) + _value_size(wire[name])
+    return wire, size
+
+
+class _UncommonValueError(Exception):
+    """A value that :func:`_sized` leaves to the general path."""
+
+
+_create_decimal = DYNAMODB_CONTEXT.create_decimal
+_MAX_INT = 10**38  # ints below it in magnitude have at most 38 digits: exact in DynamoDB
+
+
+def _sized(value: Any) -> tuple[dict[str, Any], int]:
+    """The wire form of a common value and its size (as ``_value_size`` counts it)."""
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return {"S": value}, len(value)
+        try:
+            return {"S": value}, len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise _UncommonValueError from None
+    if kind is int:
+        if -_MAX_INT < value < _MAX_INT:
+            text = str(value)
+            return {"N": text}, _number_size(text)
+        raise _UncommonValueError
+    if kind is float or kind is Decimal:
+        try:
+            number = _create_decimal(Decimal(repr(value)) if kind is float else value)
+        except (decimal.DecimalException, ValueError):
+            raise _UncommonValueError from None
+        if not number.is_finite():
+            raise _UncommonValueError
+        text = str(number)
+        return {"N": text}, _number_size(text)
+    if kind is dict:
+        members: dict[str, Any] = {}
+        size = 3
+        for key, member in value.items():
+            if type(key) is not str:
+                raise _UncommonValueError
+            members[key], member_size = _sized(member)
+            size += (len(key) if key.isascii() else len(key.encode("utf-8"))) + 1 + member_size
+        return {"M": members}, size
+    if kind is list or kind is tuple:
+        items = []
+        size = 3
+        for element in value:
+            wire, element_size = _sized(element)
+            items.append(wire)
+            size += 1 + element_size
+        return {"L": items}, size
+    if kind is bool:
+        return {"BOOL": value}, 1
+    if value is None:
+        return {"NULL": True}, 1
+    if kind is bytes:
+        return {"B": value}, len(value)
+    raise _UncommonValueError
+
+
 def deserialize_item(wire: Mapping[str, Any], numbers: Numbers = "decimal") -> dict[str, Any]:
     """A plain dict from DynamoDB's wire format; ``numbers="native"`` gives ints and floats."""
     item = {name: _deserializer.deserialize(value) for name, value in wire.items()}

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from resilient_aws._engine import BatchEngine, Entry, Sent, botocore_retries
 from resilient_aws.dynamodb._client import dynamodb_client
 from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
-from resilient_aws.dynamodb._serialize import item_size, serialize_item, to_python
+from resilient_aws.dynamodb._serialize import item_size, serialize_sized, to_python
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import DYNAMODB_BATCH_WRITE, BatchLimits
 from resilient_aws.results import BatchResult
@@ -221,13 +221,22 @@ class BatchWriter:
         self._engine.add(entry)
 
     def _prepare(self, table: str, schema: KeySchema, source: Any, *, put: bool) -> Entry[Any]:
-        provisional_id = f"{table}[{_describe_source(source, schema)}]"
-        wire = serialize_item(source, provisional_id)
-        if not put:
-            wire = {name: wire[name] for name in schema.attributes if name in wire}
-        slot = (table, schema.key_of(wire, provisional_id))
+        try:
+            wire, size = serialize_sized(source, "")
+            if not put:
+                wire = {name: wire[name] for name in schema.attributes if name in wire}
+                size = item_size(wire)
+            slot = (table, schema.key_of(wire, ""))
+        except EntryValidationError:
+            # Bad input is rare: only then is the entry named from its key before serializing,
+            # and the checks run again to raise the error under that name.
+            provisional_id = f"{table}[{_describe_source(source, schema)}]"
+            wire, size = serialize_sized(source, provisional_id)
+            if not put:
+                wire = {name: wire[name] for name in schema.attributes if name in wire}
+                size = item_size(wire)
+            slot = (table, schema.key_of(wire, provisional_id))
         entry_id = schema.describe(wire)
-        size = item_size(wire)
         if put and self.limits.max_entry_bytes is not None and size > self.limits.max_entry_bytes:
             raise EntryTooLargeError(entry_id, size, self.limits.max_entry_bytes)
         request = {"PutRequest": {"Item": wire}} if put else {"DeleteRequest": {"Key": wire}}
