@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(
             items=args.items,
             messages=args.messages,
+            orders=args.orders,
             seed=args.seed,
             endpoint_url=args.endpoint_url,
         )

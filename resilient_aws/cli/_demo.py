@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from resilient_aws.batch import SqsSender
+from resilient_aws.cli._demo_more import demo_idempotency, demo_outbox, demo_redrive
 from resilient_aws.dynamodb import BatchWriter, batch_get, scan
 from resilient_aws.results import BatchResult
 from resilient_aws.retry import RetryEvent, RetryPolicy
@@ -20,7 +21,9 @@ QUEUE = "resilient-aws-demo-events"
 FAULTS: dict[str, Any] = {"partial": 0.3, "throttle": 0.05, "error5xx": 0.02, "reset": 0.01}
 
 
-def run_demo(*, items: int, messages: int, seed: int, endpoint_url: str | None) -> int:
+def run_demo(
+    *, items: int, messages: int, seed: int, endpoint_url: str | None, orders: int = 100
+) -> int:
     """Run the demo; return the process exit code (0 when nothing was lost)."""
     import boto3
 
@@ -77,6 +80,10 @@ def run_demo(*, items: int, messages: int, seed: int, endpoint_url: str | None) 
             f"({sent.resent} entries re-sent); chaos injected {sqs_chaos.stats.faults} faults, "
             f"withheld {sqs_chaos.stats.withheld_entries} entries"
         )
+
+        acts_ok = demo_idempotency(dynamodb, policy, orders=orders, seed=seed)
+        acts_ok &= demo_outbox(dynamodb, sqs, policy, orders=orders, seed=seed)
+        acts_ok &= demo_redrive(sqs, policy, messages=messages, seed=seed)
         print(
             f"retry core: {events['retry']} retries, {events['recovered']} recovered, "
             f"{events['give_up']} gave up"
@@ -94,6 +101,9 @@ def run_demo(*, items: int, messages: int, seed: int, endpoint_url: str | None) 
             print(
                 f"LOST: {len(unreported)} items neither stored nor reported, {len(invented)} invented"
             )
+            return 1
+        if not acts_ok:
+            print("LOST or DOUBLED: see the idempotency, outbox and redrive lines above")
             return 1
         print("nothing lost, nothing invented" + (": every failure reported." if failed else "."))
         return 0

@@ -98,13 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
-        help="write and read items through the retry core against an embedded moto server, with faults injected",
+        help="every capability against an embedded moto server with faults injected, counting that nothing is lost",
     )
     demo.add_argument(
         "--items", type=int, default=3000, help="DynamoDB items to write (default 3000)"
     )
     demo.add_argument(
         "--messages", type=int, default=200, help="SQS messages to send (default 200)"
+    )
+    demo.add_argument(
+        "--orders",
+        type=int,
+        default=100,
+        help="orders through @idempotent (each delivered 3 times) and the outbox (default 100)",
     )
     demo.add_argument("--seed", type=int, default=1, help="seed of the fault injection")
     demo.add_argument(
