@@ -151,7 +151,11 @@ class BatchEngine(Generic[S]):
             if self._oldest is None:
                 self._oldest = time.monotonic()
                 self._start_flusher()
-            full = self._full()
+            limits = self.limits
+            full = (
+                len(pending) >= limits.max_entries
+                or self._pending_bytes >= limits.max_request_bytes
+            )
         if full:
             self._send_full_chunks()
 

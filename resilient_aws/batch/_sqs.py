@@ -7,7 +7,7 @@ from typing import Any
 
 from resilient_aws._engine import Entry, Sent
 from resilient_aws.batch._base import BatchSender, by_id
-from resilient_aws.errors import EntryValidationError
+from resilient_aws.errors import EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import SQS_BATCH
 
 __all__ = ["SqsDeleter", "SqsSender", "SqsVisibilityChanger", "message_attributes_size"]
@@ -122,7 +122,12 @@ class SqsSender(_SqsBatch):
             ):
                 return
             size += message_attributes_size(attributes)
-        self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
+        limit = self.limits.max_entry_bytes
+        if limit is not None and size > limit:
+            self._refuse(source, EntryTooLargeError(entry_id, size, limit))
+            return
+        # BatchSender._add, inlined: this runs once per message
+        self._engine.add(Entry(source, entry_id, payload, size, group_id if self.ordered else None))
 
     def _with_options(
         self,
