@@ -8,8 +8,10 @@ test and benchmark need thousands of messages in one queue. This keeps moto's be
 replaces the cost:
 
 - its clock (``unix_time``) is ``time.time()``, or follows ``clock`` (a monotonic clock such as
-  a ``FakeClock``), so that visibility timeouts end when the test advances that clock;
-- the retention check reads the queue's retention period directly;
+  a ``FakeClock``), so that visibility timeouts end when the test advances that clock; it is
+  read once per look at the queue, not twice per message;
+- the retention check reads the queue's retention period directly; receipt handles are uuids
+  instead of 185 letters drawn one at a time; attribute names are converted once;
 - deletes and visibility changes look among the in-flight messages first;
 - with ``approximate_counts``, ``ApproximateNumberOfMessages*`` come from list sizes (no delays
   are used by the callers that ask for it).
@@ -20,7 +22,9 @@ calls race each other anyway (see the tests' ``make_moto_sqs_atomic``).
 
 from __future__ import annotations
 
+import functools
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -96,7 +100,26 @@ def speed_up_moto_sqs(
         if message.visible:
             queue.pending_messages.discard(message)
 
+    def messages(self: Any) -> list[Any]:
+        # moto asks two properties per message, each reading the clock: read it once.
+        now = unix_time_millis()
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def generate_receipt_handle() -> str:
+        # moto draws 185 random letters one by one; a uuid is as unique and costs one call.
+        return "rh-" + uuid.uuid4().hex * 4
+
     patch(models, "unix_time", unix_time)
+    patch(models, "generate_receipt_handle", generate_receipt_handle)
+    # Every message stored re-derives the attribute names of its queue: same answer each time.
+    patch(
+        models,
+        "camelcase_to_underscores",
+        functools.lru_cache(maxsize=None)(
+            getattr(models, "camelcase_to_underscores")  # noqa: B009 - not re-exported for mypy
+        ),
+    )
+    patch(models.Queue, "messages", property(messages))
     patch(models, "unix_time_millis", unix_time_millis)
     patch(
         models.SQSBackend,
