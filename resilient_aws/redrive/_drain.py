@@ -333,7 +333,9 @@ class _Drain:
             self.cond.wait_for(lambda: self.settled != generation or self.abort or self.drained)
             return
         self.quiet += 1
-        if self.quiet >= _QUIET_RECEIVES:
+        # A long poll asks every SQS server: one empty answer is the truth. A short poll asks a
+        # sample of them, so it takes two in a row.
+        if self.quiet >= (1 if self.options.wait_time_s > 0 else _QUIET_RECEIVES):
             self.drained = True
         self.cond.notify_all()
 
