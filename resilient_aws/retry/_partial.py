@@ -92,6 +92,7 @@ class _PartialRun(Generic[E]):
         entries: Sequence[E],
         entry_id: Callable[[E], str],
         operation: str,
+        started: float | None = None,
     ) -> None:
         self.total = len(entries)
         self.pending: list[E] = list(entries)
@@ -107,7 +108,7 @@ class _PartialRun(Generic[E]):
         self.last_retry: list[FailedEntry[E]] = []
         self.policy = policy
         self.operation = operation
-        self.started = policy.clock()
+        self.started = policy.clock() if started is None else started
         self._run: Run | None = None
 
     @property
@@ -126,7 +127,7 @@ class _PartialRun(Generic[E]):
     def before_send(self) -> list[E]:
         batch = list(self.pending)
         if self.first_batch is None:
-            self.first_batch = batch
+            self.first_batch = self.pending  # replaced, never changed, by after_send
             return batch
         if not self.sends:
             entry_id = self.entry_id
@@ -233,19 +234,51 @@ def run_partial(
     reported with ``gave_up`` set: every entry ends up either succeeded or in ``failed``.
     Exceptions that do not come from botocore (bugs in ``send``) propagate.
     """
-    state = _PartialRun(policy, entries, entry_id, operation)
-    if not state.pending:
+    pending = list(entries)
+    if not pending:
         return PartialOutcome(total=0, failed=(), attempts=0, resent=0)
-    # The first attempt runs outside tenacity: when every entry succeeds (the common case) no
-    # Retrying is built. Any error, whole-request or retryable entries, is replayed as the first
-    # attempt of the Retrying below, so that every retry, event, stop and budget goes through
-    # the core exactly as if tenacity had made that attempt itself.
+    batch = pending.copy()  # send's own: what it does to the list cannot change ours
+    # The first attempt runs outside tenacity and without any retry state: when every entry
+    # succeeds (the common case) that is all there is. Otherwise the state is built as if the
+    # core had made that attempt, and an error (whole-request, or retryable entries) is replayed
+    # as the first attempt of the Retrying, so that every retry, event, stop and budget goes
+    # through the core exactly as before.
+    started = policy.clock()
     try:
-        state.after_send(send(state.before_send()))
+        answer = send(batch)
     except BaseException as error:
-        first_error: BaseException = error
+        return _settle(policy, send, pending, entry_id, operation, started, error, [])
+    if isinstance(answer, SendResult):
+        failures, retries = answer.failed, answer.botocore_retries
     else:
-        return state.finish(None)
+        failures, retries = answer, 0
+    if failures:
+        return _settle(policy, send, pending, entry_id, operation, started, None, answer)
+    if policy.budget is not None:
+        policy.budget.release(policy.budget.success_refund)
+    return PartialOutcome(total=len(batch), failed=(), attempts=1 + retries, resent=0)
+
+
+def _settle(
+    policy: RetryPolicy,
+    send: Callable[[list[E]], Sequence[FailedEntry[E]] | SendResult[E]],
+    entries: list[E],
+    entry_id: Callable[[E], str],
+    operation: str,
+    started: float,
+    first_error: BaseException | None,
+    first_answer: Sequence[FailedEntry[E]] | SendResult[E],
+) -> PartialOutcome[E]:
+    """:func:`run_partial` after a first attempt of all ``entries`` that did not settle them."""
+    state = _PartialRun(policy, entries, entry_id, operation, started)
+    state.first_batch = entries
+    if first_error is None:
+        try:
+            state.after_send(first_answer)
+        except BaseException as error:
+            first_error = error
+        else:
+            return state.finish(None)  # only permanent failures: settled at once
 
     def attempt() -> None:
         state.after_send(send(state.before_send()))
