@@ -229,6 +229,19 @@ class BatchEngine(Generic[S]):
         pending = self._pending
         max_entries, max_bytes = self.limits.max_entries, self.limits.max_request_bytes
         blocked, in_flight, ordered = self._blocked_groups, self._in_flight_groups, self.ordered
+        if (
+            not ordered
+            and not blocked
+            and len(pending) <= max_entries
+            and self._pending_bytes <= max_bytes
+        ):
+            # Everything buffered fits in one request and no group can hold an entry back (in
+            # flight groups only matter when ordered): the loop below would take it all.
+            chunk = list(pending.values())
+            pending.clear()
+            self._pending_bytes = 0
+            self._oldest = None
+            return chunk, groups
         taken: list[Hashable] = []
         for slot, entry in pending.items():
             if len(chunk) >= max_entries:
