@@ -192,20 +192,19 @@ class _Drain:
 
     def run(self) -> RedriveReport:
         workers = self.options.concurrency
-        if workers == 1:
-            self._guarded()
-        else:
-            tick = min(5.0, self.visibility / 4)
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="resilient-aws-redrive")
-            try:
-                futures = [pool.submit(self._guarded) for _ in range(workers)]
-                while wait(futures, timeout=tick).not_done:
-                    self._extend_due()
-            except BaseException:
-                self._stop()
-                raise
-            finally:
-                pool.shutdown(wait=True)
+        # Workers run in threads even alone: this thread keeps their messages invisible on a
+        # timer (a request can hang without any sleep), and takes Ctrl-C between two waits.
+        tick = min(5.0, self.visibility / 4)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="resilient-aws-redrive")
+        try:
+            futures = [pool.submit(self._guarded) for _ in range(workers)]
+            while wait(futures, timeout=tick).not_done:
+                self._extend_due()
+        except BaseException:
+            self._stop()
+            raise
+        finally:
+            pool.shutdown(wait=True)
         if self.error is not None:
             raise self.error
         self._release_parked()
@@ -253,6 +252,9 @@ class _Drain:
             while True:
                 if self.abort or self.drained:
                     return 0
+                deadline = self.base_policy.deadline
+                if deadline is not None and deadline.expired:
+                    return 0  # a Lambda about to end takes no new batch; the rest waits
                 want = self.batch
                 if self.remaining is not None:
                     want = min(want, self.remaining - self.reserved)

@@ -639,3 +639,15 @@ def test_native_stops_following_at_the_deadline(
     assert not report.ok
     assert report.native is not None
     assert "deadline" in report.native["failure_reason"]
+
+
+def test_a_passed_deadline_takes_no_new_batch(
+    sqs: Any, stub: Stubber, fake_clock: FakeClock
+) -> None:
+    queue(stub, DLQ, depth=5)
+    queue(stub, SRC)  # and no receive: the Lambda running this is about to end
+
+    policy = fake_clock.policy().with_deadline(fake_clock.deadline(0.0))
+    report = redrive_sqs(DLQ, target_queue_url=SRC, client=sqs, policy=policy, wait_time_s=0)
+
+    assert (report.received, report.expected) == (0, 5)
