@@ -5,6 +5,8 @@ Runs anywhere (no AWS needed): ``python examples/retry_basics.py``.
 
 from __future__ import annotations
 
+import dataclasses
+
 from botocore.exceptions import ClientError
 
 from resilient_aws.errors import DeadlineExceededError
@@ -35,7 +37,8 @@ try:
     def scan() -> None:
         raise always_throttled
 
-    policy.with_deadline(0.05).call(scan)
+    # attempts to spare, so that the deadline (not the attempt cap) is what stops it
+    dataclasses.replace(policy, max_attempts=50).with_deadline(0.05).call(scan)
 except DeadlineExceededError as error:
     print(f"stopped before the deadline: {error}")
 
