@@ -40,6 +40,7 @@ _ACTIVE, _MOVED, _UNDELETED, _PARKED = "active", "moved", "undeleted", "parked"
 _MAX_BATCH = 10
 _QUIET_RECEIVES = 2
 _MAX_VISIBILITY = 43_200
+_SIGNAL_CHECK_S = 0.2
 
 
 @dataclass
@@ -192,23 +193,42 @@ class _Drain:
 
     def run(self) -> RedriveReport:
         workers = self.options.concurrency
-        # Workers run in threads even alone: this thread keeps their messages invisible on a
-        # timer (a request can hang without any sleep), and takes Ctrl-C between two waits.
-        tick = min(5.0, self.visibility / 4)
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="resilient-aws-redrive")
+        # A timer keeps held messages invisible even while a request hangs without sleeping.
+        done = threading.Event()
+        timer = threading.Thread(
+            target=self._keep_visible, args=(done,), name="resilient-aws-redrive-visibility"
+        )
+        timer.daemon = True
+        timer.start()
         try:
-            futures = [pool.submit(self._guarded) for _ in range(workers)]
-            while wait(futures, timeout=tick).not_done:
-                self._extend_due()
-        except BaseException:
-            self._stop()
-            raise
+            if workers == 1:
+                self._guarded()  # in the caller's thread: its signal handlers run at once
+            else:
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="resilient-aws-redrive")
+                try:
+                    futures = [pool.submit(self._guarded) for _ in range(workers)]
+                    # Short waits: Python runs signal handlers (Ctrl-C) in this thread only.
+                    while wait(futures, timeout=_SIGNAL_CHECK_S).not_done:
+                        pass
+                except BaseException:
+                    self._stop()
+                    raise
+                finally:
+                    pool.shutdown(wait=True)
         finally:
-            pool.shutdown(wait=True)
+            done.set()
         if self.error is not None:
             raise self.error
         self._release_parked()
         return self.report
+
+    def _keep_visible(self, done: threading.Event) -> None:
+        tick = min(5.0, self.visibility / 4)
+        while not done.wait(tick):
+            try:
+                self._extend_due()
+            except Exception:  # the workers' own checks still run; never kill the timer
+                logger.exception("extending the visibility of held messages failed")
 
     def _guarded(self) -> None:
         try:
