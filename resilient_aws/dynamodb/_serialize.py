@@ -112,17 +112,24 @@ def serialize_sized(item: Any, entry_id: str = "item") -> tuple[dict[str, Any], 
     size = 0
     for name, value in plain.items():
         try:
-            if type(name) is not str:
-                raise _UncommonValueError
-            wire[name], value_size = _sized(value)
-            size += (len(name) if name.isascii() else len(name.encode("utf-8"))) + value_size
-        except _UncommonValueError:
-            prepared = _prepare(value, entry_id, name)
             try:
-                wire[name] = _serializer.serialize(prepared)
-            except (TypeError, decimal.DecimalException) as error:
-                raise UnsupportedValueError(entry_id, f"{name}: {error}") from None
-            size += len(name.encode("utf-8")) + _value_size(wire[name])
+                if type(name) is not str:
+                    raise _UncommonValueError
+                wire[name], value_size = _sized(value)
+                size += (len(name) if name.isascii() else len(name.encode("utf-8"))) + value_size
+            except _UncommonValueError:
+                prepared = _prepare(value, entry_id, name)
+                try:
+                    wire[name] = _serializer.serialize(prepared)
+                except (TypeError, decimal.DecimalException) as error:
+                    raise UnsupportedValueError(entry_id, f"{name}: {error}") from None
+                size += len(name.encode("utf-8")) + _value_size(wire[name])
+        except UnicodeEncodeError:
+            # A lone surrogate ("\ud800") is a Python str but not Unicode text: DynamoDB
+            # could never store it, and the request would fail whole at send time.
+            raise UnsupportedValueError(
+                entry_id, f"{name!r}: a string that is not valid UTF-8 (a lone surrogate)"
+            ) from None
     return wire, size
 
 

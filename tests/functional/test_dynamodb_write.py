@@ -98,6 +98,8 @@ def test_an_oversized_item_is_refused_before_sending_and_the_rest_is_written(
         ({"pk": "a", "sk": "1"}, InvalidKeyError, "must be of type N"),
         ({"pk": "a", "sk": 1, "v": float("nan")}, UnsupportedValueError, "v: nan"),
         ({"pk": "a", "sk": 1, "tags": set()}, UnsupportedValueError, "empty sets"),
+        ({"pk": "a", "sk": 1, "note": "ok \ud800"}, UnsupportedValueError, "lone surrogate"),
+        ({"pk": "a", "sk": 1, "notes": ["\udfff"]}, UnsupportedValueError, "items\\[pk=a"),
     ],
 )
 def test_bad_entries_raise_typed_errors_and_do_not_stop_the_others(

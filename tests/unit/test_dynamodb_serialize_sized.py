@@ -81,13 +81,19 @@ def test_one_pass_equals_serialize_then_measure(item: dict[str, Any]) -> None:
         1e-300,
         math.nan,
         "h\u00e9\u20ac\U0001f600",
-        "\ud800",
         {"k\u00e9": [1, "x", None, True, b"\x00"]},
     ],
 )
 def test_edge_values_are_written_and_refused_alike(value: Any) -> None:
     item = {"pk": "a", "v": value}
     assert _sized(item, "t[pk=a]") == _general(item, "t[pk=a]")
+
+
+@pytest.mark.parametrize("value", ["\ud800", ["ok", "\udfff"], {"k": "\ud800"}])
+def test_a_lone_surrogate_is_a_typed_error_naming_the_entry(value: Any) -> None:
+    # Not Unicode text: DynamoDB could never store it, and the request would fail whole.
+    with pytest.raises(UnsupportedValueError, match=r"orders\[pk=a\].*'v'.*lone surrogate"):
+        serialize_sized({"pk": "a", "v": value}, "orders[pk=a]")
 
 
 def test_errors_name_the_entry_and_the_attribute() -> None:
