@@ -46,6 +46,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/dynamodb_write.py
 	$(BIN)/python bench/idempotency.py
 	$(BIN)/python bench/outbox.py
+	$(BIN)/python bench/redrive.py
 
 # The wheel and sdist, checked the way PyPI will read them.
 dist: $(STAMP)

@@ -27,6 +27,7 @@ _SUBMODULES = (
     "limits",
     "outbox",
     "powertools",
+    "redrive",
     "results",
     "retry",
     "testing",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from resilient_aws import limits as limits
     from resilient_aws import outbox as outbox
     from resilient_aws import powertools as powertools
+    from resilient_aws import redrive as redrive
     from resilient_aws import results as results
     from resilient_aws import retry as retry
     from resilient_aws import testing as testing

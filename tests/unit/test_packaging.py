@@ -36,6 +36,7 @@ IMPORT_BUDGET_MS = {
     "resilient_aws.batch": 150,
     "resilient_aws.idempotency": 150,
     "resilient_aws.outbox": 200,
+    "resilient_aws.redrive": 200,
 }
 
 

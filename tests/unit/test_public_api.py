@@ -24,6 +24,7 @@ def test_top_level_exports() -> None:
         "limits",
         "outbox",
         "powertools",
+        "redrive",
         "results",
         "retry",
         "testing",
@@ -176,6 +177,33 @@ def test_outbox_exports() -> None:
     ]
 
 
+def test_redrive_exports() -> None:
+    from resilient_aws import redrive
+
+    assert sorted(redrive.__all__) == [
+        "AmbiguousTargetError",
+        "DlqMessage",
+        "Filter",
+        "LambdaFailure",
+        "QueueNotFoundError",
+        "RedriveError",
+        "RedriveNotFoundError",
+        "RedriveReport",
+        "RedriveTargetError",
+        "StreamPointer",
+        "StreamPointerExpiredError",
+        "TargetTypeMismatchError",
+        "fresh_deduplication_id",
+        "parse_lambda_failure",
+        "parse_stream_pointer",
+        "read_pointer",
+        "redrive_eventbridge",
+        "redrive_lambda",
+        "redrive_sqs",
+        "redrive_stream_pointers",
+    ]
+
+
 def test_powertools_exports() -> None:
     from resilient_aws import powertools
 
@@ -264,6 +292,7 @@ def test_import_resilient_aws_is_lean() -> None:
         "resilient_aws.batch",
         "resilient_aws.idempotency",
         "resilient_aws.outbox",
+        "resilient_aws.redrive",
     ],
 )
 def test_subpackages_import_no_optional_dependency(module: str) -> None:
