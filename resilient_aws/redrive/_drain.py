@@ -79,6 +79,9 @@ class DrainOptions:
     fifo: bool = False
     delete_expired: bool = False
     progress: Callable[[RedriveReport], None] | None = None
+    # Where each message goes when the target depends on the message: (queue URL, "") or
+    # (None, "Code: why it cannot go anywhere").
+    route: Callable[[DlqMessage, RetryPolicy], tuple[str | None, str]] | None = None
 
     def check(self) -> None:
         if self.max_messages is not None and (
@@ -106,6 +109,7 @@ class _AbortedError(Exception):
 class _Seen:
     state: str
     receipt: str
+    target: str | None = None
 
 
 @dataclass
@@ -296,9 +300,14 @@ class _Drain:
             "MaxNumberOfMessages": want,
             "VisibilityTimeout": self.visibility,
             "WaitTimeSeconds": self.options.wait_time_s,
-            "AttributeNames": ["All"],
             "MessageAttributeNames": ["All"],
         }
+        if self.options.route is not None:
+            # DeadLetterQueueSourceArn is a message system attribute: the legacy AttributeNames
+            # parameter does not name it.
+            options["MessageSystemAttributeNames"] = ["All"]
+        else:
+            options["AttributeNames"] = ["All"]
         if self.options.fifo:
             # A retried receive with the same attempt id gets the same messages back instead
             # of leaving the first answer's messages invisible (FIFO queues only).
@@ -373,6 +382,17 @@ class _Drain:
                 deliver.append(message)
             else:
                 parked[message.message_id] = verdict
+        routes: dict[str, str] = {}
+        if self.options.route is not None:
+            routable: list[DlqMessage] = []
+            for message in deliver:
+                target, reason = self.options.route(message, self.policy)
+                if target is None:
+                    parked[message.message_id] = reason
+                else:
+                    routes[message.message_id] = target
+                    routable.append(message)
+            deliver = routable
         if self.options.dry_run:
             would = [m.message_id for m in deliver]
             deliver = []
@@ -398,7 +418,7 @@ class _Drain:
         self._check_abort()
         self._extend_due()
         undeleted = self._delete(delivered + expired_deleted + redelete)
-        self._settle(new, again, deliver, delivered, parked, would, outcome, undeleted)
+        self._settle(new, again, deliver, delivered, parked, would, outcome, undeleted, routes)
 
     def _select(self, message: DlqMessage) -> str | None:
         """``None`` if the message should be delivered, else why it stays (a failure reason,
@@ -446,6 +466,7 @@ class _Drain:
         would: list[str],
         outcome: Outcome,
         undeleted: dict[str, str],
+        routes: dict[str, str],
     ) -> None:
         report = self.report
         with self.cond:
@@ -458,6 +479,9 @@ class _Drain:
                     self._block_group_of(message_id, new)
             for message_id in would:
                 self.seen[message_id].state = _PARKED
+                if message_id in routes:
+                    report.routes[message_id] = routes[message_id]
+                    self._count_target(routes[message_id], 1)
             report.would_move += would
             for message in deliver:
                 message_id = message.message_id
@@ -471,6 +495,7 @@ class _Drain:
                     self.seen[message_id].state = _MOVED if gone else _PARKED
             for message in delivered:
                 message_id = message.message_id
+                self.seen[message_id].target = routes.get(message_id)
                 if message_id in undeleted:
                     self.seen[message_id].state = _UNDELETED
                     report.undeleted[message_id] = (
@@ -480,6 +505,7 @@ class _Drain:
                 else:
                     self.seen[message_id].state = _MOVED
                     report.moved += 1
+                    self._count_target(routes.get(message_id), 1)
             for message, state in again:
                 message_id = message.message_id
                 if state not in (_MOVED, _UNDELETED):
@@ -487,6 +513,7 @@ class _Drain:
                 if message_id in undeleted:
                     if state == _MOVED:  # our first delete did not take: it is still there
                         report.moved -= 1
+                        self._count_target(self.seen[message_id].target, -1)
                         report.undeleted[message_id] = (
                             f"delivered, but not deleted from the source "
                             f"({undeleted[message_id]}); a later run delivers it again"
@@ -496,6 +523,7 @@ class _Drain:
                 if state == _UNDELETED:
                     report.undeleted.pop(message_id, None)
                     report.moved += 1
+                    self._count_target(self.seen[message_id].target, 1)
                 else:
                     report.duplicates += 1
                 self.seen[message_id].state = _MOVED
@@ -504,6 +532,16 @@ class _Drain:
             report.resent += outcome.resent
             if self.options.progress is not None:
                 self.options.progress(report)
+
+    def _count_target(self, target: str | None, change: int) -> None:
+        """Under the lock: one more (or one fewer) message moved to ``target``."""
+        if target is None:
+            return
+        count = self.report.targets.get(target, 0) + change
+        if count:
+            self.report.targets[target] = count
+        else:
+            self.report.targets.pop(target, None)
 
     def _block_group_of(self, message_id: str, batch: list[DlqMessage]) -> None:
         if not self.options.fifo:

@@ -29,7 +29,10 @@ class RedriveReport:
     again after a failed attempt; if a failure hid a success (a lost response), the target holds
     that message twice. For stream pointers, ``resolved`` counts pointers whose records were all
     read and delivered, ``records`` the stream records delivered. ``native`` describes a
-    ``StartMessageMoveTask`` run. ``expected`` is the source's approximate depth at the start
+    ``StartMessageMoveTask`` run. When each message goes back to its own source queue (an SQS DLQ
+    fed by several queues), ``targets`` counts the messages moved to each queue (dry runs: that
+    would move) and ``routes`` names, in a dry run, the queue each message would go to (message
+    id -> queue URL); ``target`` is then ``None``. ``expected`` is the source's approximate depth at the start
     (capped by ``max_messages``), for progress displays.
     """
 
@@ -51,6 +54,8 @@ class RedriveReport:
     expired: dict[str, str] = field(default_factory=dict)
     records: int = 0
     native: dict[str, Any] | None = None
+    targets: dict[str, int] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +100,8 @@ class RedriveReport:
             "expired": dict(self.expired),
             "records": self.records,
             "native": dict(self.native) if self.native is not None else None,
+            "targets": dict(self.targets),
+            "routes": dict(self.routes),
         }
 
     def __str__(self) -> str:
@@ -121,7 +128,12 @@ class RedriveReport:
             parts.append(f"{self.duplicates} duplicates removed")
         if self.resent:
             parts.append(f"{self.resent} re-sent")
-        text = f"{self.source} -> {self.target}: " + ", ".join(parts)
+        if self.targets:
+            parts.append(
+                "by target: "
+                + ", ".join(f"{count} to {url}" for url, count in sorted(self.targets.items()))
+            )
+        text = f"{self.source} -> {self.target or 'source queues'}: " + ", ".join(parts)
         problems = {**self.failed, **self.undeleted}
         if problems:
             shown = ", ".join(

@@ -1,4 +1,4 @@
-"""SQS dead-letter queue -> its source queue (or any queue of the same type)."""
+"""SQS dead-letter queue -> its source queue(s) (or any queue of the same type)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,20 @@ from typing import Any
 
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import AmbiguousTargetError, RedriveTargetError, TargetTypeMismatchError
-from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
+from resilient_aws.redrive._drain import Delivery, DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter, message_attributes
 from resilient_aws.redrive._queues import QueueInfo, describe_queue, source_queues, sqs_client
 from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.redrive._routes import RoutedDelivery, SourceRouter
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
-__all__ = ["SqsDelivery", "fresh_deduplication_id", "redrive_sqs", "resolve_target"]
+__all__ = [
+    "SqsDelivery",
+    "fresh_deduplication_id",
+    "redrive_sqs",
+    "resolve_target",
+    "resolve_targets",
+]
 
 
 def fresh_deduplication_id(run_id: str, message_id: str) -> str:
@@ -118,6 +125,23 @@ def resolve_target(
     return target
 
 
+def resolve_targets(
+    client: Any, source: QueueInfo, target_url: str | None, policy: RetryPolicy
+) -> list[QueueInfo]:
+    """The given target, else every source queue of the DLQ, each checked as
+    :func:`resolve_target` checks it; :class:`AmbiguousTargetError` if it has none."""
+    if target_url is not None:
+        return [resolve_target(client, source, target_url, policy)]
+    candidates = source_queues(client, source.url, policy)
+    if not candidates:
+        raise AmbiguousTargetError(
+            f"{source.url!r} has no source queue (ListDeadLetterSourceQueues); pass the target "
+            "queue",
+            candidates,
+        )
+    return [resolve_target(client, source, url, policy) for url in candidates]
+
+
 def redrive_sqs(
     source_queue_url: str,
     *,
@@ -146,15 +170,19 @@ def redrive_sqs(
     Message attributes and the X-Ray trace header are kept; on FIFO queues, the group id too.
 
     - ``target_queue_url``: default, the DLQ's source queue (``ListDeadLetterSourceQueues``);
-      :class:`~resilient_aws.errors.AmbiguousTargetError` if it has none or several. A missing
-      queue raises :class:`~resilient_aws.errors.QueueNotFoundError`, a FIFO/standard mismatch
+      :class:`~resilient_aws.errors.AmbiguousTargetError` if it has none. With several, each
+      message goes back to the queue named by its ``DeadLetterQueueSourceArn`` attribute; a
+      message without it, or naming a queue that is not a source of the DLQ, stays there
+      (``failed``); ``report.targets`` counts the messages per queue. A missing queue raises
+      :class:`~resilient_aws.errors.QueueNotFoundError`, a FIFO/standard mismatch
       :class:`~resilient_aws.errors.TargetTypeMismatchError`: both before anything moves.
     - ``filter``: a JMESPath expression over ``{messageId, body, attributes,
       messageAttributes}`` (``body`` parsed when it is JSON) or a function of a
       :class:`DlqMessage`; messages it does not select stay in the DLQ (``skipped``).
     - ``max_messages``: receive at most this many messages in this run.
     - ``rate``: at most this many messages per second (paced on the policy's clock).
-    - ``dry_run``: receive and filter, move nothing; ``report.would_move`` lists what would.
+    - ``dry_run``: receive and filter, move nothing; ``report.would_move`` lists what would
+      (and with several sources, ``report.routes`` where each message would go).
     - ``visibility_timeout``: how long a received message stays invisible; it is extended
       while a batch is being worked on, and messages that do not move are made visible again
       when the run ends. An interrupted run leaves the messages it held invisible until then.
@@ -193,7 +221,19 @@ def redrive_sqs(
             poll_interval=poll_interval,
             progress=progress,
         )
-    target = resolve_target(client, source, target_queue_url, policy)
+    targets = resolve_targets(client, source, target_queue_url, policy)
+    run_id = run_id or uuid.uuid4().hex
+
+    def to_queue(url: str) -> SqsDelivery:
+        return SqsDelivery(
+            url,
+            client=client,
+            fifo=source.fifo,  # every target was checked to be of the DLQ's type
+            run_id=run_id,
+            preserve_dedup_id=preserve_dedup_id,
+        )
+
+    router = SourceRouter(client, source, targets) if len(targets) > 1 else None
     options = DrainOptions(
         max_messages=max_messages,
         rate=rate,
@@ -204,23 +244,19 @@ def redrive_sqs(
         concurrency=concurrency,
         fifo=source.fifo,
         progress=progress,
+        route=router.route if router is not None else None,
     )
     options.check()
-    run_id = run_id or uuid.uuid4().hex
     report = RedriveReport(
         source=source.url,
-        target=target.url,
+        target=targets[0].url if router is None else None,
         kind="sqs",
         run_id=run_id,
         dry_run=dry_run,
         expected=min(source.depth, max_messages) if max_messages else source.depth,
     )
-    delivery = SqsDelivery(
-        target.url,
-        client=client,
-        fifo=target.fifo,
-        run_id=run_id,
-        preserve_dedup_id=preserve_dedup_id,
+    delivery: Delivery = (
+        to_queue(targets[0].url) if router is None else RoutedDelivery(router, to_queue)
     )
     return drain(client, source.url, delivery, report, options, policy)
 

@@ -87,8 +87,16 @@ def message(
 
 
 def receive(
-    stub: Stubber, messages: list[dict[str, Any]], url: str = DLQ, count: Any = ANY
+    stub: Stubber,
+    messages: list[dict[str, Any]],
+    url: str = DLQ,
+    count: Any = ANY,
+    *,
+    routed: bool = False,
 ) -> None:
+    # Routing by source asks for the message system attributes (DeadLetterQueueSourceArn is one
+    # of them); otherwise the request is the one every redrive source has always sent.
+    attributes = {"MessageSystemAttributeNames": ["All"]} if routed else {"AttributeNames": ["All"]}
     stub.add_response(
         "receive_message",
         {"Messages": messages} if messages else {},
@@ -97,16 +105,16 @@ def receive(
             "MaxNumberOfMessages": count,
             "VisibilityTimeout": ANY,
             "WaitTimeSeconds": 0,
-            "AttributeNames": ["All"],
+            **attributes,
             "MessageAttributeNames": ["All"],
             **({"ReceiveRequestAttemptId": ANY} if url.endswith(".fifo") else {}),
         },
     )
 
 
-def drained(stub: Stubber, url: str = DLQ) -> None:
-    receive(stub, [], url)
-    receive(stub, [], url)
+def drained(stub: Stubber, url: str = DLQ, *, routed: bool = False) -> None:
+    receive(stub, [], url, routed=routed)
+    receive(stub, [], url, routed=routed)
 
 
 def sent(
@@ -329,20 +337,137 @@ def test_the_default_target_is_the_dlqs_only_source_queue(
     assert report.received == 0
 
 
-@pytest.mark.parametrize("sources", [[], [SRC, f"{ACCOUNT}/other"]])
-def test_no_or_several_source_queues_is_ambiguous(
-    sqs: Any, stub: Stubber, fake_clock: FakeClock, sources: list[str]
-) -> None:
+def test_no_source_queue_is_ambiguous(sqs: Any, stub: Stubber, fake_clock: FakeClock) -> None:
     queue(stub, DLQ)
     stub.add_response(
-        "list_dead_letter_source_queues",
-        {"queueUrls": sources},
-        {"QueueUrl": DLQ, "MaxResults": 1000},
+        "list_dead_letter_source_queues", {"queueUrls": []}, {"QueueUrl": DLQ, "MaxResults": 1000}
     )
 
     with pytest.raises(AmbiguousTargetError) as raised:
         run(sqs, fake_clock, target_queue_url=None)
-    assert raised.value.candidates == sources
+    assert raised.value.candidates == []
+
+
+OTHER = f"{ACCOUNT}/other"
+FAR_ARN = "arn:aws:sqs:us-east-1:999999999999:far"  # a source in another account: not listed
+FAR = "https://sqs.us-east-1.amazonaws.com/999999999999/far"
+GONE_ARN = "arn:aws:sqs:us-east-1:123456789012:gone"
+
+
+def from_source(n: int, source_arn: str | None) -> dict[str, Any]:
+    raw = message(n)
+    if source_arn is not None:
+        raw["Attributes"]["DeadLetterQueueSourceArn"] = source_arn
+    return raw
+
+
+def sources_listed(stub: Stubber, urls: list[str]) -> None:
+    stub.add_response(
+        "list_dead_letter_source_queues", {"queueUrls": urls}, {"QueueUrl": DLQ, "MaxResults": 1000}
+    )
+
+
+def test_several_sources_each_message_goes_back_to_its_own(
+    sqs: Any, stub: Stubber, fake_clock: FakeClock
+) -> None:
+    queue(stub, DLQ, depth=7)
+    sources_listed(stub, [SRC, OTHER])
+    queue(stub, SRC)  # every listed source is checked before anything is received
+    queue(stub, OTHER)
+    receive(
+        stub,
+        [
+            from_source(1, arn(SRC)),
+            from_source(2, arn(OTHER)),
+            from_source(3, None),
+            from_source(4, FAR_ARN),
+            from_source(5, GONE_ARN),
+            from_source(6, arn(SRC)),
+            from_source(7, GONE_ARN),
+        ],
+        routed=True,
+    )
+    # An ARN outside the list: its URL from the name and owner account in the ARN, accepted
+    # because its RedrivePolicy names this DLQ; looked up once.
+    stub.add_response(
+        "get_queue_url",
+        {"QueueUrl": FAR},
+        {"QueueName": "far", "QueueOwnerAWSAccountId": "999999999999"},
+    )
+    redrive_policy = f'{{"deadLetterTargetArn": "{arn(DLQ)}", "maxReceiveCount": 3}}'
+    stub.add_response(
+        "get_queue_attributes",
+        {"Attributes": {"QueueArn": FAR_ARN, "RedrivePolicy": redrive_policy}},
+        {"QueueUrl": FAR, "AttributeNames": ["QueueArn", "FifoQueue", "RedrivePolicy"]},
+    )
+    stub.add_client_error(
+        "get_queue_url",
+        service_error_code="AWS.SimpleQueueService.NonExistentQueue",
+        http_status_code=400,
+        expected_params={"QueueName": "gone", "QueueOwnerAWSAccountId": "123456789012"},
+    )  # once: m7 names the same queue and is refused from the cache
+    sent(stub, [body_entry(1), body_entry(6)], url=SRC)  # one sender per target
+    sent(stub, [body_entry(2)], url=OTHER)
+    sent(stub, [body_entry(4)], url=FAR)
+    deleted(stub, ["rh1", "rh2", "rh4", "rh6"])
+    drained(stub, routed=True)
+    released(stub, ["rh3", "rh5", "rh7"])
+
+    report = run(sqs, fake_clock, target_queue_url=None)
+
+    assert (report.received, report.moved, report.target) == (7, 4, None)
+    assert report.targets == {SRC: 2, OTHER: 1, FAR: 1}
+    assert report.failed["m3"].startswith("NoSourceQueue: ")
+    assert (
+        report.failed["m5"]
+        == report.failed["m7"]
+        == f"SourceQueueNotFound: {GONE_ARN} does not exist"
+    )
+    assert report.to_dict()["targets"] == report.targets
+    assert f"2 to {SRC}" in str(report)
+
+
+def test_a_queue_that_does_not_name_the_dlq_is_no_source(
+    sqs: Any, stub: Stubber, fake_clock: FakeClock
+) -> None:
+    queue(stub, DLQ)
+    sources_listed(stub, [SRC, OTHER])
+    queue(stub, SRC)
+    queue(stub, OTHER)
+    stranger = "arn:aws:sqs:us-east-1:123456789012:stranger"
+    receive(stub, [from_source(1, stranger), from_source(2, "not-an-arn")], routed=True)
+    stub.add_response(
+        "get_queue_url",
+        {"QueueUrl": f"{ACCOUNT}/stranger"},
+        {"QueueName": "stranger", "QueueOwnerAWSAccountId": "123456789012"},
+    )
+    stub.add_response(
+        "get_queue_attributes",
+        {"Attributes": {"QueueArn": stranger}},  # no RedrivePolicy
+        {"QueueUrl": f"{ACCOUNT}/stranger", "AttributeNames": ANY},
+    )
+    drained(stub, routed=True)
+    released(stub, ["rh1", "rh2"])
+
+    report = run(sqs, fake_clock, target_queue_url=None)
+
+    assert report.moved == 0
+    assert report.failed == {
+        "m1": f"NotASourceQueue: {stranger} is not a source queue of this dead-letter queue",
+        "m2": "NotASourceQueue: not-an-arn is not an SQS queue ARN",
+    }
+
+
+def test_several_sources_are_checked_before_anything_moves(
+    sqs: Any, stub: Stubber, fake_clock: FakeClock
+) -> None:
+    queue(stub, DLQ)
+    sources_listed(stub, [SRC, FSRC])
+    queue(stub, SRC)
+    queue(stub, FSRC)
+
+    with pytest.raises(TargetTypeMismatchError):
+        run(sqs, fake_clock, target_queue_url=None)
 
 
 def test_a_missing_queue_is_a_typed_error_before_anything_moves(
