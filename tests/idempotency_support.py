@@ -27,6 +27,10 @@ def create_idempotency_table(
         AttributeDefinitions=attributes,
         BillingMode="PAY_PER_REQUEST",
     )
+    # dynalite answers ResourceNotFoundException while a new table is still CREATING
+    client.get_waiter("table_exists").wait(
+        TableName=name, WaiterConfig={"Delay": 0.05, "MaxAttempts": 100}
+    )
     return name
 
 

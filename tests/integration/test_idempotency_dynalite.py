@@ -90,9 +90,13 @@ def test_key_schema_errors_come_from_dynamodb_validation(ddb: Any) -> None:
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "N"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    ddb.get_waiter("table_exists").wait(
+        TableName="numbers", WaiterConfig={"Delay": 0.05, "MaxAttempts": 100}
+    )
     store = fake_store(ddb, FakeClock(), "numbers")
-    with pytest.raises(IdempotencyTableError, match="numbers"):
+    with pytest.raises(IdempotencyTableError, match="numbers") as caught:
         idempotent(store, key="id")(lambda event: 1)({"id": 1})
+    assert "does not exist" not in str(caught.value)  # the key schema, not a missing table
     missing = fake_store(ddb, FakeClock(), "absent")
     with pytest.raises(IdempotencyTableError, match="does not exist"):
         idempotent(missing, key="id")(lambda event: 1)({"id": 1})
