@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from resilient_aws.outbox import Layout
@@ -69,8 +70,12 @@ class StreamReader:
                 records = response["Records"]
                 if not records:
                     break
+                newest = records[-1]["dynamodb"]["SequenceNumber"]
+                previous = self.last.get(shard_id)
+                if previous is not None and int(newest) <= int(previous):
+                    raise AssertionError(f"the stream went backwards: {newest} after {previous}")
                 self.backlog.extend(records)
-                self.last[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
+                self.last[shard_id] = newest
                 iterator = response["NextShardIterator"]
 
     def next_batch(self, batch_size: int = 100) -> dict[str, Any] | None:
@@ -120,3 +125,26 @@ def compact_moto_stream(reader: StreamReader, table: str, region: str = "us-east
         upto = int(last) - shard.starting_sequence_number
         for index in range(min(upto + 1, len(shard.items))):
             shard.items[index] = None
+
+
+def make_moto_dynamodb_atomic(monkeypatch: Any) -> None:
+    """Serialize moto's in-process DynamoDB and DynamoDB Streams requests.
+
+    On AWS each request is atomic. moto's are not: ``TransactWriteItems`` deep-copies the
+    table, stream included, and a rollback puts that copy back, dropping what other threads
+    wrote meanwhile; two writes can also append stream records under one sequence number. The
+    relay marks events from several threads, so a long run against moto in process can lose
+    writes or see its stream go backwards (once, a reader then looped on the same records).
+    """
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+
+    lock = threading.RLock()
+    for handler in (DynamoHandler, DynamoDBStreamsHandler):
+        original = handler.call_action
+
+        def call_action(self: Any, __original: Any = original) -> Any:
+            with lock:
+                return __original(self)
+
+        monkeypatch.setattr(handler, "call_action", call_action)

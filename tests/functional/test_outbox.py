@@ -41,9 +41,14 @@ from resilient_aws.outbox import (
 from resilient_aws.testing import FakeClock, FakeLambdaContext
 from tests.batch_targets import drain, make_queue, sns_to_queue, stream_records
 from tests.idempotency_support import CallCounter
-from tests.outbox_support import StreamReader, create_outbox_table
+from tests.outbox_support import StreamReader, create_outbox_table, make_moto_dynamodb_atomic
 
 STREAMS_ENDPOINT = "https://streams.dynamodb.us-east-1.amazonaws.com"  # see StreamReader
+
+
+@pytest.fixture(autouse=True)
+def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    make_moto_dynamodb_atomic(monkeypatch)  # the relay marks from several threads
 
 
 @pytest.fixture

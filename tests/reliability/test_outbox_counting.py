@@ -32,7 +32,12 @@ from resilient_aws.outbox import (
 )
 from resilient_aws.testing import FakeClock, FakeLambdaContext, chaos
 from tests.batch_targets import drain, make_queue
-from tests.outbox_support import StreamReader, compact_moto_stream, create_outbox_table
+from tests.outbox_support import (
+    StreamReader,
+    compact_moto_stream,
+    create_outbox_table,
+    make_moto_dynamodb_atomic,
+)
 
 TRANSACTIONS = int(os.environ.get("OUTBOX_TRANSACTIONS", "1000"))
 ROUNDS = 20
@@ -41,7 +46,10 @@ REGION = "us-east-1"
 
 
 @pytest.mark.parametrize("seed", [21])
-def test_every_committed_event_is_delivered_in_order(seed: int) -> None:
+def test_every_committed_event_is_delivered_in_order(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_moto_dynamodb_atomic(monkeypatch)  # the relay marks from several threads
     rng = random.Random(seed)
     clock = FakeClock(start=2_000_000_000.0, seed=seed)
     policy = clock.policy(max_attempts=10, max_delay=1.0)
