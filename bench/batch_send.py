@@ -84,14 +84,22 @@ def make_bodies(count: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def moto_server(in_process: bool) -> Iterator[tuple[str, int | None]]:
-    """(endpoint url, server pid or None when it runs in this process)."""
+def moto_server(
+    in_process: bool, *, python_code: str | None = None
+) -> Iterator[tuple[str, int | None]]:
+    """(endpoint url, server pid or None when it runs in this process).
+
+    ``python_code`` (with a ``{port}`` placeholder) replaces ``python -m moto.server`` for a
+    server that needs set-up in its own process first.
+    """
     if in_process:
         with MotoServer() as server:
             yield server.endpoint_url, None
         return
     port = free_port()
     cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    if python_code is not None:
+        cmd = [sys.executable, "-c", python_code.format(port=port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):

@@ -38,9 +38,7 @@ import json
 import math
 import os
 import platform
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -57,6 +55,7 @@ from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _proxy import LatencyProxy
+from batch_send import moto_server
 
 from resilient_aws.dynamodb import item_size, serialize_item
 from resilient_aws.outbox import (
@@ -70,7 +69,7 @@ from resilient_aws.outbox import (
 )
 from resilient_aws.retry import Deadline
 from resilient_aws.testing import FakeLambdaContext
-from resilient_aws.testing._moto import DUMMY_CREDENTIALS, free_port
+from resilient_aws.testing._moto import DUMMY_CREDENTIALS
 
 KB = 1024
 CITIES = ("Milan", "Lisbon", "Osaka", "Austin", "Nairobi", "Oslo", "Lima", "Perth")
@@ -687,33 +686,6 @@ def write_latency(
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[tuple[str, int]]:
-    """(endpoint, pid) of a moto server in its own process.
-
-    After this benchmark moto was seen still busy more than 10 s after SIGTERM (its handler
-    only raises SystemExit in the main thread): it gets 10 s, then SIGKILL.
-    """
-    port = free_port()
-    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("the moto server did not start")
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-@contextlib.contextmanager
 def maybe_proxy(endpoint: str, delay_ms: float) -> Iterator[str]:
     if delay_ms <= 0:
         yield endpoint
@@ -741,7 +713,7 @@ def main() -> None:
     )
     began = time.perf_counter()
     with (
-        moto_server() as (direct, pid),
+        moto_server(in_process=False) as (direct, pid),
         maybe_proxy(direct, args.delay_ms) as endpoint,
     ):
         throughput(endpoint, direct, pid, args.events, args.aggregates)

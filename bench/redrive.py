@@ -28,21 +28,19 @@ import contextlib
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
 import moto
 from _proxy import LatencyProxy
+from batch_send import moto_server
 from botocore.config import Config
 
 from resilient_aws.redrive import redrive_sqs
-from resilient_aws.testing._moto import free_port
 
 CREDENTIALS: dict[str, Any] = {
     "region_name": "us-east-1",
@@ -57,31 +55,6 @@ MotoRequestHandler.protocol_version = "HTTP/1.1"  # keep connections alive, as A
 from moto.server import main
 main(["-H", "127.0.0.1", "-p", "{port}"])
 """
-
-
-@contextlib.contextmanager
-def moto_server() -> Iterator[tuple[str, int]]:
-    """A moto server in its own process, SQS made constant-cost: (endpoint, pid)."""
-    port = free_port()
-    code = SERVER.format(port=port)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        for _ in range(600):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)  # waiting for a process to listen: not a retry of the library's
-        else:
-            raise RuntimeError("the moto server did not start")
-        yield f"http://127.0.0.1:{port}", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def client(endpoint: str, pool: int) -> Any:
@@ -210,7 +183,7 @@ def main() -> None:
     print(f"latency proxy (+{args.delay_ms:g} ms per request) in its own process")
 
     rows: list[dict[str, Any]] = []
-    with moto_server() as (endpoint, pid):
+    with moto_server(in_process=False, python_code=SERVER) as (endpoint, pid):
         direct = client(endpoint, 16)
         with LatencyProxy(endpoint, delay=args.delay_ms / 1000) as proxy:
             proxied = client(proxy.endpoint_url, 2 * args.concurrency)

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from resilient_aws.batch import SqsSender
-from resilient_aws.cli._demo_more import demo_idempotency, demo_outbox, demo_redrive
+from resilient_aws.cli._demo_more import (
+    create_table,
+    demo_idempotency,
+    demo_outbox,
+    demo_redrive,
+)
 from resilient_aws.dynamodb import BatchWriter, batch_get, scan
 from resilient_aws.results import BatchResult
 from resilient_aws.retry import RetryEvent, RetryPolicy
@@ -40,7 +45,7 @@ def run_demo(
         print(f"resilient-aws demo against {url}")
         print(f"faults injected on every call: {FAULTS}, seed {seed}\n")
 
-        _create_table(dynamodb, policy)
+        create_table(dynamodb, policy, TABLE, [("pk", "S")])
         queue_url = policy.call(sqs.create_queue, QueueName=QUEUE)["QueueUrl"]
         order_ids = _order_ids(items)
 
@@ -122,19 +127,6 @@ def _endpoint(endpoint_url: str | None) -> Iterator[str]:
         ) from None
     with server:
         yield server.endpoint_url
-
-
-def _create_table(dynamodb: Any, policy: RetryPolicy) -> None:
-    existing = policy.call(dynamodb.list_tables)["TableNames"]
-    if TABLE in existing:
-        policy.call(dynamodb.delete_table, TableName=TABLE)
-    policy.call(
-        dynamodb.create_table,
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
 
 
 def _order_ids(items: int) -> list[str]:

@@ -23,7 +23,7 @@ def demo_idempotency(dynamodb: Any, policy: RetryPolicy, *, orders: int, seed: i
     """Every order delivered three times; each charged once."""
     from resilient_aws.idempotency import IdempotencyStore, idempotent
 
-    _create_table(dynamodb, policy, IDEMPOTENCY_TABLE, [("id", "S")])
+    create_table(dynamodb, policy, IDEMPOTENCY_TABLE, [("id", "S")])
     charged: list[str] = []
 
     @idempotent(IdempotencyStore(IDEMPOTENCY_TABLE, client=dynamodb, policy=policy), key="id")
@@ -145,9 +145,10 @@ def _drain(sqs: Any, queue: str, policy: RetryPolicy) -> list[str]:
         )
 
 
-def _create_table(
+def create_table(
     dynamodb: Any, policy: RetryPolicy, name: str, keys: list[tuple[str, str]], **extra: Any
 ) -> None:
+    """A fresh on-demand table (an earlier run's is deleted first): hash key, then range key."""
     if name in policy.call(dynamodb.list_tables)["TableNames"]:
         policy.call(dynamodb.delete_table, TableName=name)
     definitions = {name: kind for name, kind in keys}
@@ -169,7 +170,7 @@ def _create_table(
 
 def _create_outbox_table(dynamodb: Any, policy: RetryPolicy) -> None:
     """The outbox table of docs/outbox.md: the sparse pending index the sweeper reads."""
-    _create_table(
+    create_table(
         dynamodb,
         policy,
         OUTBOX_TABLE,

@@ -67,7 +67,7 @@ class Delivery(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class DrainOptions:
-    """The knobs of a drain run (validated by :func:`drain`)."""
+    """The knobs of a drain run, validated when they are made."""
 
     max_messages: int | None = None
     rate: float | None = None
@@ -83,7 +83,7 @@ class DrainOptions:
     # (None, "Code: why it cannot go anywhere").
     route: Callable[[DlqMessage, RetryPolicy], tuple[str | None, str]] | None = None
 
-    def check(self) -> None:
+    def __post_init__(self) -> None:
         if self.max_messages is not None and (
             not isinstance(self.max_messages, int) or self.max_messages < 1
         ):
@@ -149,7 +149,6 @@ def drain(
     policy: RetryPolicy,
 ) -> RedriveReport:
     """Move what ``delivery`` accepts out of ``queue_url``; fill and return ``report``."""
-    options.check()
     return _Drain(client, queue_url, delivery, report, options, policy).run()
 
 

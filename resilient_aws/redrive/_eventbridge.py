@@ -172,7 +172,6 @@ def redrive_eventbridge(
         fifo=source.fifo,
         progress=progress,
     )
-    options.check()
     report = RedriveReport(
         source=source.url,
         target=bus_name or "the bus of each rule",

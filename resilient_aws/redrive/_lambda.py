@@ -234,7 +234,6 @@ def redrive_lambda(
         fifo=source.fifo,
         progress=progress,
     )
-    options.check()
     run_id = run_id or uuid.uuid4().hex
     report = RedriveReport(
         source=source.url,

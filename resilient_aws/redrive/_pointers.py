@@ -545,7 +545,6 @@ def redrive_stream_pointers(
         delete_expired=delete_expired,
         progress=progress,
     )
-    options.check()
     report = RedriveReport(
         source=source.url,
         target=target_name,

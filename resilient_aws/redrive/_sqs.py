@@ -246,7 +246,6 @@ def redrive_sqs(
         progress=progress,
         route=router.route if router is not None else None,
     )
-    options.check()
     report = RedriveReport(
         source=source.url,
         target=targets[0].url if router is None else None,
