@@ -48,7 +48,7 @@ from resilient_aws.testing import FakeClock, FakeLambdaContext, MotoServer
 from resilient_aws.testing.emulators import NodeEmulator
 from tests.batch_targets import drain, make_queue
 from tests.idempotency_support import CallCounter
-from tests.outbox_support import StreamReader, create_outbox_table
+from tests.outbox_support import StreamReader, create_outbox_table, make_moto_dynamodb_atomic
 
 _run = uuid.uuid4().hex[:8]
 _names = itertools.count()
@@ -67,6 +67,12 @@ class Setup:
     stream: StreamReader
     queue: str  # a FIFO queue
     clock: FakeClock
+
+
+@pytest.fixture(autouse=True)
+def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the server runs in this process: its request threads share moto's thread-unsafe tables
+    make_moto_dynamodb_atomic(monkeypatch)
 
 
 @pytest.fixture
