@@ -326,7 +326,7 @@ def fill(ddb: Any, table: str, rounds: int, aggregates: int) -> list[OutboxEvent
             event = order_event(aggregate, version)
             events.append(event)
             requests.append({"PutRequest": {"Item": serialize_item(order(aggregate, version))}})
-            requests.append({"PutRequest": {"Item": layout.record(event)}})
+            requests.append({"PutRequest": {"Item": layout.record(event, written_at=time.time())}})
     for start in range(0, len(requests), 25):
         chunk = {table: requests[start : start + 25]}
         while chunk:

@@ -84,8 +84,13 @@ class Layout:
             self.sort_key: {"S": MARKER_SORT_KEY},
         }
 
-    def record(self, event: OutboxEvent) -> dict[str, Any]:
-        """The outbox item of ``event`` in wire format (its ``sequence`` must be set)."""
+    def record(self, event: OutboxEvent, *, written_at: float) -> dict[str, Any]:
+        """The outbox item of ``event`` in wire format (its ``sequence`` must be set).
+
+        ``written_at`` (epoch seconds, the outbox's clock) starts the sweeper's grace period:
+        an event's own ``created_at`` may be set by the caller to any time, and an old one
+        would let the sweeper race the relay the moment the record lands.
+        """
         assert event.sequence is not None
         try:
             payload = dumps(event.payload)
@@ -93,7 +98,6 @@ class Layout:
             raise UnsupportedValueError(
                 event.id, f"the payload of {event.describe()} has no JSON form: {error}"
             ) from error
-        created_ms = int(event.created_at.timestamp() * 1000)
         item: dict[str, Any] = {
             **self.event_key(event.aggregate_id, event.sequence),
             A_ID: {"S": event.id},
@@ -105,7 +109,7 @@ class Layout:
             A_STATUS: {"S": PENDING},
             A_ATTEMPTS: {"N": "0"},
             A_PENDING: {"S": event.aggregate_id},
-            A_PENDING_AT: {"N": str(created_ms)},
+            A_PENDING_AT: {"N": str(int(written_at * 1000))},
         }
         if event.destination is not None:
             item[A_DESTINATION] = {"S": event.destination}

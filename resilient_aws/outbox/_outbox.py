@@ -276,7 +276,7 @@ class Outbox:
         return _Action(name, (table, identity), {"ConditionCheck": request}, item_size(key))
 
     def _event(self, event: OutboxEvent) -> _Action:
-        item = self.layout.record(event)
+        item = self.layout.record(event, written_at=self.clock())
         name = event.describe()
         size = item_size(item)
         if size > MAX_ITEM_BYTES:

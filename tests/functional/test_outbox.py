@@ -3,6 +3,7 @@ ordering, poison events, the sweeper, every target."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Sequence
@@ -355,6 +356,20 @@ def test_sweeper_delivers_what_the_stream_lost_after_the_grace_period(
     assert record["outbox_status"]["S"] == DELIVERED
     assert int(record["expires_at"]["N"]) == int(clock.now) + outbox.delivered_ttl_s
     assert "outbox_pending_shard" not in record  # out of the sparse index
+
+
+def test_the_grace_period_runs_from_the_write_not_from_the_events_created_at(
+    outbox: Outbox, sqs: Any, fifo: str, clock: FakeClock
+) -> None:
+    # An event rebuilt from history keeps its old created_at; the relay still deserves its grace.
+    last_year = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=365)
+    outbox.write(events=[placed(1, created_at=last_year)])
+    sweeper = OutboxSweeper(outbox, SqsTarget(fifo, client=sqs), grace_s=60)
+    assert sweeper.run().summary()["delivered"] == 0
+    clock.advance(61)
+    assert sweeper.run().summary()["delivered"] == 1
+    (message,) = bodies(sqs, fifo)
+    assert message["created_at"] == last_year.isoformat()
 
 
 def test_sweeper_handler_stops_at_the_deadline(outbox: Outbox, sqs: Any, fifo: str) -> None:
