@@ -352,6 +352,17 @@ def stream_batches(ddb: Any, streams: Any, table: str, size: int = 100) -> list[
     return [{"Records": records[i : i + size]} for i in range(0, len(records), size)]
 
 
+def waves_in(batch: dict[str, Any]) -> int:
+    """How many publishes the relay makes for ``batch``: one per wave, and a wave holds at most
+    one event per aggregate, so the aggregate with the most events in the batch decides."""
+    per_aggregate = Counter(
+        image["outbox_aggregate_id"]["S"]
+        for record in batch["Records"]
+        if "outbox_event_id" in (image := record["dynamodb"].get("NewImage", {}))
+    )
+    return max(per_aggregate.values(), default=0)
+
+
 @dataclass
 class Row:
     name: str
@@ -441,7 +452,7 @@ def throughput(endpoint: str, direct: str, pid: int | None, events_n: int, aggre
 
     # the stream relay, batch after batch as Lambda hands them out
     relay_outbox = Outbox(relay_table, client=ddb)
-    relay_target = SpreadTarget(fifo_queues(sqs_direct, 2 * len(batches)), sqs)
+    relay_target = SpreadTarget(fifo_queues(sqs_direct, sum(map(waves_in, batches))), sqs)
     handler = relay_handler(relay_outbox, relay_target)
     context = FakeLambdaContext(timeout_s=900)
     counter.take()
