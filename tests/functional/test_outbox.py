@@ -54,7 +54,7 @@ def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    # Event times are wall-clock times: the outbox's clock starts at now and moves on demand.
+    # Records carry epoch times (TTLs, the sweeper's grace): the clock starts at now, moves on demand.
     return FakeClock(start=float(int(time.time())))
 
 
