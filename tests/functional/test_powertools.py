@@ -58,18 +58,23 @@ def test_a_handler_writing_under_chaos_reports_every_retry_and_every_withheld_en
         return writer.result.succeeded
 
     orders = [{"pk": f"customer-{i % 40}", "sk": i, "total": i / 100} for i in range(ITEMS)]
-    with chaos(ddb, seed=seed, partial=0.3, throttle=0.05) as injected:
+    # throttle 20%: several threads share the seeded faults, so counts vary with timing; at
+    # ~90 requests a 5% rate left some runs without a single throttle to check the metric with
+    with chaos(ddb, seed=seed, partial=0.3, throttle=0.2) as injected:
         written = handler({"orders": orders}, FakeLambdaContext(timeout_s=900))
 
     assert written == ITEMS
     assert len(all_items(ddb, table)) == ITEMS
-    writes = metric_totals(capsys.readouterr().out)["BatchWriteItem"]
+    totals = metric_totals(capsys.readouterr().out)
+    writes = totals["BatchWriteItem"]
     stats = injected.stats
     assert stats.withheld_entries > 50 and stats.throttled > 0
     # every entry DynamoDB left unprocessed was counted, once
     assert writes["PartialFailureEntries"] == stats.withheld_entries
-    # every injected fault was followed by exactly one retry, and none was given up
-    assert writes["RetryAttempt"] == stats.partial_calls + stats.throttled
+    # every injected fault was followed by exactly one retry, and none was given up (a throttle
+    # may land on the writer's DescribeTable too: its retry is counted under that operation)
+    retries = sum(counted.get("RetryAttempt", 0) for counted in totals.values())
+    assert retries == stats.partial_calls + stats.throttled
     assert writes["RetryRecovered"] >= 1
     assert writes["RetryDelay"] > 0
     assert "RetryGiveUp" not in writes
@@ -99,7 +104,8 @@ def test_entries_given_up_are_the_entries_the_writer_reports_failed(
     assert all(f.gave_up == "attempts" and f.code == "Unprocessed" for f in result.failed)
     stored = len(all_items(ddb, table))
     assert stored + len(result.failed) == 200 == result.submitted
-    writes = metric_totals(capsys.readouterr().out)["BatchWriteItem"]
+    totals = metric_totals(capsys.readouterr().out)
+    writes = totals["BatchWriteItem"]
     assert writes["RetryGiveUpEntries"] == len(result.failed)
     assert writes["PartialFailureEntries"] == injected.stats.withheld_entries
     assert writes["RetryGiveUp"] == injected.stats.partial_calls - writes["RetryAttempt"]

@@ -141,7 +141,7 @@ def test_under_chaos_every_message_moves_once(sqs: Any) -> None:
     dlq, source = dlq_with_source(sqs, "chaotic")
     fail_into_dlq(sqs, source, 120)
 
-    with chaos(sqs, partial=0.3, throttle=0.05, reset=0.01, seed=7) as injected:
+    with chaos(sqs, partial=0.3, throttle=0.15, reset=0.01, seed=7) as injected:
         report = redrive(sqs, dlq, concurrency=4)
 
     assert report.ok, report

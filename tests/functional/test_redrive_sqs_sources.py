@@ -154,7 +154,7 @@ def test_under_chaos_every_message_ends_in_its_own_source(sqs: Any) -> None:
     from_a = dead_letter(sqs, a, "a", 60)
     from_b = dead_letter(sqs, b, "b", 50)
 
-    with chaos(sqs, partial=0.3, throttle=0.05, seed=11) as injected:
+    with chaos(sqs, partial=0.3, throttle=0.15, seed=11) as injected:
         report = redrive(sqs, dlq, concurrency=4)
 
     assert injected.stats.withheld_entries > 0 and injected.stats.throttled > 0
