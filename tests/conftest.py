@@ -6,6 +6,7 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, settings
 from moto import mock_aws
 
 # Never let a test reach real AWS, whatever the developer's environment holds.
@@ -16,6 +17,15 @@ os.environ.update(
     AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="us-east-1",
 )
+
+# One process runs every test with many moto backends alive: a garbage collection or a busy
+# core can stall one example past Hypothesis' 200 ms deadline, which says nothing about the
+# code. CI also runs the same examples every time, so a red run can be reproduced.
+settings.register_profile("default", deadline=None)
+settings.register_profile(
+    "ci", deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 
 @pytest.fixture

@@ -470,7 +470,8 @@ class Outbox:
         return [s for s in self._scan_pending(None) if s.status == BLOCKED]
 
     def pending(self, *, older_than_s: float = 0.0) -> list[StoredEvent]:
-        """Events not delivered yet, written more than ``older_than_s`` seconds ago."""
+        """Events not delivered yet, written at least ``older_than_s`` seconds ago (default:
+        every pending event, up to this moment)."""
         cutoff_ms = int((self.clock() - older_than_s) * 1000)
         return [s for s in self._scan_pending(cutoff_ms) if s.status == PENDING]
 
@@ -480,7 +481,7 @@ class Outbox:
         params: dict[str, Any] = {"IndexName": self.layout.pending_index}
         if cutoff_ms is not None:
             params.update(
-                FilterExpression="#at < :cutoff",
+                FilterExpression="#at <= :cutoff",
                 ExpressionAttributeNames={"#at": A_PENDING_AT},
                 ExpressionAttributeValues={":cutoff": {"N": str(cutoff_ms)}},
             )

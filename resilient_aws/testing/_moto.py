@@ -15,17 +15,24 @@ DUMMY_CREDENTIALS = {
 
 
 class MotoServer:
-    """A running ``ThreadedMotoServer`` and a way to make clients for it."""
+    """A running ``ThreadedMotoServer`` and a way to make clients for it.
+
+    ``port=0`` (the default) lets the operating system choose a free port when the server binds,
+    so two servers (or a server and anything else) never race for one; :attr:`port` and
+    :attr:`endpoint_url` hold the real port once :meth:`start` returned.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         from moto.server import ThreadedMotoServer
 
         self.host = host
-        self.port = port or free_port(host)
-        self._server = ThreadedMotoServer(ip_address=host, port=self.port, verbose=False)
+        self.port = port
+        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
 
     @property
     def endpoint_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the server has no port until it is started: call start() first")
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> MotoServer:
@@ -34,6 +41,7 @@ class MotoServer:
         # werkzeug logs every request to stderr by default; a demo or test run wants none of it.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
+        self.port = self._server.get_host_and_port()[1]
         return self
 
     def stop(self) -> None:

@@ -358,6 +358,17 @@ def test_sweeper_delivers_what_the_stream_lost_after_the_grace_period(
     assert "outbox_pending_shard" not in record  # out of the sparse index
 
 
+def test_pending_lists_what_was_just_written_and_filters_by_age(
+    outbox: Outbox, clock: FakeClock
+) -> None:
+    outbox.write(events=[placed(1)])
+    clock.advance(30)
+    outbox.write(events=[placed(2)])
+    assert [s.event.sequence for s in outbox.pending()] == [1, 2]  # the clock did not move
+    assert [s.event.sequence for s in outbox.pending(older_than_s=30)] == [1]
+    assert outbox.pending(older_than_s=31) == []
+
+
 def test_the_grace_period_runs_from_the_write_not_from_the_events_created_at(
     outbox: Outbox, sqs: Any, fifo: str, clock: FakeClock
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from resilient_aws.retry import FailedEntry, classify_entry
 from resilient_aws.testing import Chaos, FakeClock, MotoServer
 
@@ -69,3 +71,15 @@ def test_reset_empties_the_server(moto_server: MotoServer) -> None:
     sqs.create_queue(QueueName="to-forget")
     moto_server.reset()
     assert "QueueUrls" not in sqs.list_queues()
+
+
+def test_each_server_binds_its_own_port_when_it_starts() -> None:
+    first, second = MotoServer(), MotoServer()
+    with pytest.raises(RuntimeError, match="start"):
+        _ = first.endpoint_url  # no port is reserved early, so none can be taken in between
+    with first, second:
+        assert first.port and second.port and first.port != second.port
+        for server in (first, second):
+            sts = server.client("sts")
+            assert sts.meta.endpoint_url == f"http://127.0.0.1:{server.port}"
+            assert sts.get_caller_identity()["Account"].isdigit()  # a real answer over HTTP

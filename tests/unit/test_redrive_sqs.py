@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from typing import Any
 
 import boto3
@@ -22,6 +23,7 @@ from resilient_aws.errors import (
     TargetTypeMismatchError,
 )
 from resilient_aws.redrive import DlqMessage, RedriveReport, fresh_deduplication_id, redrive_sqs
+from resilient_aws.redrive._drain import _Drain
 from resilient_aws.testing import FakeClock
 
 ACCOUNT = "https://sqs.us-east-1.amazonaws.com/123456789012"
@@ -36,6 +38,14 @@ def arn(url: str) -> str:
 @pytest.fixture
 def sqs() -> Any:
     return boto3.client("sqs", region_name="us-east-1")
+
+
+@pytest.fixture(autouse=True)
+def _no_visibility_timer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The timer wakes on real time while these tests move a fake clock: a stalled machine could
+    # let it extend visibility between two stubbed calls. Only the timer's own test keeps it.
+    if "visibility_timer" not in request.keywords:
+        monkeypatch.setattr(_Drain, "_keep_visible", lambda self, done: None)
 
 
 @pytest.fixture
@@ -630,6 +640,37 @@ def test_visibility_is_extended_before_a_backoff_outlasts_it(
 
     assert report.moved == 1
     assert fake_clock.slept == [3.0]
+
+
+@pytest.mark.visibility_timer
+def test_the_timer_extends_visibility_while_a_request_hangs(
+    sqs: Any, stub: Stubber, fake_clock: FakeClock
+) -> None:
+    extended = threading.Event()
+    hangs = [True]
+
+    def hang_until_extended(**_: Any) -> None:
+        if hangs:
+            hangs.pop()
+            fake_clock.advance(3.0)  # past half of the 4 s visibility, while the send hangs
+            assert extended.wait(30), "the timer never extended the held message"
+
+    def note_extension(**_: Any) -> None:
+        extended.set()
+
+    sqs.meta.events.register("provide-client-params.sqs.SendMessageBatch", hang_until_extended)
+    sqs.meta.events.register("after-call.sqs.ChangeMessageVisibilityBatch", note_extension)
+    queue(stub, DLQ)
+    queue(stub, SRC)
+    receive(stub, [message(1)])
+    released(stub, ["rh1"], timeout=4)  # by the timer: no worker is free to do it
+    sent(stub, [body_entry(1)])
+    deleted(stub, ["rh1"])
+    drained(stub)
+
+    report = run(sqs, fake_clock, visibility_timeout=4)
+
+    assert report.moved == 1 and extended.is_set()
 
 
 def test_an_exception_from_progress_stops_the_run_like_a_kill(
