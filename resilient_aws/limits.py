@@ -1,9 +1,11 @@
 """The service limits the library validates against before sending, in one table.
 
-AWS raises limits from time to time (SQS messages went from 256 KiB to 1 MiB in 2025, Kinesis
-records from 1 MiB to 10 MiB): every value here is today's, and every writer accepts a
-``limits=`` override (``dataclasses.replace(DYNAMODB_BATCH_WRITE, max_entries=10)``) for
-older setups, emulators or a stricter budget.
+AWS raises limits from time to time (SQS messages went from 256 KiB to 1 MiB in 2025,
+EventBridge events from 256 KB to 1 MB in 2026): every value here is today's default, and every
+writer accepts a ``limits=`` override (``dataclasses.replace(KINESIS_PUT_RECORDS,
+max_entry_bytes=10 * MiB)``) for a resource configured above the default (a Kinesis stream's
+``MaxRecordSizeInKiB``, an SNS topic's ``MaximumMessageSize``), older setups, emulators or a
+stricter budget.
 """
 
 from __future__ import annotations
@@ -49,14 +51,18 @@ DYNAMODB_TRANSACT_WRITE = BatchLimits(
     max_entries=100, max_request_bytes=4 * MiB, max_entry_bytes=DYNAMODB_ITEM_BYTES
 )
 SQS_BATCH = BatchLimits(max_entries=10, max_request_bytes=1 * MiB, max_entry_bytes=1 * MiB)
+# A topic's MaximumMessageSize can be raised to 1 MiB; 256 KiB is the default.
 SNS_PUBLISH_BATCH = BatchLimits(
     max_entries=10, max_request_bytes=256 * KiB, max_entry_bytes=256 * KiB
 )
+# "The total entry size must be less than 1MB": at most one byte less, per event and per request.
 EVENTBRIDGE_PUT_EVENTS = BatchLimits(
-    max_entries=10, max_request_bytes=256 * KB, max_entry_bytes=256 * KB
+    max_entries=10, max_request_bytes=1 * MB - 1, max_entry_bytes=1 * MB - 1
 )
+# A stream takes 1 MiB records (data + partition key) unless its MaxRecordSizeInKiB was raised
+# (up to 10 MiB); a request takes 10 MiB in all.
 KINESIS_PUT_RECORDS = BatchLimits(
-    max_entries=500, max_request_bytes=10 * MiB, max_entry_bytes=10 * MiB
+    max_entries=500, max_request_bytes=10 * MiB, max_entry_bytes=1 * MiB
 )
 FIREHOSE_PUT_RECORD_BATCH = BatchLimits(
     max_entries=500, max_request_bytes=4 * MiB, max_entry_bytes=1000 * KiB

@@ -26,6 +26,7 @@ class SnsPublisher(BatchSender):
     service = "sns"
     operation = "PublishBatch"
     default_limits = SNS_PUBLISH_BATCH
+    split_codes = frozenset({"BatchRequestTooLong"})
 
     def __init__(self, topic_arn: str, *, ordered: bool | None = None, **options: Any) -> None:
         self.topic_arn = topic_arn

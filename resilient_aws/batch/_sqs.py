@@ -163,6 +163,13 @@ class SqsSender(_SqsBatch):
                 EntryValidationError(entry_id, "FIFO queues do not take a per-message delay"),
             )
             return False
+        if deduplication_id and not self.fifo:
+            # SQS fails the entry (InvalidParameterValue): say so before anything is sent
+            self._refuse(
+                source,
+                EntryValidationError(entry_id, "a standard queue takes no deduplication_id"),
+            )
+            return False
         if attributes:
             payload["MessageAttributes"] = dict(attributes)
         if system_attributes:

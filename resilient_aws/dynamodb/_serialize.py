@@ -219,7 +219,10 @@ def raw_bytes(value: Any) -> bytes:
 
 
 def _number_size(text: str) -> int:
-    digits = text.lstrip("-").replace(".", "").split("e")[0].split("E")[0].lstrip("0") or "0"
+    # "Leading and trailing zeroes are trimmed", then 1 byte per two significant digits + 1
+    # (AWS, "Item sizes and formats"); a negative number is counted one byte more, to be safe.
+    mantissa = text.lstrip("-").split("e")[0].split("E")[0].replace(".", "")
+    digits = mantissa.strip("0") or "0"
     return (len(digits) + 1) // 2 + 1 + (1 if text.startswith("-") else 0)
 
 

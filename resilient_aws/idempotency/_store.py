@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from resilient_aws.errors import ConfigurationError, IdempotencyTableError
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
+from resilient_aws.limits import DYNAMODB_ITEM_BYTES
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ __all__ = ["IdempotencyStore", "MAX_ITEM_BYTES"]
 
 logger = logging.getLogger("resilient_aws.idempotency")
 
-MAX_ITEM_BYTES = 400 * 1024
+MAX_ITEM_BYTES = DYNAMODB_ITEM_BYTES
 
 # Take the key if nobody holds it: no record, a record past its TTL, or an in-progress record
 # whose lease ran out (its caller crashed or timed out). Same condition as Powertools, so a

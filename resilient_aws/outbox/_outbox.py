@@ -22,6 +22,7 @@ from resilient_aws.errors import (
     TransactionConditionFailedError,
     TransactionTooLargeError,
 )
+from resilient_aws.limits import DYNAMODB_ITEM_BYTES, DYNAMODB_TRANSACT_WRITE
 from resilient_aws.outbox._actions import ConditionCheck, Delete, Put, Update
 from resilient_aws.outbox._event import OutboxEvent
 from resilient_aws.outbox._layout import (
@@ -44,9 +45,9 @@ __all__ = ["Outbox"]
 
 logger = logging.getLogger("resilient_aws.outbox")
 
-MAX_ACTIONS = 100
-MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
-MAX_ITEM_BYTES = 400 * 1024
+MAX_ACTIONS = DYNAMODB_TRANSACT_WRITE.max_entries
+MAX_TRANSACTION_BYTES = DYNAMODB_TRANSACT_WRITE.max_request_bytes
+MAX_ITEM_BYTES = DYNAMODB_ITEM_BYTES
 
 # Cancellation reasons worth retrying: contention and throttling, never a failed condition.
 _RETRYABLE_REASONS = frozenset(

@@ -66,6 +66,8 @@ TRANSIENT_CODES = frozenset(
         "RequestTimeoutException",
         "InternalError",
         "InternalFailure",
+        "InternalFailureException",
+        "InternalException",
         "InternalServerError",
         "InternalServiceError",
         "InternalServerException",
@@ -136,10 +138,13 @@ def classify(error: BaseException) -> ErrorClass:
 def classify_entry(service: str, code: str, *, sender_fault: bool | None = None) -> ErrorClass:
     """Say whether one failed entry of a batch response is worth sending again.
 
-    SQS and SNS mark each failed entry with ``SenderFault``: the sender's fault is permanent,
-    anything else retryable. Other services report an ``ErrorCode`` per entry; the codes known
-    for each service (see :func:`register_entry_codes`) decide, then the general throttling and
-    transient lists; an unknown code is permanent so that a bad entry is reported, not looped on.
+    The codes known for each service (see :func:`register_entry_codes`) decide first, then the
+    general throttling and transient lists. SQS and SNS mark each failed entry with
+    ``SenderFault``, which decides the rest: the sender's fault is permanent, anything else
+    retryable. The throttling list comes before it because AWS models its throttles (SNS
+    ``Throttled`` and ``KMSThrottling``, SQS ``KMS.ThrottlingException``) as sender faults, and
+    those are worth waiting for. Otherwise an unknown code is permanent, so that a bad entry is
+    reported, not looped on.
     """
     known = _ENTRY_CODES.get(service, {}).get(code)
     if known is not None:
@@ -147,12 +152,12 @@ def classify_entry(service: str, code: str, *, sender_fault: bool | None = None)
         if known and code in TRANSIENT_CODES:
             kind = "transient"
         return ErrorClass(known, kind, code)
-    if sender_fault is not None:
-        return ErrorClass(not sender_fault, "permanent" if sender_fault else "transient", code)
     if code in THROTTLING_CODES:
         return ErrorClass(True, "throttle", code)
     if code in TRANSIENT_CODES:
         return ErrorClass(True, "transient", code)
+    if sender_fault is not None:
+        return ErrorClass(not sender_fault, "permanent" if sender_fault else "transient", code)
     return ErrorClass(False, "permanent", code)
 
 

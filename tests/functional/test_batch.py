@@ -72,6 +72,7 @@ def test_sqs_batches_are_cut_by_bytes_as_well_as_count(sqs: Any) -> None:
         (lambda s: s.send_message(""), "empty"),
         (lambda s: s.send_message("x" * (1024 * 1024 + 1)), "over the limit"),
         (lambda s: s.send_message("x", delay_seconds=901), "delay_seconds"),
+        (lambda s: s.send_message("x", deduplication_id="d"), "standard queue"),
         (
             lambda s: s.send_message(
                 "x",
@@ -277,6 +278,23 @@ def test_eventbridge_size_is_computed_as_documented() -> None:
         "Time": datetime.datetime.now(),
     }
     assert event_size(entry) == 14 + 4 + 7 + 10 + 5
+
+
+def test_eventbridge_takes_events_up_to_1_mb_and_cuts_requests_below_it(
+    aws: None, sqs: Any
+) -> None:
+    events = boto3.client("events", region_name=REGION)
+    url = eventbridge_to_queue(events, sqs, "big")
+    padding = "x" * 300_000  # over the old 256 KB limit
+    with EventBridgePutter(client=events, concurrency=1) as putter:
+        for i in range(4):
+            putter.put({"n": i, "pad": padding}, source="test", detail_type="Big", id=f"e{i}")
+        with pytest.raises(EntryTooLargeError) as caught:  # "less than 1MB"
+            putter.put({"pad": "x" * 1_000_000}, source="test", detail_type="Big", id="huge")
+    assert caught.value.entry_id == "huge"
+    assert putter.result.succeeded == 4
+    assert putter.result.requests == 2  # 3 events of ~300 KB fit under 1 MB, the 4th does not
+    assert sorted(json.loads(b)["detail"]["n"] for b in drain(sqs, url)) == [0, 1, 2, 3]
 
 
 def test_kinesis_putter_answers_with_sequence_numbers(aws: None) -> None:

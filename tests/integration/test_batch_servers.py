@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections import defaultdict
@@ -84,7 +85,7 @@ def _stream(kinesis: Any, shards: int = 2) -> str:
     return name
 
 
-# kinesalite still caps a record at 1 MiB (Kinesis now takes 10 MiB): tell the putter.
+# kinesalite caps a request at 5 MiB (Kinesis takes 10 MiB): tell the putter.
 KINESALITE_LIMITS = KINESIS_PUT_RECORDS.__class__(
     max_entries=500, max_request_bytes=5 * 1024 * 1024, max_entry_bytes=1024 * 1024
 )
@@ -136,10 +137,15 @@ def test_kinesis_ordered_mode_against_kinesalite(kinesis: Any) -> None:
 
 @pytest.mark.emulator
 def test_a_batch_kinesalite_rejects_whole_is_reported_entry_by_entry(kinesis: Any) -> None:
-    # Told the 10 MiB limit of today's Kinesis, the putter sends a 2 MiB record kinesalite refuses.
+    # Told a stream takes 10 MiB records (MaxRecordSizeInKiB raised), the putter sends a 2 MiB
+    # record that this stream (kinesalite: 1 MiB) refuses with the whole request.
     stream = _stream(kinesis)
     putter = KinesisPutter(
-        stream, client=kinesis, raise_on_failure=False, policy=FakeClock().policy(max_attempts=2)
+        stream,
+        client=kinesis,
+        raise_on_failure=False,
+        policy=FakeClock().policy(max_attempts=2),
+        limits=dataclasses.replace(KINESIS_PUT_RECORDS, max_entry_bytes=10 * 1024 * 1024),
     )
     putter.put(b"ok", "k")
     putter.put(b"x" * (2 * 1024 * 1024), "k", id="huge")

@@ -91,6 +91,21 @@ def test_sqs_and_sns_entries_follow_sender_fault() -> None:
 
 
 @pytest.mark.parametrize(
+    ("service", "code"),
+    [("sns", "Throttled"), ("sns", "KMSThrottling"), ("sqs", "KMS.ThrottlingException")],
+)
+def test_throttles_aws_marks_as_sender_faults_are_retried(service: str, code: str) -> None:
+    verdict = classify_entry(service, code, sender_fault=True)  # as the service models them
+    assert verdict.retryable and verdict.is_throttle
+
+
+@pytest.mark.parametrize("code", ["InternalFailureException", "InternalException"])
+def test_modelled_server_faults_are_transient_whatever_the_status(code: str) -> None:
+    error = client_error(code, 400)  # not a 5xx: an emulator or a Stubber may answer so
+    assert classify(error).retryable and classify(error).kind == "transient"
+
+
+@pytest.mark.parametrize(
     ("service", "code", "retryable"),
     [
         ("kinesis", "ProvisionedThroughputExceededException", True),

@@ -81,6 +81,11 @@ def test_round_trip_and_native_numbers() -> None:
     [
         ({"name": {"S": "abc"}}, 4 + 3),
         ({"n": {"N": "12345"}}, 1 + 4),
+        ({"n": {"N": "1000000"}}, 1 + 2),  # leading and trailing zeros are trimmed
+        ({"n": {"N": "0.00150"}}, 1 + 2),
+        ({"n": {"N": "1E+37"}}, 1 + 2),
+        ({"n": {"N": "0"}}, 1 + 2),
+        ({"n": {"N": "-12"}}, 1 + 3),  # a byte more for the sign, to be safe
         ({"b": {"B": b"12345678"}}, 1 + 8),
         ({"ok": {"BOOL": True}}, 2 + 1),
         ({"l": {"L": [{"S": "ab"}, {"N": "1"}]}}, 1 + 3 + (1 + 2) + (1 + 2)),

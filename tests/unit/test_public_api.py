@@ -128,7 +128,12 @@ def test_limits_are_todays_values() -> None:
     assert limits.DYNAMODB_BATCH_WRITE.max_entry_bytes == 400 * 1024
     assert limits.DYNAMODB_BATCH_GET.max_entries == 100
     assert limits.SQS_BATCH.max_request_bytes == 1024 * 1024
-    assert limits.KINESIS_PUT_RECORDS.max_entry_bytes == 10 * 1024 * 1024
+    # a stream's default record size (MaxRecordSizeInKiB raises it to 10 MiB); 10 MiB a request
+    assert limits.KINESIS_PUT_RECORDS.max_entry_bytes == 1024 * 1024
+    assert limits.KINESIS_PUT_RECORDS.max_request_bytes == 10 * 1024 * 1024
+    assert limits.EVENTBRIDGE_PUT_EVENTS.max_entry_bytes == 1_000_000 - 1  # "less than 1MB"
+    assert limits.SNS_PUBLISH_BATCH.max_entry_bytes == 256 * 1024  # a topic's default
+    assert limits.FIREHOSE_PUT_RECORD_BATCH.max_entry_bytes == 1000 * 1024
 
 
 def test_testing_exports() -> None:
