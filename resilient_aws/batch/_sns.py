@@ -7,7 +7,7 @@ from typing import Any
 
 from resilient_aws._engine import Entry, Sent
 from resilient_aws.batch._base import BatchSender, by_id
-from resilient_aws.batch._sqs import message_attributes_size
+from resilient_aws.batch._sqs import attributes_problem, message_attributes_size
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import SNS_PUBLISH_BATCH
 
@@ -54,6 +54,10 @@ class SnsPublisher(BatchSender):
             return
         if self.fifo and not group_id:
             self._refuse(source, EntryValidationError(entry_id, "a FIFO topic needs a group_id"))
+            return
+        problem = attributes_problem(attributes) if attributes is not None else None
+        if problem is not None:
+            self._refuse(source, EntryValidationError(entry_id, problem))
             return
         payload: dict[str, Any] = {"Message": message}
         if subject:

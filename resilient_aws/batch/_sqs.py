@@ -29,6 +29,38 @@ def message_attributes_size(attributes: Mapping[str, Any] | None) -> int:
     return total
 
 
+_ATTRIBUTE_SHAPE = "{'DataType': 'String', 'StringValue': ...} (or 'BinaryValue')"
+
+
+def attributes_problem(attributes: Any) -> str | None:
+    """What is wrong with message ``attributes`` (SQS and SNS share their shape), or None.
+
+    Names the attribute, never its value: the message may hold personal data.
+    """
+    if not isinstance(attributes, Mapping):
+        return f"attributes must map each name to {_ATTRIBUTE_SHAPE}"
+    for name, attribute in attributes.items():
+        if not isinstance(name, str) or not name:
+            return "an attribute name must be a non-empty str"
+        if not isinstance(attribute, Mapping):
+            return f"attribute {name!r} must be {_ATTRIBUTE_SHAPE}"
+        data_type = attribute.get("DataType")
+        if not isinstance(data_type, str) or not data_type.startswith(
+            ("String", "Number", "Binary")
+        ):
+            return f"attribute {name!r} needs a DataType of String, Number or Binary"
+        values = [key for key in ("StringValue", "BinaryValue") if key in attribute]
+        if len(values) != 1:
+            return f"attribute {name!r} needs exactly one of StringValue and BinaryValue"
+        if values == ["StringValue"] and not isinstance(attribute["StringValue"], str):
+            return f"attribute {name!r}: StringValue must be a str"
+        if values == ["BinaryValue"] and not isinstance(
+            attribute["BinaryValue"], (bytes, bytearray, memoryview)
+        ):
+            return f"attribute {name!r}: BinaryValue must be bytes"
+    return None
+
+
 class _SqsBatch(BatchSender):
     client_name = "sqs"
     service = "sqs"
@@ -141,6 +173,10 @@ class SqsSender(_SqsBatch):
         deduplication_id: str | None,
     ) -> bool:
         """Check a message's options and add them to ``payload``; False if it was refused."""
+        problem = attributes_problem(attributes) if attributes is not None else None
+        if problem is not None:
+            self._refuse(source, EntryValidationError(entry_id, problem))
+            return False
         if attributes and len(attributes) > _MAX_ATTRIBUTES:
             self._refuse(
                 source,

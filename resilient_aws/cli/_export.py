@@ -99,12 +99,29 @@ def run_export(ctx: Context) -> int:
     elif interrupted:
         code = INTERRUPTED
     if token is not None:
-        text.append(
-            f"resume with: resilient-aws export {table} --segments {segments} "
-            f"--format {fmt} --resume {token} >> FILE"
-        )
+        text.append(f"resume with: {_resume_command(ctx, table, segments, fmt, token)} >> FILE")
     # stdout holds the items: the report goes to stderr.
     return ctx.report(report, text, ok=complete, stream=ctx.stderr, exit_code=code)
+
+
+def _resume_command(ctx: Context, table: str, segments: int, fmt: str, token: str) -> str:
+    """The command that continues this export: the same endpoint, account and reads."""
+    import shlex
+
+    args = ctx.args
+    words = ["resilient-aws", "export", table, "--segments", str(segments), "--format", fmt]
+    for option, value in (
+        ("--endpoint-url", getattr(args, "endpoint_url", None)),
+        ("--region", getattr(args, "region", None)),
+        ("--profile", getattr(args, "profile", None)),
+        ("--page-size", getattr(args, "page_size", None)),
+        ("--workers", getattr(args, "workers", None)),
+    ):
+        if value is not None:
+            words += [option, str(value)]
+    if getattr(args, "consistent_read", False):
+        words.append("--consistent-read")
+    return shlex.join([*words, "--resume", token])
 
 
 def _item_count(client: Any, table: str, ctx: Context) -> int | None:

@@ -118,6 +118,10 @@ def _demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=argparse.SUPPRESS,
         help="use this endpoint (moto server, LocalStack) instead of starting an embedded moto server",
     )
+    # the demo's only global option; accepted after the command name too, as everywhere
+    demo.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log every retry"
+    )
 
 
 def _formats(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +198,8 @@ def _export(
         metavar="TOKEN",
         help="continue an interrupted export from the token it printed (append to the same file)",
     )
-    export.set_defaults(handler="resilient_aws.cli._export:run_export")
+    # stdout holds the items: every report, an error's too, goes to stderr
+    export.set_defaults(handler="resilient_aws.cli._export:run_export", data_on_stdout=True)
 
 
 def non_negative_int(text: str) -> int:

@@ -54,9 +54,10 @@ def run(
                 "exit_code": code,
                 "error": {"type": type(error).__name__, "message": message},
             }
+            stream = err if getattr(args, "data_on_stdout", False) else out
             try:
-                out.write(dumps(report) + "\n")
-                out.flush()
+                stream.write(dumps(report) + "\n")
+                stream.flush()
             except BrokenPipeError:
                 _silence_stdout()
         return code

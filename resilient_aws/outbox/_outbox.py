@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -486,11 +487,14 @@ class Outbox:
                 ExpressionAttributeNames={"#at": A_PENDING_AT},
                 ExpressionAttributeValues={":cutoff": {"N": str(cutoff_ms)}},
             )
-        found = [
-            self.layout.stored(item)
-            for item in scan(self.outbox_table, client=self.client, policy=self.policy, **params)
-            if self.layout.is_event(item)
-        ]
+        with self._pending_index_required():
+            found = [
+                self.layout.stored(item)
+                for item in scan(
+                    self.outbox_table, client=self.client, policy=self.policy, **params
+                )
+                if self.layout.is_event(item)
+            ]
         found.sort(key=lambda s: (s.event.aggregate_id, s.event.sequence or 0))
         return found
 
@@ -509,20 +513,38 @@ class Outbox:
             condition += " AND #seq < :before"
             names["#seq"] = A_SEQUENCE
             values[":before"] = {"N": str(before)}
-        return [
-            self.layout.stored(item)
-            for item in query(
-                self.outbox_table,
-                client=self.client,
-                policy=self.policy,
-                max_items=limit,
-                IndexName=self.layout.pending_index,
-                KeyConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-            if self.layout.is_event(item)
-        ]
+        with self._pending_index_required():
+            return [
+                self.layout.stored(item)
+                for item in query(
+                    self.outbox_table,
+                    client=self.client,
+                    policy=self.policy,
+                    max_items=limit,
+                    IndexName=self.layout.pending_index,
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+                if self.layout.is_event(item)
+            ]
+
+    @contextlib.contextmanager
+    def _pending_index_required(self) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as error:
+            info = error.response.get("Error", {})
+            # DynamoDB: ValidationException "does not have the specified index"; moto's Query
+            # answers ResourceNotFoundException "Invalid index"
+            code, message = info.get("Code"), str(info.get("Message", "")).lower()
+            if code in ("ValidationException", "ResourceNotFoundException") and "index" in message:
+                raise ConfigurationError(
+                    "pending_index",
+                    f"table {self.outbox_table!r} has no index {self.layout.pending_index!r}: "
+                    "the relay and the sweeper read it (see the table definition in the docs)",
+                ) from error
+            raise
 
     def unblock(self, aggregate_id: str) -> list[str]:
         """Make the blocked events of an aggregate pending again (attempts reset) and lift the

@@ -73,6 +73,12 @@ def test_sqs_batches_are_cut_by_bytes_as_well_as_count(sqs: Any) -> None:
         (lambda s: s.send_message("x" * (1024 * 1024 + 1)), "over the limit"),
         (lambda s: s.send_message("x", delay_seconds=901), "delay_seconds"),
         (lambda s: s.send_message("x", deduplication_id="d"), "standard queue"),
+        (lambda s: s.send_message("x", attributes={"kind": "order"}), "attribute 'kind' must be"),
+        (
+            lambda s: s.send_message("x", attributes={"n": {"DataType": "Number"}}),
+            "attribute 'n' needs exactly one of StringValue and BinaryValue",
+        ),
+        (lambda s: s.send_message("x", attributes="kind=order"), "attributes must map"),  # type: ignore[arg-type]
         (
             lambda s: s.send_message(
                 "x",
@@ -231,6 +237,9 @@ def test_sns_publisher_to_a_subscribed_queue(aws: None, sqs: Any) -> None:
     ):
         for i in range(60):
             publisher.publish(f"n{i}", subject="s")
+        with pytest.raises(EntryValidationError, match="attribute 'kind' must be") as caught:
+            publisher.publish("bad", id="bad", attributes={"kind": "order"})
+    assert caught.value.entry_id == "bad" and "order" not in str(caught.value)  # no value shown
     assert publisher.result.succeeded == 60
     assert sorted(drain(sqs, url)) == sorted(f"n{i}" for i in range(60))
 

@@ -257,7 +257,9 @@ def test_unknown_table_is_bad_input_and_nothing_is_read(
     assert main(["load", "missing", source]) == 2
     assert "table 'missing' does not exist" in capsys.readouterr().err
     assert main(["export", "missing", "--json"]) == 2
-    assert json.loads(capsys.readouterr().out)["error"]["type"] == "UnknownTableError"
+    printed = capsys.readouterr()
+    assert printed.out == ""  # stdout is the export's data: the report stays out of the file
+    assert json.loads(printed.err.splitlines()[-1])["error"]["type"] == "UnknownTableError"
 
 
 def test_verbose_run_never_prints_credentials(

@@ -369,6 +369,30 @@ def test_pending_lists_what_was_just_written_and_filters_by_age(
     assert outbox.pending(older_than_s=31) == []
 
 
+def test_a_table_without_the_pending_index_is_a_configuration_error(
+    ddb: Any, sqs: Any, fifo: str
+) -> None:
+    ddb.create_table(
+        TableName="no-index",
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    outbox = Outbox("no-index", client=ddb)
+    outbox.write(events=[placed(1)])  # the write needs no index...
+    sweeper = OutboxSweeper(outbox, SqsTarget(fifo, client=sqs), grace_s=0)
+    with pytest.raises(ConfigurationError, match="has no index 'outbox-pending'"):
+        sweeper.run()  # ...the sweep does, and says which
+    with pytest.raises(ConfigurationError, match="outbox-pending"):
+        outbox.undelivered("order-1")
+
+
 def test_the_grace_period_runs_from_the_write_not_from_the_events_created_at(
     outbox: Outbox, sqs: Any, fifo: str, clock: FakeClock
 ) -> None:

@@ -80,6 +80,8 @@ def test_demo_keeps_its_options() -> None:
     assert (args.items, args.messages, args.seed, args.endpoint_url) == (10, 2, 7, "u")
     assert parse("--endpoint-url", "v", "demo").endpoint_url == "v"
     assert parse("demo").endpoint_url is None
+    assert parse("demo", "-v").verbose and parse("-v", "demo").verbose
+    assert not parse("demo").verbose
 
 
 @pytest.mark.parametrize(
@@ -147,7 +149,8 @@ def test_unknown_profile_is_a_usage_error_with_a_json_report(
 ) -> None:
     assert main(["--json", "--profile", "no-such-profile", "export", "orders"]) == USAGE
     captured = capsys.readouterr()
-    report = json.loads(captured.out)
+    assert captured.out == ""  # export's stdout is its data: its reports go to stderr
+    report = json.loads(captured.err.splitlines()[-1])
     assert report == {
         "command": "export",
         "ok": False,
@@ -229,3 +232,18 @@ def test_first_ctrl_c_asks_to_stop_the_second_aborts(capsys: pytest.CaptureFixtu
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
     assert "stopping after what is in flight" in capsys.readouterr().err
+
+
+def test_the_resume_hint_repeats_where_and_how_the_export_read() -> None:
+    from resilient_aws.cli._export import _resume_command
+
+    args = parse(
+        "export", "orders", "--endpoint-url", "http://127.0.0.1:5000", "--region", "eu-west-1",
+        "--page-size", "25", "--consistent-read", "--segments", "4",
+    )  # fmt: skip
+    context = Context(args, stdout=io.StringIO(), stderr=io.StringIO(), stop=StopRequest())
+    command = _resume_command(context, "orders", 4, "json", "TOKEN")
+    assert command == (
+        "resilient-aws export orders --segments 4 --format json --endpoint-url "
+        "http://127.0.0.1:5000 --region eu-west-1 --page-size 25 --consistent-read --resume TOKEN"
+    )  # a pasted resume must not go to another endpoint, account or region
