@@ -115,6 +115,11 @@ class BatchEngine(Generic[S]):
         self._oldest: float | None = None
         self._serial = 0
         self._lock = threading.RLock()
+        # notified whenever a request settles: flush() waits on it for requests it did not
+        # start itself (the interval flusher's), instead of spinning
+        self._settled = threading.Condition(self._lock)
+        self._requests_in_flight = 0
+        self._background_error: BaseException | None = None
         self._in_flight_groups: set[Hashable] = set()
         self._blocked_groups: set[Hashable] = set()
         self._futures: set[Future[None]] = set()
@@ -176,17 +181,25 @@ class BatchEngine(Generic[S]):
             if not self._send_one_chunk():
                 self._wait_any()
         self._wait_all()
+        self._raise_background_error()
 
     def close(self) -> BatchResult[S]:
-        """Flush, stop the threads, return the result; raise if entries finally failed."""
+        """Flush, stop the threads, return the result; raise if entries finally failed.
+
+        If the flush itself raises (an interrupt, a bug), whatever it could not send is
+        recorded as failed (``NotSent``) before the exception goes on: never left behind.
+        """
         if not self.closed:
             self._stop.set()
+            if self._flusher is not None:
+                self._flusher.join()  # its request settles before ours; none starts after
             try:
                 self.flush()
             finally:
                 self.closed = True
                 if self._pool is not None:
                     self._pool.shutdown(wait=True)
+                self._fail_unsent()
         if self.result.failed and self.raise_on_failure:
             raise self.error(self.result)
         return self.result
@@ -269,21 +282,31 @@ class BatchEngine(Generic[S]):
 
     def _send_one_chunk(self) -> bool:
         """Send (or submit) one chunk; False when every pending entry must wait for a group."""
+        pool = None
+        if self.concurrency > 1:
+            # Wait for a free slot before a chunk leaves the buffer: an interrupt or a worker's
+            # error surfacing here must not take entries with it.
+            while len(self._futures) >= self.concurrency:
+                self._wait_any()
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        self.concurrency, thread_name_prefix="resilient-aws-batch"
+                    )
+                pool = self._pool
         with self._lock:
             chunk, groups = self._take_chunk()
-        if not chunk:
-            with self._lock:
+            if not chunk:
                 return not self._pending
-        if self.concurrency == 1:
+            self._requests_in_flight += 1
+        if pool is None:
             self._settle(chunk, groups)
             return True
-        while len(self._futures) >= self.concurrency:
-            self._wait_any()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self.concurrency, thread_name_prefix="resilient-aws-batch"
-            )
-        future = self._pool.submit(self._settle, chunk, groups)
+        try:
+            future = pool.submit(self._settle, chunk, groups)
+        except BaseException as error:
+            self._settled_without_sending(chunk, groups, error)
+            raise
         with self._lock:
             self._futures.add(future)
         return True
@@ -291,8 +314,11 @@ class BatchEngine(Generic[S]):
     def _wait_any(self) -> None:
         with self._lock:
             futures = set(self._futures)
-        if not futures:
-            return
+            if not futures:
+                # Only another thread's request (the interval flusher's) can hold us up.
+                if self._requests_in_flight:
+                    self._settled.wait(0.05)
+                return
         done, _ = wait(futures, return_when=FIRST_COMPLETED)
         self._collect(done)
 
@@ -302,6 +328,15 @@ class BatchEngine(Generic[S]):
         if futures:
             done, _ = wait(futures)
             self._collect(done)
+        with self._lock:
+            while self._requests_in_flight:
+                self._settled.wait(0.05)
+
+    def _raise_background_error(self) -> None:
+        with self._lock:
+            error, self._background_error = self._background_error, None
+        if error is not None:
+            raise error
 
     def _collect(self, done: set[Future[None]]) -> None:
         for future in done:
@@ -315,28 +350,54 @@ class BatchEngine(Generic[S]):
         try:
             self._send_with_retries(chunk)
         finally:
-            if groups:
-                with self._lock:
-                    self._in_flight_groups -= groups
+            with self._lock:
+                self._in_flight_groups -= groups
+                self._requests_in_flight -= 1
+                self._settled.notify_all()
+
+    def _settled_without_sending(
+        self, chunk: list[Entry[S]], groups: set[Hashable], error: BaseException
+    ) -> None:
+        with self._lock:
+            for entry in chunk:
+                self._record_failure(_not_sent(entry, error))
+            self._in_flight_groups -= groups
+            self._requests_in_flight -= 1
+            self._settled.notify_all()
 
     def _send_with_retries(self, chunk: list[Entry[S]]) -> None:
+        succeeded: set[int] = set()  # entries the service took, by identity, in any attempt
+
         def request(
             batch: list[Entry[S]],
         ) -> list[FailedEntry[Entry[S]]] | SendResult[Entry[S]]:
             with self._lock:
                 self.result.requests += 1
             sent = self.adapter.send_request(batch)
-            if sent.succeeded and self.keep_answers:
-                answers = [Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded]
-                with self._lock:
-                    self.result.answers += answers
+            if sent.succeeded:
+                succeeded.update(id(e) for e, _ in sent.succeeded)
+                if self.keep_answers:
+                    answers = [Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded]
+                    with self._lock:
+                        self.result.answers += answers
             if sent.botocore_retries:
                 return SendResult(sent.failed, sent.botocore_retries)
             return sent.failed
 
-        outcome = self.policy.run_partial(
-            request, chunk, entry_id=_entry_id, operation=self.adapter.operation
-        )
+        try:
+            outcome = self.policy.run_partial(
+                request, chunk, entry_id=_entry_id, operation=self.adapter.operation
+            )
+        except BaseException as error:
+            # A bug in an adapter, or an interrupt, ended the request mid-way: account for the
+            # chunk (what the service took succeeded, the rest has an unknown outcome), then let
+            # the exception go on.
+            with self._lock:
+                self.result.succeeded += len(succeeded)
+                for entry in chunk:
+                    if id(entry) not in succeeded:
+                        self._record_failure(_outcome_unknown(entry, error))
+            raise
         if not outcome.failed:
             with self._lock:
                 self.result.resent += outcome.resent
@@ -351,6 +412,12 @@ class BatchEngine(Generic[S]):
             self.result.succeeded += outcome.succeeded
             for failure in final:
                 self._record_failure(failure)
+        deadline = self.policy.deadline
+        if len(rejected) > 1 and deadline is not None and deadline.expired:
+            with self._lock:
+                for failure in rejected:
+                    self._record_failure(replace(failure, gave_up="deadline"))
+            return
         if len(rejected) > 1:
             # The service refused the whole request for one entry: halve until it stands alone.
             half = len(rejected) // 2
@@ -362,6 +429,21 @@ class BatchEngine(Generic[S]):
         self.result.failed.append(replace(failure, entry=entry.source))  # type: ignore[arg-type]
         if entry.group is not None and self.on_group_failure == "fail":
             self._blocked_groups.add(entry.group)
+
+    def _fail_unsent(self) -> None:
+        with self._lock:
+            unsent = list(self._pending.values())
+            self._pending.clear()
+            self._pending_bytes = 0
+            for entry in unsent:
+                self.result.failed.append(
+                    FailedEntry(
+                        entry.source,
+                        entry.entry_id,
+                        "NotSent",
+                        "not sent: the writer was closed by an error before sending it",
+                    )
+                )
 
     def _fail_blocked(self, entry: Entry[S]) -> None:
         self.result.failed.append(
@@ -397,12 +479,31 @@ class BatchEngine(Generic[S]):
                         with self._lock:
                             if not self._pending:
                                 break
-                except Exception:  # surfaced again by flush()/close() through the futures
+                except BaseException as error:  # raised again by the next flush() or close()
                     logger.exception("background flush failed")
+                    with self._lock:
+                        if self._background_error is None:
+                            self._background_error = error
+                    return
 
 
 def _entry_id(entry: Entry[Any]) -> str:
     return entry.entry_id
+
+
+def _not_sent(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:
+    return FailedEntry(
+        entry, entry.entry_id, "NotSent", f"not sent: {type(error).__name__} before sending it"
+    )
+
+
+def _outcome_unknown(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:
+    return FailedEntry(
+        entry,
+        entry.entry_id,
+        "OutcomeUnknown",
+        f"{type(error).__name__} while it was being sent: it may or may not have been applied",
+    )
 
 
 def botocore_retries(response: Any) -> int:

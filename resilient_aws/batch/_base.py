@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -143,15 +143,33 @@ def _client(service: str, client: Any, session: Any) -> Any:
 
 
 def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Sent[Any]:
-    """SQS and SNS: ``Successful`` and ``Failed`` lists keyed by the request's ``Id`` (its index)."""
+    """SQS and SNS: ``Successful`` and ``Failed`` lists keyed by the request's ``Id`` (its index).
+
+    Every entry must be answered exactly once, by an ``Id`` the request sent: an answer for an
+    unknown, repeated or both-succeeded-and-failed ``Id`` means the response cannot be trusted
+    to say which entries made it (a redrive would delete a message whose copy never arrived),
+    so it is an error of the whole request, not a guess.
+    """
+    size = len(batch)
+    answered: set[int] = set()
+
+    def entry_of(answer: Mapping[str, Any]) -> Entry[Any]:
+        raw = answer.get("Id")
+        index = int(raw) if isinstance(raw, str) and raw.isdigit() else -1
+        if not 0 <= index < size or index in answered:
+            raise InconsistentResponseError(service=service, sent=size, id=raw)
+        answered.add(index)
+        return batch[index]
+
     succeeded = []
     for ok in response.get("Successful", ()):
+        entry = entry_of(ok)
         answer = ok.copy()
         del answer["Id"]  # our Id (the index in the request) means nothing to callers
-        succeeded.append((batch[int(ok["Id"])], answer))
+        succeeded.append((entry, answer))
     failed = []
-    for bad in response.get("Failed", []):
-        entry = batch[int(bad["Id"])]
+    for bad in response.get("Failed", ()):
+        entry = entry_of(bad)
         verdict = classify_entry(service, bad.get("Code", ""), sender_fault=bad.get("SenderFault"))
         failed.append(
             FailedEntry(
@@ -162,7 +180,7 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
                 retryable=verdict.retryable,
             )
         )
-    _check_accounted(batch, len(succeeded) + len(failed), service)
+    _check_accounted(batch, len(answered), service)
     return Sent(succeeded, failed, botocore_retries(response))
 
 
@@ -203,3 +221,9 @@ class IncompleteResponseError(BotoCoreError):
     """A batch response that does not answer for every entry: reported, never guessed."""
 
     fmt = "{service} answered for {answered} of {sent} entries"
+
+
+class InconsistentResponseError(IncompleteResponseError):
+    """A batch response that answers for an entry the request did not hold, or twice."""
+
+    fmt = "{service} answered Id {id!r}, which its request of {sent} entries did not hold or had answered already"

@@ -128,8 +128,10 @@ def batch_get(
         with lock:
             result.resent += outcome.resent
             result.succeeded += outcome.succeeded
+            failed_keys.update(f.entry.identity for f in outcome.failed)
             result.failed.extend(replace(f, entry=f.entry.source) for f in outcome.failed)
 
+    failed_keys: set[Any] = set()  # by identity: two keys may share a name (binary values)
     pending = list(wanted.values())
     chunks = [
         pending[i : i + limits.max_entries] for i in range(0, len(pending), limits.max_entries)
@@ -145,11 +147,10 @@ def batch_get(
     order = pending if keep_order else None
     identities = [k.identity for k in order] if order is not None else list(found)
     result.items = [deserialize_item(found[i], numbers) for i in identities if i in found]
-    failed_ids = {f.entry_id for f in result.failed}
     result.missing = [
         deserialize_item(k.wire, numbers)
         for k in pending
-        if k.identity not in found and k.entry_id not in failed_ids
+        if k.identity not in found and k.identity not in failed_keys
     ]
     if result.failed and raise_on_failure:
         raise BatchGetError(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -74,8 +75,10 @@ class KeySchema:
         for name in self.attributes:
             value = wire.get(name)
             shown = next(iter(value.values())) if isinstance(value, Mapping) and value else value
-            if isinstance(shown, (bytes, Binary)):
-                shown = "<binary>"
+            if isinstance(shown, (bytes, bytearray, Binary)):
+                # a short digest tells two binary keys apart without printing them
+                raw = bytes(shown)  # type: ignore[arg-type]  # Binary has __bytes__, untyped
+                shown = f"<binary {hashlib.sha256(raw).hexdigest()[:8]}>"
             values.append(f"{name}={shown}")
         return f"{self.table}[{','.join(values)}]"
 

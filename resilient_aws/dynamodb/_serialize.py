@@ -36,13 +36,22 @@ def to_python(item: Any, entry_id: str = "item") -> dict[str, Any]:
         return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
     dump = getattr(item, "model_dump", None)  # pydantic v2, duck-typed: never imported here
     if callable(dump):
-        return dict(dump(mode="python"))
+        return _converted(item, entry_id, lambda: dump(mode="python"), "model_dump")
     as_dict = getattr(item, "_asdict", None)
     if callable(as_dict):
-        return dict(as_dict())
+        return _converted(item, entry_id, as_dict, "_asdict")
     raise UnsupportedValueError(
         entry_id, f"cannot store a {type(item).__name__}: pass a dict, dataclass or pydantic model"
     )
+
+
+def _converted(item: Any, entry_id: str, convert: Any, name: str) -> dict[str, Any]:
+    try:
+        return dict(convert())
+    except Exception as error:  # the caller's own code: a typed error that names the entry
+        raise UnsupportedValueError(
+            entry_id, f"its {type(item).__name__}.{name}() raised {type(error).__name__}"
+        ) from error
 
 
 def _dynamo_number(value: float | Decimal, entry_id: str, path: str) -> Decimal:

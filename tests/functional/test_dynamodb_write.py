@@ -126,6 +126,28 @@ def test_on_invalid_report_collects_bad_entries_in_the_result(ddb: Any, table: s
     assert result.failed[0].entry == {"pk": "", "sk": 2}
 
 
+class _ModelThatCannotDump:
+    def __init__(self, sk: int) -> None:
+        self.sk = sk
+
+    def model_dump(self, mode: str) -> dict[str, Any]:
+        raise ValueError("a validator of the caller's model failed")
+
+
+def test_a_model_whose_dump_raises_is_a_typed_bad_entry(ddb: Any, table: str) -> None:
+    writer = BatchWriter(table, client=ddb, on_invalid="report", raise_on_failure=False)
+    with writer:
+        writer.put({"pk": "good", "sk": 1})
+        writer.put(_ModelThatCannotDump(2))  # reported, and the loop goes on
+        writer.put({"pk": "good", "sk": 3})
+    (failed,) = writer.result.failed
+    assert (
+        failed.code == "UnsupportedValueError"
+        and "model_dump() raised ValueError" in failed.message
+    )
+    assert len(_stored(ddb, table)) == 2 and writer.result.submitted == 3
+
+
 def test_unknown_table(ddb: Any) -> None:
     with pytest.raises(UnknownTableError, match="nope"):
         BatchWriter("nope", client=ddb).put({"pk": "a"})
