@@ -299,13 +299,16 @@ class BatchEngine(Generic[S]):
             if not chunk:
                 return not self._pending
             self._requests_in_flight += 1
-        if pool is None:
-            self._settle(chunk, groups)
-            return True
+        settling = False
         try:
+            if pool is None:
+                settling = True
+                self._settle(chunk, groups)
+                return True
             future = pool.submit(self._settle, chunk, groups)
         except BaseException as error:
-            self._settled_without_sending(chunk, groups, error)
+            if not settling:  # the chunk never reached _settle, which accounts for it
+                self._settled_without_sending(chunk, groups, error)
             raise
         with self._lock:
             self._futures.add(future)
@@ -316,7 +319,7 @@ class BatchEngine(Generic[S]):
             futures = set(self._futures)
             if not futures:
                 # Only another thread's request (the interval flusher's) can hold us up.
-                if self._requests_in_flight:
+                if self._flusher_busy():
                     self._settled.wait(0.05)
                 return
         done, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -329,8 +332,17 @@ class BatchEngine(Generic[S]):
             done, _ = wait(futures)
             self._collect(done)
         with self._lock:
-            while self._requests_in_flight:
+            while self._flusher_busy():
                 self._settled.wait(0.05)
+
+    def _flusher_busy(self) -> bool:
+        """Under the lock: a request started by the interval flusher has not settled yet.
+
+        Only that thread can have a request in flight that this one did not start and cannot
+        wait for through a future; once it has ended, no count can keep anyone waiting.
+        """
+        flusher = self._flusher
+        return bool(self._requests_in_flight) and flusher is not None and flusher.is_alive()
 
     def _raise_background_error(self) -> None:
         with self._lock:
