@@ -264,11 +264,14 @@ class _Idempotent:
     def try_acquire(self, call: _Call, *, wait: bool) -> Any:
         for _ in range(_RACE_ATTEMPTS):
             now = self.store.clock()
+            lease_until_ms = self.lease_until_ms(call, now)
             existing = self.store.put_in_progress(
                 call.key,
                 owner=call.owner,
-                expires_at=int(now) + self.options.ttl_s,
-                in_progress_until_ms=self.lease_until_ms(call, now),
+                # The take condition treats an expired record as free: an in-progress record
+                # must not expire (ttl_s) before its lease ends, or a duplicate runs meanwhile.
+                expires_at=max(int(now) + self.options.ttl_s, lease_until_ms // 1000 + 1),
+                in_progress_until_ms=lease_until_ms,
                 validation=call.validation,
                 policy=call.policy,
             )

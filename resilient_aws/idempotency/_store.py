@@ -189,8 +189,9 @@ class IdempotencyStore:
     def release(self, key: str, *, owner: str, policy: RetryPolicy | None = None) -> None:
         """Delete the in-progress record of ``owner`` so the key can run again.
 
-        Conditional on the owner: a call whose lease ran out must not delete the record of the
-        call that took the key over.
+        Conditional on the owner and on the record still being in progress: a call whose lease
+        ran out must not delete the record of the call that took the key over, nor a result
+        another call completed meanwhile (a later duplicate replays it instead of running).
         """
         try:
             self._call(
@@ -198,9 +199,12 @@ class IdempotencyStore:
                 self.client.delete_item,
                 TableName=self.table,
                 Key=self._key(key),
-                ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": self.owner_attr},
-                ExpressionAttributeValues={":owner": {"S": owner}},
+                ConditionExpression="#owner = :owner AND #status = :inprogress",
+                ExpressionAttributeNames={"#owner": self.owner_attr, "#status": self.status_attr},
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":inprogress": {"S": INPROGRESS},
+                },
             )
         except ClientError as error:
             if _code(error) != "ConditionalCheckFailedException":

@@ -427,6 +427,45 @@ def test_a_crashed_call_can_run_again_after_its_lease(
     assert body.runs == 1
 
 
+def test_a_short_ttl_does_not_end_the_hold_before_the_lease(
+    store: IdempotencyStore, clock: FakeClock
+) -> None:
+    runs: list[str] = []
+
+    @idempotent(store, key="id", key_prefix="p", ttl_s=60, lease_s=900)
+    def charge(event: dict[str, Any]) -> str:
+        runs.append(event["who"])
+        if event["who"] == "first":
+            clock.advance(120)  # past ttl_s, well inside the lease: a duplicate arrives
+            with pytest.raises(IdempotencyInProgressError):
+                charge({"id": 1, "who": "duplicate"})
+        return "charged"
+
+    assert charge({"id": 1, "who": "first"}) == "charged"
+    assert runs == ["first"]
+
+
+def test_a_release_never_deletes_a_result_completed_meanwhile(
+    store: IdempotencyStore, ddb: Any
+) -> None:
+    # A call whose lease ran out completes into the record of the call that took the key over;
+    # when that one fails, its release must leave the completed result for duplicates to replay.
+    key = key_of(1)
+    assert (
+        store.put_in_progress(
+            key, owner="takeover", expires_at=EPOCH + 3600, in_progress_until_ms=0, validation=None
+        )
+        is None
+    )
+    store.complete(key, data='"shipped by late"', expires_at=EPOCH + 3600, validation=None)
+    store.release(key, owner="takeover")
+    (record,) = records(ddb)
+    assert record["status"]["S"] == COMPLETED and record["data"]["S"] == '"shipped by late"'
+    body = Body()
+    assert idempotent(store, key="id", key_prefix="p")(body)({"id": 1}) == "shipped by late"
+    assert body.runs == 0
+
+
 def test_wait_returns_the_first_calls_result(store: IdempotencyStore, clock: FakeClock) -> None:
     hold(store, key_of(1))
     sleeps: list[float] = []
