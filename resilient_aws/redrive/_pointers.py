@@ -274,6 +274,19 @@ def _epoch(value: Any) -> Any:
     return value
 
 
+def _as_lambda_json(value: Any) -> Any:
+    """What Lambda's JSON holds for a value botocore hands over as a Python object: binary
+    attributes (``B``, ``BS``) as base64 text, times as epoch seconds. Anything else is a bug
+    to surface, never a ``str()`` that would look like data."""
+    if isinstance(value, str):  # already text (base64 from a client that keeps the wire form)
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dt.datetime):
+        return _epoch(value)
+    raise TypeError(f"{type(value).__name__} has no place in a Lambda event")
+
+
 def _lambda_dynamodb_record(record: dict[str, Any], pointer: StreamPointer) -> dict[str, Any]:
     """A GetRecords record as Lambda passes it: with ``eventSourceARN``, times in epoch seconds."""
     shaped = dict(record)
@@ -281,8 +294,26 @@ def _lambda_dynamodb_record(record: dict[str, Any], pointer: StreamPointer) -> d
     change = dict(record.get("dynamodb", {}))
     if "ApproximateCreationDateTime" in change:
         change["ApproximateCreationDateTime"] = _epoch(change["ApproximateCreationDateTime"])
+    for image in ("Keys", "NewImage", "OldImage"):
+        if image in change:
+            change[image] = {name: _lambda_value(v) for name, v in change[image].items()}
     shaped["dynamodb"] = change
     return shaped
+
+
+def _lambda_value(value: dict[str, Any]) -> dict[str, Any]:
+    """An attribute value as Lambda's JSON holds it: binary (``B``, ``BS``) as base64 text,
+    at any depth of maps and lists."""
+    ((kind, data),) = value.items()
+    if kind == "B":
+        return {"B": _as_lambda_json(data)}
+    if kind == "BS":
+        return {"BS": [_as_lambda_json(item) for item in data]}
+    if kind == "M":
+        return {"M": {name: _lambda_value(item) for name, item in data.items()}}
+    if kind == "L":
+        return {"L": [_lambda_value(item) for item in data]}
+    return value
 
 
 def _lambda_kinesis_record(
@@ -391,7 +422,7 @@ class PointerDelivery:
                 items.append(
                     QueueItem(
                         entry_id,
-                        json.dumps(record, separators=(",", ":"), default=str),
+                        json.dumps(record, separators=(",", ":"), default=_as_lambda_json),
                         group_id=pointer.shard_id,  # shard order, on a FIFO queue
                         deduplication_id=hashlib.sha256(
                             f"{pointer.stream_arn}:{event_id}".encode()
@@ -432,7 +463,9 @@ class PointerDelivery:
             return "NoFunction: the record names no function; pass function_name"
         client = self.clients.get("lambda", _region(function) or pointer.region)
         for chunk in _chunks(records):
-            payload = json.dumps({"Records": chunk}, separators=(",", ":"), default=str).encode()
+            payload = json.dumps(
+                {"Records": chunk}, separators=(",", ":"), default=_as_lambda_json
+            ).encode()
             problem = invoke(client, function, payload, "RequestResponse", policy)
             if problem is not None:
                 return problem  # later chunks wait: the shard's order is kept
@@ -443,7 +476,7 @@ def _chunks(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     chunks: list[list[dict[str, Any]]] = [[]]
     size = 0
     for record in records:
-        record_size = len(json.dumps(record, default=str))
+        record_size = len(json.dumps(record, default=_as_lambda_json))
         if chunks[-1] and size + record_size > _MAX_INVOKE_BYTES:
             chunks.append([])
             size = 0

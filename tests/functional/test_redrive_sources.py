@@ -8,6 +8,7 @@ models of the events Lambda passes to functions.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
@@ -370,7 +371,15 @@ def table_with_stream(name: str, items: int) -> tuple[str, str, list[dict[str, A
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )["TableDescription"]["LatestStreamArn"]
     for i in range(items):
-        ddb.put_item(TableName=name, Item={"pk": {"S": f"item-{i:03d}"}, "n": {"N": str(i)}})
+        ddb.put_item(
+            TableName=name,
+            Item={
+                "pk": {"S": f"item-{i:03d}"},
+                "n": {"N": str(i)},
+                "sig": {"B": bytes([i, 255])},  # binary: base64 in Lambda's JSON
+                "parts": {"BS": [b"x\x00", bytes([i + 1])]},
+            },
+        )
     streams = boto3.client("dynamodbstreams", region_name=REGION, endpoint_url=STREAMS_ENDPOINT)
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
     iterator = streams.get_shard_iterator(
@@ -443,6 +452,13 @@ def test_dynamodb_pointers_resolve_into_lambda_shaped_records_in_a_queue(
     replayed = [json.loads(m["Body"]) for m in take_all(sqs, target)]
     parsed = DynamoDBStreamModel.model_validate({"Records": replayed})  # Lambda's event shape
     assert sorted(int(r.dynamodb.NewImage["n"]) for r in parsed.Records) == list(range(30))
+    for record in replayed:  # binary values as Lambda sends them: base64 text, not bytes' repr
+        image = record["dynamodb"]["NewImage"]
+        n = int(image["n"]["N"])
+        assert base64.b64decode(image["sig"]["B"]) == bytes([n, 255])
+        assert sorted(base64.b64decode(v) for v in image["parts"]["BS"]) == sorted(
+            [b"x\x00", bytes([n + 1])]
+        )
     assert {r["eventSourceARN"] for r in replayed} == {arn}
     assert depth(sqs, dlq) == 0
 
