@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from resilient_aws.dynamodb._serialize import deserialize_item
+from resilient_aws.errors import ConfigurationError
 from resilient_aws.outbox._deliver import DeliveryReport, deliver
 from resilient_aws.outbox._event import OutboxEvent
 from resilient_aws.outbox._outbox import Outbox
@@ -29,7 +30,13 @@ def events_from_stream(outbox: Outbox, event: dict[str, Any]) -> dict[str, Outbo
         stream = record.get("dynamodb", {})
         image = stream.get("NewImage")
         if not image:
-            continue
+            # Answering "done" for records it cannot read would leave every event to the
+            # sweeper without a word: a stream without new images is a setup error.
+            raise ConfigurationError(
+                "stream",
+                f"the relay needs the new image of each record (StreamViewType NEW_IMAGE or "
+                f"NEW_AND_OLD_IMAGES); this stream sends {stream.get('StreamViewType', 'none')}",
+            )
         item = deserialize_item(image)
         if outbox.layout.is_event(item):
             found[str(stream.get("SequenceNumber"))] = outbox.layout.stored(item).event

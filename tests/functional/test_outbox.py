@@ -369,6 +369,21 @@ def test_pending_lists_what_was_just_written_and_filters_by_age(
     assert outbox.pending(older_than_s=31) == []
 
 
+def test_a_stream_without_new_images_is_a_configuration_error(
+    outbox: Outbox, stream: StreamReader, sqs: Any, fifo: str
+) -> None:
+    outbox.write(events=[placed(1)])
+    batch = stream.next_batch()
+    assert batch is not None
+    for record in batch["Records"]:  # what a KEYS_ONLY stream would hand the relay
+        record["dynamodb"].pop("NewImage", None)
+        record["dynamodb"]["StreamViewType"] = "KEYS_ONLY"
+    handler = relay_handler(outbox, SqsTarget(fifo, client=sqs))
+    with pytest.raises(ConfigurationError, match="KEYS_ONLY"):
+        handler(batch, FakeLambdaContext())  # not an all-success answer for unread records
+    assert [s.event.sequence for s in outbox.pending()] == [1]
+
+
 def test_a_table_without_the_pending_index_is_a_configuration_error(
     ddb: Any, sqs: Any, fifo: str
 ) -> None:
