@@ -36,13 +36,20 @@ class OutboxSweeper:
     def run(self, *, deadline: Deadline | None = None) -> DeliveryReport:
         """One sweep; the report accounts for every pending event it found."""
         stale = self.outbox.pending(older_than_s=self.grace_s)
-        aggregates = sorted({stored.event.aggregate_id for stored in stale})
+        newest_stale: dict[str, int] = {}
+        for stored in stale:
+            sequence = stored.event.sequence or 0
+            aggregate = stored.event.aggregate_id
+            newest_stale[aggregate] = max(sequence, newest_stale.get(aggregate, sequence))
         events: list[OutboxEvent] = []
-        for aggregate in aggregates:
+        for aggregate in sorted(newest_stale):
+            # Up to the newest stale event only: later ones are the relay's for now, and the
+            # index may not show a just-written one yet — a gap that would break the order.
             events.extend(
                 stored.event
                 for stored in self.outbox.undelivered(aggregate)
                 if stored.status in (PENDING, BLOCKED)
+                and (stored.event.sequence or 0) <= newest_stale[aggregate]
             )
         return deliver(self.outbox, self.target, events, deadline=deadline)
 
