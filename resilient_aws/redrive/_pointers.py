@@ -226,6 +226,15 @@ class _KinesisStream:
         return int(record["SequenceNumber"])
 
 
+class StreamReadIncompleteError(BotoCoreError):
+    """A shard read that gave up on empty pages before it reached the records or the tip."""
+
+    fmt = (
+        "read {pages} empty pages in a row while the shard was still behind its tip, with "
+        "{records} of the records found: left for a later run"
+    )
+
+
 def _read(
     pointer: StreamPointer, client: Any, policy: RetryPolicy, stream: Any
 ) -> list[dict[str, Any]]:
@@ -258,8 +267,12 @@ def _read(
                 return records
         empty = 0 if batch else empty + 1
         caught_up = page.get("MillisBehindLatest") == 0
-        if (not batch and caught_up) or empty > _MAX_EMPTY_PAGES:
+        if not batch and caught_up:
             break
+        if empty > _MAX_EMPTY_PAGES:
+            # Still behind the shard's tip: the records may lie further on (a sparse shard).
+            # Not expired, only not read yet: the pointer stays for a later run.
+            raise StreamReadIncompleteError(pages=empty, records=len(records))
         iterator = page.get("NextShardIterator")
     raise StreamPointerExpiredError(
         str(pointer),

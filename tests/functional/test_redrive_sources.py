@@ -642,3 +642,38 @@ def test_dynamodb_records_keep_lambdas_shape_through_a_callable(sqs: Any, stream
         DynamoDBStreamRecordModel.model_validate(record)
         assert isinstance(record["dynamodb"]["ApproximateCreationDateTime"], (int, float))
         json.dumps(record)  # JSON all the way down, as Lambda delivers it
+
+
+class _SparseShard:
+    """A Kinesis shard whose records lie after 60 empty pages, still behind its tip."""
+
+    def get_shard_iterator(self, **_: Any) -> dict[str, str]:
+        return {"ShardIterator": "page-0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:  # noqa: N803
+        page = int(ShardIterator.split("-")[1])
+        return {
+            "Records": [],
+            "NextShardIterator": f"page-{page + 1}",
+            "MillisBehindLatest": 60_000,
+        }
+
+
+def test_a_pointer_not_read_to_its_end_is_failed_not_expired(sqs: Any) -> None:
+    dlq, _ = make_queue(sqs, "sparse-failures")
+    arn = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/clicks"
+    put(sqs, dlq, pointer_record("kinesis", arn, "shardId-000", "100", "101", 2, "f"))
+    report = redrive_stream_pointers(
+        dlq,
+        deliver=lambda records, pointer: None,
+        delete_expired=True,  # an expired pointer would be deleted: this one must stay
+        client=sqs,
+        kinesis_client=_SparseShard(),
+        policy=policy(),
+        wait_time_s=0,
+    )
+    assert report.expired == {}
+    assert [reason.split(":")[0] for reason in report.failed.values()] == [
+        "StreamReadIncompleteError"
+    ]
+    assert depth(sqs, dlq) == 1
