@@ -15,7 +15,7 @@ import json
 import uuid
 from typing import Any
 
-__all__ = ["dumps"]
+__all__ = ["dumps", "dumps_verbatim", "loads_verbatim"]
 
 
 class _Encoder(json.JSONEncoder):
@@ -42,3 +42,25 @@ class _Encoder(json.JSONEncoder):
 def dumps(value: Any) -> str:
     """Sorted-key JSON text of ``value``; TypeError or ValueError if it has no JSON form."""
     return json.dumps(value, cls=_Encoder, sort_keys=True, allow_nan=False)
+
+
+def loads_verbatim(text: str) -> Any:
+    """JSON text parsed with every fractional number kept as the ``Decimal`` it spells, so that
+    :func:`dumps_verbatim` writes it back digit for digit (a float would round
+    ``12345678901234567.89``)."""
+    return json.loads(text, parse_float=decimal.Decimal)
+
+
+def dumps_verbatim(value: Any) -> str:
+    """Compact JSON text of a :func:`loads_verbatim` value: numbers as they were written."""
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ",".join(f"{json.dumps(str(k))}:{dumps_verbatim(v)}" for k, v in value.items())
+            + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ",".join(dumps_verbatim(v) for v in value) + "]"
+    return json.dumps(value)

@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from resilient_aws._json import dumps_verbatim, loads_verbatim
 from resilient_aws.batch import EventBridgePutter
 from resilient_aws.errors import RedriveNotFoundError
 from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
@@ -44,7 +45,7 @@ def event_entry(message: DlqMessage, bus_name: str | None = None) -> dict[str, A
     ``detail``, ``resources``, ``time``, ``bus_name``, ``region``); ``ValueError`` if the body is
     not an EventBridge event or no bus is known."""
     try:
-        event = message.json()
+        event = loads_verbatim(message.body)  # numbers in the detail keep every digit
     except ValueError:
         raise ValueError("NotAnEvent: the body is not JSON") from None
     if not isinstance(event, dict) or not all(k in event for k in ("source", "detail-type")):
@@ -64,7 +65,7 @@ def event_entry(message: DlqMessage, bus_name: str | None = None) -> dict[str, A
         region = rule_arn.split(":")[3] or region
     resources = event.get("resources") or []
     return {
-        "detail": detail,
+        "detail": dumps_verbatim(detail),
         "source": str(event["source"]),
         "detail_type": str(event["detail-type"]),
         "resources": [str(r) for r in resources] if isinstance(resources, list) else [],

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from resilient_aws._json import dumps_verbatim
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
@@ -85,7 +86,7 @@ def parse_lambda_failure(message: DlqMessage) -> LambdaFailure:
             raise ValueError("NotAFailure: an on-success destination record (condition Success)")
         function = context.get("functionArn")
         return LambdaFailure(
-            payload=json.dumps(body["requestPayload"], separators=(",", ":")).encode(),
+            payload=dumps_verbatim(body["requestPayload"]).encode(),
             function=str(function) if function else None,
             request_id=_text(context.get("requestId")),
             reason=_text(context.get("condition")),

@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws._json import loads_verbatim
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import RedriveNotFoundError, RetryError
 from resilient_aws.redrive._message import DlqMessage
@@ -157,9 +158,10 @@ def unwrap_sns(message: DlqMessage) -> tuple[Any, dict[str, str]]:
     """The message's body as JSON and its attributes (name -> text), looking through an SNS
     envelope when a topic delivered it to the queue without raw message delivery.
 
-    ``ValueError`` if the body is not JSON.
+    ``ValueError`` if the body is not JSON. Fractional numbers are ``Decimal``s spelled as in
+    the body, so a payload sent on with ``dumps_verbatim`` keeps every digit.
     """
-    body = message.json()
+    body = loads_verbatim(message.body)
     attributes = {
         name: str(value.get("StringValue", ""))
         for name, value in message.message_attributes.items()
@@ -174,7 +176,7 @@ def unwrap_sns(message: DlqMessage) -> tuple[Any, dict[str, str]]:
             if isinstance(value, dict) and "Value" in value:
                 attributes[name] = str(value["Value"])
         try:
-            return json.loads(body["Message"]), attributes
+            return loads_verbatim(body["Message"]), attributes
         except ValueError:
             return body["Message"], attributes
     return body, attributes

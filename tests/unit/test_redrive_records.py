@@ -70,6 +70,15 @@ def test_an_on_failure_record_gives_back_the_request_payload() -> None:
     assert "ORDER_IDS" not in repr(failure)  # payloads never printed
 
 
+def test_the_request_payload_keeps_every_digit_of_its_numbers() -> None:
+    body = (
+        '{"requestContext": {"condition": "RetriesExhausted", "functionArn": "f"}, '
+        '"requestPayload": {"amount": 12345678901234567.89, "rate": 0.10000000000000000555}}'
+    )
+    failure = parse_lambda_failure(message(body))
+    assert failure.payload == b'{"amount":12345678901234567.89,"rate":0.10000000000000000555}'
+
+
 def test_a_lambda_dlq_message_is_its_own_payload() -> None:
     failure = parse_lambda_failure(
         message('{"a": 1}', RequestID="r-1", ErrorCode="200", ErrorMessage="boom")
@@ -115,9 +124,12 @@ def test_an_eventbridge_dlq_message_becomes_a_put_events_entry() -> None:
         "resources": ["r1"],
         "detail": {"order": 1},
     }
-    entry = event_entry(message(event, RULE_ARN="arn:aws:events:eu-west-1:1:rule/orders/r"))
+    # a number no float holds: the body is the text EventBridge wrote
+    body = json.dumps(event).replace('"order": 1', '"order": 1, "amount": 12345678901234567.89')
+    entry = event_entry(message(body, RULE_ARN="arn:aws:events:eu-west-1:1:rule/orders/r"))
     assert entry == {
-        "detail": {"order": 1},
+        # the detail as text, numbers digit for digit (a float would round this amount)
+        "detail": '{"order":1,"amount":12345678901234567.89}',
         "source": "shop",
         "detail_type": "OrderPlaced",
         "resources": ["r1"],
