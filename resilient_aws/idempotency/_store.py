@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from resilient_aws.errors import ConfigurationError, IdempotencyTableError
+from resilient_aws.errors import ConfigurationError, IdempotencyError, IdempotencyTableError
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
 from resilient_aws.limits import DYNAMODB_ITEM_BYTES
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
@@ -23,6 +23,9 @@ __all__ = ["IdempotencyStore", "MAX_ITEM_BYTES"]
 logger = logging.getLogger("resilient_aws.idempotency")
 
 MAX_ITEM_BYTES = DYNAMODB_ITEM_BYTES
+
+_VANISHED = object()  # the condition failed, but the record was gone when read back
+_VANISHED_RETRIES = 3
 
 # Take the key if nobody holds it: no record, a record past its TTL, or an in-progress record
 # whose lease ran out (its caller crashed or timed out). Same condition as Powertools, so a
@@ -124,6 +127,21 @@ class IdempotencyStore:
         }
         if validation is not None:
             item[self.validation_attr] = {"S": validation}
+        for _ in range(_VANISHED_RETRIES):
+            taken = self._try_put(item, key, owner, now, policy)
+            if taken is not _VANISHED:
+                existing: IdempotencyRecord | None = taken
+                return existing
+        raise IdempotencyError("the record kept vanishing while it was being taken", key=key)
+
+    def _try_put(
+        self,
+        item: dict[str, Any],
+        key: str,
+        owner: str,
+        now: float,
+        policy: RetryPolicy | None,
+    ) -> Any:
         try:
             self._call(
                 policy,
@@ -149,7 +167,11 @@ class IdempotencyStore:
                 raise
             old: Any = error.response.get("Item")
             existing = self._record(old) if old else self.get(key, policy=policy)
-            if existing is not None and existing.owner == owner:
+            if existing is None:
+                # A table that does not return the record with the failure (the fallback read)
+                # can lose it between the two calls: nothing was written, so try again.
+                return _VANISHED
+            if existing.owner == owner:
                 # Our own write, applied on an attempt whose response was lost.
                 return None
             return existing

@@ -466,6 +466,51 @@ def test_a_release_never_deletes_a_result_completed_meanwhile(
     assert body.runs == 0
 
 
+class _NoOldItemAndAReleaseBeforeTheRead:
+    """A DynamoDB-compatible table that sends no record with a failed condition, and whose
+    holder releases the key between that failure and the fallback read."""
+
+    def __init__(self, ddb: Any) -> None:
+        self.ddb = ddb
+        self.release_before_read = False
+
+    def put_item(self, **kwargs: Any) -> Any:
+        try:
+            return self.ddb.put_item(**kwargs)
+        except self.ddb.exceptions.ConditionalCheckFailedException as error:
+            error.response.pop("Item", None)
+            self.release_before_read = True
+            raise
+
+    def get_item(self, **kwargs: Any) -> Any:
+        if self.release_before_read:
+            self.release_before_read = False
+            self.ddb.delete_item(TableName="idempotency", Key=kwargs["Key"])
+        return self.ddb.get_item(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ddb, name)
+
+
+def test_a_record_gone_before_the_fallback_read_is_taken_for_real(
+    ddb: Any, table: str, clock: FakeClock
+) -> None:
+    store = IdempotencyStore(
+        table, client=_NoOldItemAndAReleaseBeforeTheRead(ddb), policy=clock.policy(),
+        clock=clock.monotonic,
+    )  # fmt: skip
+    hold(store, key_of(1))
+    seen_while_running: list[list[str]] = []
+
+    def body(event: dict[str, Any]) -> str:
+        seen_while_running.append([r["status"]["S"] for r in records(ddb)])
+        return "done"
+
+    assert idempotent(store, key="id", key_prefix="p")(body)({"id": 1}) == "done"
+    # the call ran holding an in-progress record of its own, not with none at all
+    assert seen_while_running == [[INPROGRESS]]
+
+
 def test_wait_returns_the_first_calls_result(store: IdempotencyStore, clock: FakeClock) -> None:
     hold(store, key_of(1))
     sleeps: list[float] = []
