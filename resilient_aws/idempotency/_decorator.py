@@ -346,16 +346,14 @@ class _Idempotent:
         return result
 
     async def aacquire(self, call: _Call) -> Any:
-        import asyncio
-
         if self.options.on_in_progress == "raise":
-            return await asyncio.to_thread(self.try_acquire, call, wait=False)
+            return await self.atry_acquire(call, wait=False)
         policy = self.wait_policy
         if call.context is not None:
             policy = policy.for_lambda(call.context, margin_s=self.options.margin_s)
 
         async def attempt() -> Any:
-            return await asyncio.to_thread(self.try_acquire, call, wait=True)
+            return await self.atry_acquire(call, wait=True)
 
         try:
             return await policy.acall(attempt)
@@ -364,6 +362,21 @@ class _Idempotent:
                 f"{self.name}: still in progress after waiting {error.attempts} time(s)",
                 key=call.key,
             ) from error
+
+    async def atry_acquire(self, call: _Call, *, wait: bool) -> Any:
+        """``try_acquire`` in a thread. A task cancelled meanwhile cannot stop the thread's write:
+        it waits for it and gives the key back, so a call that never ran does not hold its key
+        for a whole lease."""
+        import asyncio
+
+        taking = asyncio.ensure_future(asyncio.to_thread(self.try_acquire, call, wait=wait))
+        try:
+            return await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            outcomes = await asyncio.gather(taking, return_exceptions=True)
+            if outcomes[0] is _ACQUIRED:
+                await asyncio.to_thread(self.release, call)
+            raise
 
     # -- shared steps --------------------------------------------------------------------------
 

@@ -639,6 +639,43 @@ async def test_async_failure_releases_and_in_progress_raises(
         await blocked({"id": 2})
 
 
+async def test_a_task_cancelled_while_taking_its_key_gives_the_key_back(
+    ddb: Any, table: str, clock: FakeClock
+) -> None:
+    import threading
+
+    writing, finish, written = threading.Event(), threading.Event(), threading.Event()
+
+    class SlowPut:
+        def put_item(self, **kwargs: Any) -> Any:
+            writing.set()
+            assert finish.wait(30)
+            try:
+                return ddb.put_item(**kwargs)
+            finally:
+                written.set()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ddb, name)
+
+    store = fake_store(SlowPut(), clock, table)
+    runs: list[int] = []
+
+    @idempotent(store, key="id", key_prefix="p")
+    async def work(event: dict[str, Any]) -> str:
+        runs.append(1)
+        return "done"
+
+    task = asyncio.ensure_future(work({"id": 1}))
+    await asyncio.to_thread(writing.wait, 30)  # the PutItem is on its way in its thread
+    task.cancel()
+    finish.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(written.wait, 30)  # the write the cancel could not stop landed
+    assert runs == [] and records(ddb) == []  # never ran, and does not hold the key
+
+
 async def test_async_wait(store: IdempotencyStore, clock: FakeClock) -> None:
     hold(store, key_of(1))
     sleeps: list[float] = []
