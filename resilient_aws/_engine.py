@@ -378,7 +378,8 @@ class BatchEngine(Generic[S]):
             self._settled.notify_all()
 
     def _send_with_retries(self, chunk: list[Entry[S]]) -> None:
-        succeeded: set[int] = set()  # entries the service took, by identity, in any attempt
+        # What the service took, request by request: read only if the run ends in an exception.
+        taken: list[list[tuple[Entry[S], Any]]] = []
 
         def request(
             batch: list[Entry[S]],
@@ -387,7 +388,7 @@ class BatchEngine(Generic[S]):
                 self.result.requests += 1
             sent = self.adapter.send_request(batch)
             if sent.succeeded:
-                succeeded.update(id(e) for e, _ in sent.succeeded)
+                taken.append(sent.succeeded)
                 if self.keep_answers:
                     answers = [Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded]
                     with self._lock:
@@ -404,6 +405,7 @@ class BatchEngine(Generic[S]):
             # A bug in an adapter, or an interrupt, ended the request mid-way: account for the
             # chunk (what the service took succeeded, the rest has an unknown outcome), then let
             # the exception go on.
+            succeeded = {id(entry) for answers in taken for entry, _ in answers}
             with self._lock:
                 self.result.succeeded += len(succeeded)
                 for entry in chunk:
