@@ -341,7 +341,11 @@ class _Idempotent:
         except Exception:
             await asyncio.to_thread(self.release, call)
             raise
-        data = self.encode(call, result, release=self.release)
+        try:
+            data = self.encode(call, result, release=_no_release)
+        except IdempotencyResultError:
+            await asyncio.to_thread(self.release, call)  # off the event loop, as every call
+            raise
         await asyncio.to_thread(self.complete, call, data)
         return result
 
@@ -486,6 +490,10 @@ class _Idempotent:
                 f"({type(error).__name__})",
                 key=call.key,
             ) from error
+
+
+def _no_release(call: _Call) -> None:
+    """For ``encode`` in async code, which releases the key off the event loop itself."""
 
 
 def _default_payload(signature: inspect.Signature, name: str) -> str:

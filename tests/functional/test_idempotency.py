@@ -676,6 +676,18 @@ async def test_a_task_cancelled_while_taking_its_key_gives_the_key_back(
     assert runs == [] and records(ddb) == []  # never ran, and does not hold the key
 
 
+async def test_an_async_result_that_cannot_be_stored_releases_the_key(
+    store: IdempotencyStore, ddb: Any
+) -> None:
+    @idempotent(store, key="id")
+    async def work(event: dict[str, Any]) -> Any:
+        return object()
+
+    with pytest.raises(IdempotencyResultError, match="the key was released"):
+        await work({"id": 1})
+    assert records(ddb) == []
+
+
 async def test_async_wait(store: IdempotencyStore, clock: FakeClock) -> None:
     hold(store, key_of(1))
     sleeps: list[float] = []
