@@ -191,9 +191,9 @@ class BatchEngine(Generic[S]):
         """
         if not self.closed:
             self._stop.set()
-            if self._flusher is not None:
-                self._flusher.join()  # its request settles before ours; none starts after
             try:
+                if self._flusher is not None:
+                    self._flusher.join()  # its request settles before ours; none starts after
                 self.flush()
             finally:
                 self.closed = True
@@ -342,7 +342,7 @@ class BatchEngine(Generic[S]):
         wait for through a future; once it has ended, no count can keep anyone waiting.
         """
         flusher = self._flusher
-        return bool(self._requests_in_flight) and flusher is not None and flusher.is_alive()
+        return self._requests_in_flight > 0 and flusher is not None and flusher.is_alive()
 
     def _raise_background_error(self) -> None:
         with self._lock:
@@ -353,8 +353,10 @@ class BatchEngine(Generic[S]):
     def _collect(self, done: set[Future[None]]) -> None:
         for future in done:
             with self._lock:
+                mine = future in self._futures  # the flusher may be collecting the same one
                 self._futures.discard(future)
-            future.result()  # a bug in a worker surfaces here, not silently
+            if mine:
+                future.result()  # a bug in a worker surfaces here, once, not silently
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -435,8 +437,15 @@ class BatchEngine(Generic[S]):
         if len(rejected) > 1:
             # The service refused the whole request for one entry: halve until it stands alone.
             half = len(rejected) // 2
-            self._send_with_retries([f.entry for f in rejected[:half]])
-            self._send_with_retries([f.entry for f in rejected[half:]])
+            second = [f.entry for f in rejected[half:]]
+            try:
+                self._send_with_retries([f.entry for f in rejected[:half]])
+            except BaseException as error:  # the first half accounted for itself; not this one
+                with self._lock:
+                    for entry in second:
+                        self._record_failure(_not_sent(entry, error))
+                raise
+            self._send_with_retries(second)
 
     def _record_failure(self, failure: FailedEntry[Entry[S]]) -> None:
         entry = failure.entry
@@ -493,12 +502,12 @@ class BatchEngine(Generic[S]):
                         with self._lock:
                             if not self._pending:
                                 break
-                except BaseException as error:  # raised again by the next flush() or close()
+                except Exception as error:  # raised again by the next flush() or close()
                     logger.exception("background flush failed")
                     with self._lock:
                         if self._background_error is None:
                             self._background_error = error
-                    return
+                    # and keep flushing on time: one bad request must not stall the rest
 
 
 def _entry_id(entry: Entry[Any]) -> str:

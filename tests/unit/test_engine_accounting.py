@@ -184,3 +184,48 @@ def test_halving_a_refused_batch_stops_at_the_deadline() -> None:
     assert client.calls == 1
     assert {f.gave_up for f in result.failed} == {"deadline"} and len(result.failed) == 9
     assert balanced(result)
+
+
+def test_halving_that_fails_in_its_first_half_reports_the_second() -> None:
+    from botocore.exceptions import ClientError
+
+    def refuse_big_then_break(entries: list[dict[str, Any]]) -> Any:
+        if len(entries) > 2:
+            raise ClientError(
+                {"Error": {"Code": "AWS.SimpleQueueService.BatchRequestTooLong", "Message": "x"}},
+                "SendMessageBatch",
+            )
+        raise RuntimeError("a bug in the first half")
+
+    client = Scripted(*[refuse_big_then_break] * 5)
+    sender = SqsSender(QUEUE, client=client, concurrency=1)
+    for i in range(4):
+        sender.send_message(f"m{i}", id=f"m{i}")
+    with pytest.raises(RuntimeError, match="first half"):
+        sender.close()
+    codes = {f.entry_id: f.code for f in sender.result.failed}
+    assert codes == {
+        "m0": "OutcomeUnknown",
+        "m1": "OutcomeUnknown",
+        "m2": "NotSent",
+        "m3": "NotSent",
+    }
+    assert balanced(sender.result)
+
+
+def test_the_interval_flusher_keeps_flushing_after_an_error() -> None:
+    second_sent = threading.Event()
+
+    def note_second(entries: list[dict[str, Any]]) -> Any:
+        second_sent.set()
+        return accepted(entries)
+
+    client = Scripted(raises(RuntimeError("one bad request")), note_second)
+    sender = SqsSender(QUEUE, client=client, concurrency=1, flush_interval=0.01)
+    sender.send_message("a", id="a")
+    assert client.started.wait(30)
+    sender.send_message("b", id="b")
+    assert second_sent.wait(30)  # sent on time, by the same flusher
+    with pytest.raises(RuntimeError, match="one bad request"):
+        sender.close()  # the error is not lost either
+    assert sender.result.succeeded == 1 and balanced(sender.result)
