@@ -14,6 +14,43 @@ def make_queue(sqs: Any, name: str, **attributes: str) -> tuple[str, str]:
     return url, arn
 
 
+def dlq_with_source(sqs: Any, name: str, *, fifo: bool = False) -> tuple[str, str]:
+    """A source queue whose RedrivePolicy sends to a DLQ: (dlq url, source url)."""
+    suffix = ".fifo" if fifo else ""
+    fifo_attributes = {"FifoQueue": "true"} if fifo else {}
+    dlq, dlq_arn = make_queue(sqs, f"{name}-dlq{suffix}", **fifo_attributes)
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
+    source, _ = make_queue(sqs, f"{name}{suffix}", RedrivePolicy=policy, **fifo_attributes)
+    return dlq, source
+
+
+def depth(sqs: Any, url: str) -> int:
+    """Messages in the queue, visible or not."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def take_all(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Every message of a (small) queue, received with all attributes and deleted."""
+    taken: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+    ).get("Messages", []):
+        taken += batch
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
+    return taken
+
+
 def drain(sqs: Any, url: str) -> list[str]:
     """Every body in the queue, in the order received (keep queues small: moto scans them all)."""
     bodies: list[str] = []

@@ -24,7 +24,7 @@ from resilient_aws.idempotency._cache import CachedResult, ResultCache
 from resilient_aws.idempotency._codec import decode_result, encode_result, result_type_of
 from resilient_aws.idempotency._key import KeySelector, KeySpec, prepare_payload
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
-from resilient_aws.idempotency._store import MAX_ITEM_BYTES, IdempotencyStore
+from resilient_aws.idempotency._store import MAX_ITEM_BYTES, IdempotencyStore, RecordVanishedError
 from resilient_aws.retry import ErrorClass, RetryPolicy, classify
 
 __all__ = ["idempotent"]
@@ -265,16 +265,19 @@ class _Idempotent:
         for _ in range(_RACE_ATTEMPTS):
             now = self.store.clock()
             lease_until_ms = self.lease_until_ms(call, now)
-            existing = self.store.put_in_progress(
-                call.key,
-                owner=call.owner,
-                # The take condition treats an expired record as free: an in-progress record
-                # must not expire (ttl_s) before its lease ends, or a duplicate runs meanwhile.
-                expires_at=max(int(now) + self.options.ttl_s, lease_until_ms // 1000 + 1),
-                in_progress_until_ms=lease_until_ms,
-                validation=call.validation,
-                policy=call.policy,
-            )
+            try:
+                existing = self.store.put_in_progress(
+                    call.key,
+                    owner=call.owner,
+                    # The take condition treats an expired record as free: an in-progress record
+                    # must not expire (ttl_s) before its lease ends, or a duplicate runs meanwhile.
+                    expires_at=max(int(now) + self.options.ttl_s, lease_until_ms // 1000 + 1),
+                    in_progress_until_ms=lease_until_ms,
+                    validation=call.validation,
+                    policy=call.policy,
+                )
+            except RecordVanishedError:
+                continue
             if existing is None:
                 return _ACQUIRED
             verdict = self.judge(call, existing, wait=wait)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from resilient_aws.errors import ConfigurationError, IdempotencyError, IdempotencyTableError
+from resilient_aws.errors import ConfigurationError, IdempotencyTableError
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
 from resilient_aws.limits import DYNAMODB_ITEM_BYTES
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
@@ -24,8 +24,10 @@ logger = logging.getLogger("resilient_aws.idempotency")
 
 MAX_ITEM_BYTES = DYNAMODB_ITEM_BYTES
 
-_VANISHED = object()  # the condition failed, but the record was gone when read back
-_VANISHED_RETRIES = 3
+
+class RecordVanishedError(Exception):
+    """The take failed on a record that was gone when read back: nothing was written."""
+
 
 # Take the key if nobody holds it: no record, a record past its TTL, or an in-progress record
 # whose lease ran out (its caller crashed or timed out). Same condition as Powertools, so a
@@ -115,7 +117,9 @@ class IdempotencyStore:
 
         One conditional ``PutItem``; when the condition fails, DynamoDB returns the current
         record with it (``ReturnValuesOnConditionCheckFailure``), so no ``GetItem`` follows
-        unless the table does not support that (then one consistent read does).
+        unless the table does not support that (then one consistent read does; if it finds the
+        record gone, :class:`RecordVanishedError` says nothing was written and the take may be
+        tried again).
         """
         now = self.clock()
         item: dict[str, Any] = {
@@ -127,21 +131,6 @@ class IdempotencyStore:
         }
         if validation is not None:
             item[self.validation_attr] = {"S": validation}
-        for _ in range(_VANISHED_RETRIES):
-            taken = self._try_put(item, key, owner, now, policy)
-            if taken is not _VANISHED:
-                existing: IdempotencyRecord | None = taken
-                return existing
-        raise IdempotencyError("the record kept vanishing while it was being taken", key=key)
-
-    def _try_put(
-        self,
-        item: dict[str, Any],
-        key: str,
-        owner: str,
-        now: float,
-        policy: RetryPolicy | None,
-    ) -> Any:
         try:
             self._call(
                 policy,
@@ -169,8 +158,9 @@ class IdempotencyStore:
             existing = self._record(old) if old else self.get(key, policy=policy)
             if existing is None:
                 # A table that does not return the record with the failure (the fallback read)
-                # can lose it between the two calls: nothing was written, so try again.
-                return _VANISHED
+                # can lose it between the two calls: nothing was written, so the caller's race
+                # loop takes the key again.
+                raise RecordVanishedError(key) from error
             if existing.owner == owner:
                 # Our own write, applied on an attempt whose response was lost.
                 return None

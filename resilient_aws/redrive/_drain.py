@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from resilient_aws.batch import SqsDeleter, SqsVisibilityChanger
 from resilient_aws.errors import ConfigurationError
@@ -35,6 +35,8 @@ from resilient_aws.retry import RetryPolicy
 __all__ = ["Delivery", "DrainOptions", "Outcome", "drain"]
 
 logger = logging.getLogger("resilient_aws.redrive")
+
+SenderT = TypeVar("SenderT", SqsDeleter, SqsVisibilityChanger)
 
 _ACTIVE, _MOVED, _UNDELETED, _PARKED = "active", "moved", "undeleted", "parked"
 _MAX_BATCH = 10
@@ -441,15 +443,7 @@ class _Drain:
             return {}
         with self.cond:
             receipts = [(m.message_id, self.seen[m.message_id].receipt) for m in messages]
-        deleter = SqsDeleter(
-            self.url,
-            client=self.client,
-            policy=self.policy,
-            concurrency=1,
-            raise_on_failure=False,
-            on_invalid="report",
-            keep_answers=False,
-        )
+        deleter = self._settler(SqsDeleter, self.policy)
         for message_id, receipt in receipts:
             deleter.delete(receipt, id=message_id)
         result = deleter.close()
@@ -578,17 +572,22 @@ class _Drain:
         finally:
             self.extending.release()
 
-    def _change_visibility(self, receipts: dict[str, str], timeout: int, why: str) -> None:
-        # The changer retries on the caller's own policy: its sleeps must not call back here.
-        changer = SqsVisibilityChanger(
+    def _settler(self, sender: type[SenderT], policy: RetryPolicy) -> SenderT:
+        """A deleter or visibility changer on the source queue whose failures the drain reads
+        from its result, entry by entry, instead of an exception."""
+        return sender(
             self.url,
             client=self.client,
-            policy=self.base_policy,
+            policy=policy,
             concurrency=1,
             raise_on_failure=False,
             on_invalid="report",
             keep_answers=False,
         )
+
+    def _change_visibility(self, receipts: dict[str, str], timeout: int, why: str) -> None:
+        # The changer retries on the caller's own policy: its sleeps must not call back here.
+        changer = self._settler(SqsVisibilityChanger, self.base_policy)
         for message_id, receipt in receipts.items():
             changer.change(receipt, timeout, id=message_id)
         result = changer.close()

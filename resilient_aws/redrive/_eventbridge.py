@@ -11,7 +11,6 @@ that rule when the other targets must not see the event twice.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ from resilient_aws.errors import RedriveNotFoundError
 from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
 from resilient_aws.redrive._queues import describe_queue, sqs_client
-from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._targets import Clients
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
@@ -173,13 +172,13 @@ def redrive_eventbridge(
         fifo=source.fifo,
         progress=progress,
     )
-    report = RedriveReport(
-        source=source.url,
-        target=bus_name or "the bus of each rule",
+    report = start_report(
+        source,
         kind="eventbridge",
-        run_id=run_id or uuid.uuid4().hex,
+        target=bus_name or "the bus of each rule",
+        run_id=run_id,
         dry_run=dry_run,
-        expected=min(source.depth, max_messages) if max_messages else source.depth,
+        max_messages=max_messages,
     )
     delivery = EventBridgeDelivery(clients, bus_name=bus_name, keep_time=keep_time)
     return drain(sqs, source.url, delivery, report, options, policy)

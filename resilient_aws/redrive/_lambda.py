@@ -26,7 +26,7 @@ from resilient_aws.errors import ConfigurationError
 from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
 from resilient_aws.redrive._queues import describe_queue, sqs_client
-from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._sqs import resolve_target
 from resilient_aws.redrive._targets import (
     Clients,
@@ -236,13 +236,13 @@ def redrive_lambda(
         progress=progress,
     )
     run_id = run_id or uuid.uuid4().hex
-    report = RedriveReport(
-        source=source.url,
-        target=target_name or "the function named by each record",
+    report = start_report(
+        source,
         kind="lambda",
+        target=target_name or "the function named by each record",
         run_id=run_id,
         dry_run=dry_run,
-        expected=min(source.depth, max_messages) if max_messages else source.depth,
+        max_messages=max_messages,
     )
     delivery = LambdaDelivery(
         clients,

@@ -25,7 +25,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,7 +35,7 @@ from resilient_aws.errors import ConfigurationError, RetryError, StreamPointerEx
 from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
 from resilient_aws.redrive._queues import describe_queue, sqs_client
-from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._targets import (
     Clients,
     QueueItem,
@@ -186,7 +185,15 @@ def _gone_reason(code: str) -> str:
     return "the stream or the shard no longer exists"
 
 
-class _DynamoDBStream:
+class _Stream:
+    """How one kind of stream is read; GetRecords is asked the same way for both."""
+
+    def page(self, client: Any, iterator: str, policy: RetryPolicy) -> dict[str, Any]:
+        page: dict[str, Any] = policy.call(client.get_records, ShardIterator=iterator, Limit=1000)
+        return page
+
+
+class _DynamoDBStream(_Stream):
     def iterator(
         self, client: Any, pointer: StreamPointer, after: str | None, policy: RetryPolicy
     ) -> str:
@@ -198,15 +205,11 @@ class _DynamoDBStream:
         }
         return str(policy.call(client.get_shard_iterator, **options)["ShardIterator"])
 
-    def page(self, client: Any, iterator: str, policy: RetryPolicy) -> dict[str, Any]:
-        page: dict[str, Any] = policy.call(client.get_records, ShardIterator=iterator, Limit=1000)
-        return page
-
     def sequence(self, record: dict[str, Any]) -> int:
         return int(record["dynamodb"]["SequenceNumber"])
 
 
-class _KinesisStream:
+class _KinesisStream(_Stream):
     def iterator(
         self, client: Any, pointer: StreamPointer, after: str | None, policy: RetryPolicy
     ) -> str:
@@ -217,10 +220,6 @@ class _KinesisStream:
             "StartingSequenceNumber": after or pointer.start_sequence_number,
         }
         return str(policy.call(client.get_shard_iterator, **options)["ShardIterator"])
-
-    def page(self, client: Any, iterator: str, policy: RetryPolicy) -> dict[str, Any]:
-        page: dict[str, Any] = policy.call(client.get_records, ShardIterator=iterator, Limit=1000)
-        return page
 
     def sequence(self, record: dict[str, Any]) -> int:
         return int(record["SequenceNumber"])
@@ -591,13 +590,13 @@ def redrive_stream_pointers(
         delete_expired=delete_expired,
         progress=progress,
     )
-    report = RedriveReport(
-        source=source.url,
-        target=target_name,
+    report = start_report(
+        source,
         kind="stream-pointers",
-        run_id=run_id or uuid.uuid4().hex,
+        target=target_name,
+        run_id=run_id,
         dry_run=dry_run,
-        expected=min(source.depth, max_messages) if max_messages else source.depth,
+        max_messages=max_messages,
     )
     delivery = PointerDelivery(
         clients,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RedriveReport"]
+if TYPE_CHECKING:
+    from resilient_aws.redrive._queues import QueueInfo
+
+__all__ = ["RedriveReport", "start_report"]
 
 _SHOWN = 5
 
@@ -142,3 +146,23 @@ class RedriveReport:
             more = f" and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
             text += f"; not moved: {shown}{more}"
         return text
+
+
+def start_report(
+    source: QueueInfo,
+    *,
+    kind: str,
+    target: str | None,
+    run_id: str | None,
+    dry_run: bool,
+    max_messages: int | None,
+) -> RedriveReport:
+    """The empty report of a run about to drain ``source``: what it expects to receive."""
+    return RedriveReport(
+        source=source.url,
+        target=target,
+        kind=kind,
+        run_id=run_id or uuid.uuid4().hex,
+        dry_run=dry_run,
+        expected=min(source.depth, max_messages) if max_messages else source.depth,
+    )

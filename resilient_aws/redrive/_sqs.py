@@ -12,7 +12,7 @@ from resilient_aws.errors import AmbiguousTargetError, RedriveTargetError, Targe
 from resilient_aws.redrive._drain import Delivery, DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter, message_attributes
 from resilient_aws.redrive._queues import QueueInfo, describe_queue, source_queues, sqs_client
-from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._routes import RoutedDelivery, SourceRouter
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
@@ -246,13 +246,13 @@ def redrive_sqs(
         progress=progress,
         route=router.route if router is not None else None,
     )
-    report = RedriveReport(
-        source=source.url,
-        target=targets[0].url if router is None else None,
+    report = start_report(
+        source,
         kind="sqs",
+        target=targets[0].url if router is None else None,
         run_id=run_id,
         dry_run=dry_run,
-        expected=min(source.depth, max_messages) if max_messages else source.depth,
+        max_messages=max_messages,
     )
     delivery: Delivery = (
         to_queue(targets[0].url) if router is None else RoutedDelivery(router, to_queue)

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from resilient_aws.cli import main
-from tests.batch_targets import drain, make_queue
+from tests.batch_targets import depth, dlq_with_source, drain, make_queue, take_all
 from tests.redrive_support import make_moto_sqs_atomic
 
 REGION = "us-east-1"
@@ -20,15 +20,6 @@ REGION = "us-east-1"
 def sqs(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     make_moto_sqs_atomic(monkeypatch)  # SQS calls are atomic; moto's, under threads, are not
     return boto3.client("sqs", region_name=REGION)
-
-
-def _dlq_with_source(sqs: Any, name: str, *, fifo: bool = False) -> tuple[str, str]:
-    suffix = ".fifo" if fifo else ""
-    extra = {"FifoQueue": "true"} if fifo else {}
-    dlq, dlq_arn = make_queue(sqs, f"{name}-dlq{suffix}", **extra)
-    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
-    source, _ = make_queue(sqs, f"{name}{suffix}", RedrivePolicy=policy, **extra)
-    return dlq, source
 
 
 def _fill(sqs: Any, url: str, count: int, *, groups: int = 0) -> None:
@@ -47,34 +38,6 @@ def _fill(sqs: Any, url: str, count: int, *, groups: int = 0) -> None:
         sqs.send_message_batch(QueueUrl=url, Entries=entries)
 
 
-def _depth(sqs: Any, url: str) -> int:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
-def _received(sqs: Any, url: str) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(
-        QueueUrl=url,
-        MaxNumberOfMessages=10,
-        MessageAttributeNames=["All"],
-        AttributeNames=["All"],
-    ).get("Messages", []):
-        messages += batch
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
-    return messages
-
-
 def _json_report(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(capsys.readouterr().out)
     return report
@@ -83,7 +46,7 @@ def _json_report(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
 def test_redrive_sqs_moves_everything_back_to_the_source_queue(
     sqs: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dlq, source = _dlq_with_source(sqs, "orders")
+    dlq, source = dlq_with_source(sqs, "orders")
     _fill(sqs, dlq, 35)
 
     assert main(["redrive", "sqs", "--from", dlq, "--json", "--wait-time", "0"]) == 0
@@ -94,8 +57,8 @@ def test_redrive_sqs_moves_everything_back_to_the_source_queue(
     assert (report["source"], report["target"]) == (dlq, source)
     assert (report["received"], report["moved"], report["failed"]) == (35, 35, {})
     assert report["interrupted"] is False
-    assert _depth(sqs, dlq) == 0
-    moved = _received(sqs, source)
+    assert depth(sqs, dlq) == 0
+    moved = take_all(sqs, source)
     assert sorted(json.loads(m["Body"])["n"] for m in moved) == list(range(35))
     assert all(
         m["MessageAttributes"]["n"]["StringValue"] == str(json.loads(m["Body"])["n"]) for m in moved
@@ -105,7 +68,7 @@ def test_redrive_sqs_moves_everything_back_to_the_source_queue(
 def test_dry_run_moves_nothing_and_lists_what_would_move(
     sqs: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dlq, source = _dlq_with_source(sqs, "orders")
+    dlq, source = dlq_with_source(sqs, "orders")
     _fill(sqs, dlq, 12)
 
     assert main(["redrive", "sqs", "--from", dlq, "--dry-run", "--wait-time", "0"]) == 0
@@ -114,36 +77,36 @@ def test_dry_run_moves_nothing_and_lists_what_would_move(
     assert out[0].startswith(f"{dlq} -> {source}: 12 received, 12 would move")
     assert out[1] == "would move 12 messages:"
     assert len(out) == 2 + 12
-    assert _depth(sqs, source) == 0
+    assert depth(sqs, source) == 0
     assert len(drain(sqs, dlq)) == 12  # all still there, visible again
 
 
 def test_filter_and_max_leave_the_rest_in_the_dlq(
     sqs: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dlq, source = _dlq_with_source(sqs, "orders")
+    dlq, source = dlq_with_source(sqs, "orders")
     _fill(sqs, dlq, 20)
 
     argv = ["redrive", "sqs", "--from", dlq, "--to", source, "--json", "--wait-time", "0"]
     assert main([*argv, "--filter", "body.kind == 'even'"]) == 0
     report = _json_report(capsys)
     assert (report["received"], report["moved"], report["skipped"]) == (20, 10, 10)
-    assert sorted(json.loads(m["Body"])["n"] for m in _received(sqs, source)) == list(
+    assert sorted(json.loads(m["Body"])["n"] for m in take_all(sqs, source)) == list(
         range(0, 20, 2)
     )
 
     assert main([*argv, "--max", "4"]) == 0
     assert _json_report(capsys)["moved"] == 4
-    assert len(_received(sqs, source)) == 4
-    assert _depth(sqs, dlq) == 6
+    assert len(take_all(sqs, source)) == 4
+    assert depth(sqs, dlq) == 6
 
 
 def test_fifo_group_ids_are_kept(sqs: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    dlq, source = _dlq_with_source(sqs, "orders", fifo=True)
+    dlq, source = dlq_with_source(sqs, "orders", fifo=True)
     _fill(sqs, dlq, 18, groups=3)
     assert main(["redrive", "sqs", "--from", dlq, "--json", "--wait-time", "0"]) == 0
     assert _json_report(capsys)["moved"] == 18
-    moved = _received(sqs, source)
+    moved = take_all(sqs, source)
     by_group: dict[str, list[int]] = {}
     for message in moved:
         n = json.loads(message["Body"])["n"]
@@ -162,13 +125,13 @@ def test_fifo_group_ids_are_kept(sqs: Any, capsys: pytest.CaptureFixture[str]) -
 def test_a_wrong_target_is_bad_input_and_nothing_moves(
     sqs: Any, capsys: pytest.CaptureFixture[str], target: str, error: str
 ) -> None:
-    dlq, _ = _dlq_with_source(sqs, "orders", fifo=True)
+    dlq, _ = dlq_with_source(sqs, "orders", fifo=True)
     standard, _ = make_queue(sqs, "standard")
     _fill(sqs, dlq, 5, groups=1)
     url = standard if target == "standard" else standard.replace("standard", "nope")
     assert main(["redrive", "sqs", "--from", dlq, "--to", url, "--json"]) == 2
     assert _json_report(capsys)["error"]["type"] == error
-    assert _depth(sqs, dlq) == 5
+    assert depth(sqs, dlq) == 5
 
 
 def test_a_dlq_without_a_single_source_needs_to(
@@ -182,7 +145,7 @@ def test_a_dlq_without_a_single_source_needs_to(
 def test_ctrl_c_stops_after_the_batch_in_flight(
     sqs: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dlq, source = _dlq_with_source(sqs, "orders")
+    dlq, source = dlq_with_source(sqs, "orders")
     _fill(sqs, dlq, 40)
     sent = 0
 
@@ -208,8 +171,8 @@ def test_ctrl_c_stops_after_the_batch_in_flight(
     report = _json_report(capsys)
     assert report["interrupted"] is True
     assert report["exit_code"] == 130
-    arrived = len(_received(sqs, source))
+    arrived = len(take_all(sqs, source))
     assert report["moved"] == arrived  # each one moved was delivered
     assert 0 < arrived < 40
-    left = _depth(sqs, dlq)
+    left = depth(sqs, dlq)
     assert arrived + left == 40  # none lost: the rest wait in the DLQ

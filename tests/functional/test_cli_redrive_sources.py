@@ -17,7 +17,7 @@ import pytest
 from moto import mock_aws
 
 from resilient_aws.cli import main
-from tests.batch_targets import make_queue
+from tests.batch_targets import depth, make_queue, take_all
 from tests.functional.test_redrive_sources import (
     REGION,
     STREAMS_ENDPOINT,
@@ -30,7 +30,6 @@ from tests.functional.test_redrive_sources import (
     sequence,
     table_with_stream,
 )
-from tests.functional.test_redrive_sqs import depth, take_all
 from tests.redrive_support import make_moto_sqs_atomic
 
 

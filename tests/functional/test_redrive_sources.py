@@ -34,8 +34,7 @@ from resilient_aws.redrive import (
     redrive_stream_pointers,
 )
 from resilient_aws.testing import FakeClock, chaos
-from tests.batch_targets import make_queue
-from tests.functional.test_redrive_sqs import depth, take_all
+from tests.batch_targets import depth, make_queue, take_all
 from tests.redrive_support import make_moto_sqs_atomic
 
 REGION = "us-east-1"

@@ -16,7 +16,7 @@ from resilient_aws.errors import (
 )
 from resilient_aws.redrive import RedriveReport, redrive_sqs
 from resilient_aws.testing import FakeClock, chaos
-from tests.batch_targets import make_queue
+from tests.batch_targets import depth, dlq_with_source, make_queue, take_all
 from tests.redrive_support import Killed, KillSwitch, ReceiptSpy, make_moto_sqs_atomic
 
 REGION = "us-east-1"
@@ -26,16 +26,6 @@ REGION = "us-east-1"
 def sqs(aws: None, monkeypatch: pytest.MonkeyPatch) -> Any:
     make_moto_sqs_atomic(monkeypatch)
     return boto3.client("sqs", region_name=REGION)
-
-
-def dlq_with_source(sqs: Any, name: str, *, fifo: bool = False) -> tuple[str, str]:
-    """A source queue whose RedrivePolicy sends to a DLQ: (dlq url, source url)."""
-    suffix = ".fifo" if fifo else ""
-    fifo_attributes = {"FifoQueue": "true"} if fifo else {}
-    dlq, dlq_arn = make_queue(sqs, f"{name}-dlq{suffix}", **fifo_attributes)
-    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1})
-    source, _ = make_queue(sqs, f"{name}{suffix}", RedrivePolicy=policy, **fifo_attributes)
-    return dlq, source
 
 
 def fill(sqs: Any, url: str, count: int, *, groups: int = 0) -> None:
@@ -67,32 +57,6 @@ def fail_into_dlq(sqs: Any, source: str, count: int, *, groups: int = 0) -> None
         if depth(sqs, source) == 0:
             break
     assert depth(sqs, source) == 0
-
-
-def depth(sqs: Any, url: str) -> int:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
-def take_all(sqs: Any, url: str) -> list[dict[str, Any]]:
-    """Every message of a (small) queue, received with all attributes and deleted."""
-    taken: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(
-        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
-    ).get("Messages", []):
-        taken += batch
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
-    return taken
 
 
 def redrive(sqs: Any, dlq: str, clock: FakeClock | None = None, **options: Any) -> RedriveReport:
