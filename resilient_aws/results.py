@@ -1,15 +1,36 @@
-"""What a batch writer or reader reports when it is done: every entry accounted for."""
+"""What a batch writer or reader reports when it is done: every entry accounted for.
+
+It imports nothing of the library: errors, the retry core and the batch engine all build on it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from resilient_aws.retry import FailedEntry
-
 __all__ = ["Answer", "BatchResult", "FailedEntry"]
 
 E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class FailedEntry(Generic[E]):
+    """An entry the service did not accept, with the service's ``code`` and ``message``.
+
+    ``entry`` is the caller's own object; ``entry_id`` names it in logs and reprs (the payload is
+    never printed). ``retryable`` says whether the error was worth retrying, ``attempts`` how many
+    times the entry was sent, and ``gave_up`` why the core stopped re-sending a retryable entry
+    (``"attempts"``, ``"elapsed"``, ``"deadline"``, ``"budget"``, ``"stop"``), ``None`` if the
+    error was permanent.
+    """
+
+    entry: E = field(repr=False)
+    entry_id: str
+    code: str
+    message: str = ""
+    retryable: bool = False
+    attempts: int = 1
+    gave_up: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError
 
-from resilient_aws._engine import BatchEngine, Entry, Sent, botocore_retries
+from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import BatchResult

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from resilient_aws._engine import Entry, Sent
+from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, positional
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import EVENTBRIDGE_PUT_EVENTS

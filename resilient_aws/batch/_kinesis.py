@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resilient_aws._engine import Entry, Sent
+from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, positional
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import KINESIS_PUT_RECORDS

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from resilient_aws._engine import Entry, Sent
+from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, by_id
 from resilient_aws.errors import EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import SQS_BATCH

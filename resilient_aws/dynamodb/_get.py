@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from resilient_aws._engine import botocore_retries
+from resilient_aws._batching import botocore_retries
 from resilient_aws.dynamodb._client import dynamodb_client
 from resilient_aws.dynamodb._schema import ItemKey, KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item, serialize_item

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal
 
-from resilient_aws._engine import BatchEngine, Entry, Sent, botocore_retries
+from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
 from resilient_aws.dynamodb._client import dynamodb_client
 from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import item_size, serialize_sized, to_python

@@ -7,8 +7,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast, overload
 
-from resilient_aws.retry._engine import acall, call
 from resilient_aws.retry._policy import DEFAULT_POLICY, RetryPolicy
+from resilient_aws.retry._run import acall, call
 
 __all__ = ["retry"]
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws.results import FailedEntry
 from resilient_aws.retry._classify import ErrorClass, classify
-from resilient_aws.retry._engine import Run, _areplaying, _replaying
+from resilient_aws.retry._run import Run, _areplaying, _replaying
 
 if TYPE_CHECKING:
     from resilient_aws.retry._policy import RetryPolicy
@@ -18,26 +19,6 @@ if TYPE_CHECKING:
 __all__ = ["FailedEntry", "PartialOutcome", "SendResult", "arun_partial", "run_partial"]
 
 E = TypeVar("E")
-
-
-@dataclass(frozen=True)
-class FailedEntry(Generic[E]):
-    """An entry the service did not accept, with the service's ``code`` and ``message``.
-
-    ``entry`` is the caller's own object; ``entry_id`` names it in logs and reprs (the payload is
-    never printed). ``retryable`` says whether the error was worth retrying, ``attempts`` how many
-    times the entry was sent, and ``gave_up`` why the core stopped re-sending a retryable entry
-    (``"attempts"``, ``"elapsed"``, ``"deadline"``, ``"budget"``, ``"stop"``), ``None`` if the
-    error was permanent.
-    """
-
-    entry: E = field(repr=False)
-    entry_id: str
-    code: str
-    message: str = ""
-    retryable: bool = False
-    attempts: int = 1
-    gave_up: str | None = None
 
 
 @dataclass(frozen=True)

@@ -143,11 +143,11 @@ class RetryPolicy:
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Call ``fn(*args, **kwargs)``, retrying what :func:`classify` calls retryable."""
-        return _engine.call(self, fn, args, kwargs)
+        return _run.call(self, fn, args, kwargs)
 
     async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Await ``fn(*args, **kwargs)``, retrying what :func:`classify` calls retryable."""
-        return await _engine.acall(self, fn, args, kwargs)
+        return await _run.acall(self, fn, args, kwargs)
 
     def run_partial(
         self,
@@ -176,4 +176,4 @@ def _finite_non_negative(value: object) -> bool:
 DEFAULT_POLICY = RetryPolicy()
 
 # The engine needs the policy type and the policy runs the engine: bind the modules late.
-from resilient_aws.retry import _engine, _partial  # noqa: E402
+from resilient_aws.retry import _partial, _run  # noqa: E402
