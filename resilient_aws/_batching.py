@@ -5,6 +5,15 @@ say how to send one request and how to read its per-entry answers; everything el
 chunking by the service's entry and byte limits, de-duplication, per-group ordering,
 concurrency, per-entry retries through the retry core, splitting of batches rejected whole,
 and a result that accounts for every entry.
+
+Pressure is shared, not per chunk. Entries a request did not complete go back to the front of
+the writer's one buffer and ride in the next full request with new entries; one
+:class:`~resilient_aws.retry.Pacer` decides how fast the whole writer sends (measured rate,
+multiplicative decrease while the service withholds entries, backoff when a response completes
+nothing). An entry is given up by time, not by round: at the policy's ``Deadline`` or
+``max_elapsed``, or once it has been in ``max_attempts`` requests that completed nothing (the
+writer stopped making progress). While the service keeps completing entries, nothing is given
+up.
 """
 
 from __future__ import annotations
@@ -12,15 +21,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
 from resilient_aws.limits import BatchLimits
-from resilient_aws.results import Answer, BatchResult
-from resilient_aws.retry import FailedEntry, RetryPolicy, SendResult
+from resilient_aws.results import Answer, BatchResult, FailedEntry
+from resilient_aws.retry import Pacer, RetryEvent, RetryPolicy, classify
+from resilient_aws.retry._classify import THROTTLING_CODES
+from resilient_aws.retry._events import emit
 
 __all__ = ["Adapter", "BatchEngine", "Entry", "Sent", "botocore_retries"]
 
@@ -37,8 +51,9 @@ class Entry(Generic[S]):
 
     ``group`` orders entries (at most one per group per request, never two requests of a group
     in flight); ``dedupe`` replaces an earlier pending entry with the same value. Read-only by
-    convention: one is built per entry on the hot path, and a frozen dataclass costs three
-    times as much to build (``object.__setattr__`` per field).
+    convention, but for the engine's own bookkeeping at the end: one is built per entry on the
+    hot path, and a frozen dataclass costs three times as much to build
+    (``object.__setattr__`` per field).
     """
 
     source: S
@@ -47,6 +62,12 @@ class Entry(Generic[S]):
     size: int
     group: Hashable | None = None
     dedupe: Hashable | None = None
+    # the engine's: where it sits in the buffer, how often it was sent, how often in a request
+    # that completed nothing, and when it was first sent
+    slot: Hashable = None
+    sends: int = 0
+    stalled: int = 0
+    first_sent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +94,8 @@ class BatchEngine(Generic[S]):
     """Buffers entries and sends them through an :class:`Adapter`; see the module docstring.
 
     ``ordered`` sends at most one entry of a ``group`` per request and never has two requests
-    of one group in flight, so a retried entry cannot be overtaken by a later one of its group.
+    of one group in flight, so a retried entry (back at the front of the buffer) cannot be
+    overtaken by a later one of its group.
     When an entry finally fails, ``on_group_failure="fail"`` fails the later entries of its group
     (code ``PrecedingEntryFailed``) instead of sending them out of order; ``"continue"`` sends
     them. ``split_codes``: whole-request error codes for which a rejected batch is halved until
@@ -93,6 +115,7 @@ class BatchEngine(Generic[S]):
         error: Callable[[BatchResult[Any]], Exception] = BatchWriteError,
         keep_answers: bool = True,
         flush_interval: float | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
@@ -109,8 +132,10 @@ class BatchEngine(Generic[S]):
         self.error = error
         self.keep_answers = keep_answers
         self.flush_interval = flush_interval
+        self.pacer = pacer if pacer is not None else Pacer()
         self.result: BatchResult[S] = BatchResult()
-        self._pending: dict[Hashable, Entry[S]] = {}
+        # insertion order is sending order; entries sent back go to the front
+        self._pending: OrderedDict[Hashable, Entry[S]] = OrderedDict()
         self._pending_bytes = 0
         self._oldest: float | None = None
         self._serial = 0
@@ -151,6 +176,7 @@ class BatchEngine(Generic[S]):
             else:
                 self._serial += 1
                 slot = self._serial
+            entry.slot = slot
             pending[slot] = entry
             self._pending_bytes += entry.size
             if self._oldest is None:
@@ -173,14 +199,22 @@ class BatchEngine(Generic[S]):
             )
 
     def flush(self) -> None:
-        """Send everything buffered and wait until every request in flight has settled."""
+        """Send everything buffered and wait until every request in flight has settled.
+
+        Requests in flight may send entries back to the buffer: flushing ends only when the
+        buffer is empty and nothing is in flight.
+        """
         while True:
+            with self._lock:
+                pending = bool(self._pending)
+            if pending:
+                if not self._send_one_chunk():
+                    self._wait_any()
+                continue
+            self._wait_all()
             with self._lock:
                 if not self._pending:
                     break
-            if not self._send_one_chunk():
-                self._wait_any()
-        self._wait_all()
         self._raise_background_error()
 
     def close(self) -> BatchResult[S]:
@@ -362,7 +396,7 @@ class BatchEngine(Generic[S]):
 
     def _settle(self, chunk: list[Entry[S]], groups: set[Hashable]) -> None:
         try:
-            self._send_with_retries(chunk)
+            self._send(chunk)
         finally:
             with self._lock:
                 self._in_flight_groups -= groups
@@ -379,73 +413,247 @@ class BatchEngine(Generic[S]):
             self._requests_in_flight -= 1
             self._settled.notify_all()
 
-    def _send_with_retries(self, chunk: list[Entry[S]]) -> None:
-        # What the service took, request by request: read only if the run ends in an exception.
-        taken: list[list[tuple[Entry[S], Any]]] = []
-
-        def request(
-            batch: list[Entry[S]],
-        ) -> list[FailedEntry[Entry[S]]] | SendResult[Entry[S]]:
-            with self._lock:
-                self.result.requests += 1
-            sent = self.adapter.send_request(batch)
-            if sent.succeeded:
-                taken.append(sent.succeeded)
-                if self.keep_answers:
-                    answers = [Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded]
-                    with self._lock:
-                        self.result.answers += answers
-            if sent.botocore_retries:
-                return SendResult(sent.failed, sent.botocore_retries)
-            return sent.failed
-
-        try:
-            outcome = self.policy.run_partial(
-                request, chunk, entry_id=_entry_id, operation=self.adapter.operation
-            )
-        except BaseException as error:
-            # A bug in an adapter, or an interrupt, ended the request mid-way: account for the
-            # chunk (what the service took succeeded, the rest has an unknown outcome), then let
-            # the exception go on.
-            succeeded = {id(entry) for answers in taken for entry, _ in answers}
-            with self._lock:
-                self.result.succeeded += len(succeeded)
-                for entry in chunk:
-                    if id(entry) not in succeeded:
-                        self._record_failure(_outcome_unknown(entry, error))
-            raise
-        if not outcome.failed:
-            with self._lock:
-                self.result.resent += outcome.resent
-                self.result.succeeded += outcome.total
+    def _send(self, chunk: list[Entry[S]]) -> None:
+        """One request of ``chunk``, paced; what it did not complete goes back to the buffer."""
+        policy = self.policy
+        delay = self.pacer.reserve(len(chunk), policy)
+        chunk = self._still_worth_sending(chunk, delay)
+        if not chunk:
             return
-        rejected = [f for f in outcome.failed if f.code in self.split_codes]
-        final = [f for f in outcome.failed if f.code not in self.split_codes]
-        if len(rejected) == 1:
-            final += rejected
-        with self._lock:
-            self.result.resent += outcome.resent
-            self.result.succeeded += outcome.succeeded
-            for failure in final:
-                self._record_failure(failure)
-        deadline = self.policy.deadline
-        if len(rejected) > 1 and deadline is not None and deadline.expired:
-            with self._lock:
-                for failure in rejected:
-                    self._record_failure(replace(failure, gave_up="deadline"))
-            return
-        if len(rejected) > 1:
-            # The service refused the whole request for one entry: halve until it stands alone.
-            half = len(rejected) // 2
-            second = [f.entry for f in rejected[half:]]
+        if delay > 0:
+            deadline = policy.deadline
+            if deadline is not None:  # first attempts are always made, at the latest by then
+                delay = min(delay, deadline.remaining())
             try:
-                self._send_with_retries([f.entry for f in rejected[:half]])
-            except BaseException as error:  # the first half accounted for itself; not this one
+                policy.sleep(delay)
+            except BaseException as error:
                 with self._lock:
-                    for entry in second:
+                    for entry in chunk:
                         self._record_failure(_not_sent(entry, error))
                 raise
-            self._send_with_retries(second)
+        now = policy.clock()
+        resent = 0
+        for entry in chunk:
+            if entry.sends:
+                resent += 1
+            else:
+                entry.first_sent = now
+            entry.sends += 1
+        with self._lock:
+            self.result.requests += 1
+            self.result.resent += resent
+        try:
+            sent = self.adapter.send_request(chunk)
+        except (ClientError, BotoCoreError) as error:
+            self._request_failed(chunk, error)
+            return
+        except BaseException as error:
+            # A bug in an adapter, or an interrupt, ended the request mid-way: its outcome is
+            # unknown for every entry of it; account for them, then let the exception go on.
+            with self._lock:
+                for entry in chunk:
+                    self._record_failure(_outcome_unknown(entry, error))
+            raise
+        self._answered(sent)
+
+    def _still_worth_sending(self, chunk: list[Entry[S]], delay: float) -> list[Entry[S]]:
+        """``chunk`` without the re-sent entries whose time is up by the end of ``delay``."""
+        policy = self.policy
+        deadline, max_elapsed = policy.deadline, policy.max_elapsed
+        if deadline is None and max_elapsed is None:
+            return chunk
+        now = policy.clock()
+        keep: list[Entry[S]] = []
+        expired: list[tuple[Entry[S], str]] = []
+        for entry in chunk:
+            if not entry.sends:
+                keep.append(entry)
+            elif deadline is not None and not deadline.allows(delay):
+                expired.append((entry, "deadline"))
+            elif max_elapsed is not None and now + delay - entry.first_sent > max_elapsed:
+                expired.append((entry, "elapsed"))
+            else:
+                keep.append(entry)
+        if expired:
+            with self._lock:
+                for entry, reason in expired:
+                    self._record_failure(_gave_up(entry, reason))
+            self._gave_up_events(Counter(reason for _, reason in expired), None)
+        return keep
+
+    def _request_failed(self, chunk: list[Entry[S]], error: ClientError | BotoCoreError) -> None:
+        verdict = (self.policy.classifier or classify)(error)
+        message = str(error)
+        if verdict.retryable:
+            self.pacer.record(
+                self.policy, completed=0, withheld=len(chunk), throttled=verdict.is_throttle
+            )
+            failures = [
+                FailedEntry(e, e.entry_id, verdict.code, message, retryable=True) for e in chunk
+            ]
+            self._report(failures)
+            self._send_back(failures, stalled=True, botocore=_botocore_retries(error))
+            return
+        self.pacer.record(self.policy, completed=len(chunk), withheld=0)
+        split = verdict.code in self.split_codes and len(chunk) > 1
+        deadline = self.policy.deadline
+        if split and deadline is not None and deadline.expired:
+            # No time left to find the culprit: the whole request fails, named as given up.
+            failures = [
+                FailedEntry(e, e.entry_id, verdict.code, message, True, e.sends, "deadline")
+                for e in chunk
+            ]
+            self._report(failures)
+            with self._lock:
+                for failure in failures:
+                    self._record_failure(failure)
+            return
+        if split:
+            # The service refused the whole request for one entry: halve until it stands alone.
+            half = len(chunk) // 2
+            first, second = chunk[:half], chunk[half:]
+            for entry in chunk:  # the halves are new requests, not re-sends
+                entry.sends -= 1
+            try:
+                self._send(first)
+            except BaseException as interrupt:  # the first half accounted for itself
+                with self._lock:
+                    for entry in second:
+                        self._record_failure(_not_sent(entry, interrupt))
+                raise
+            self._send(second)
+            return
+        failures = [
+            FailedEntry(e, e.entry_id, verdict.code, message, attempts=e.sends) for e in chunk
+        ]
+        self._report(failures)
+        with self._lock:
+            for failure in failures:
+                self._record_failure(failure)
+
+    def _answered(self, sent: Sent[S]) -> None:
+        retry = [f for f in sent.failed if f.retryable]
+        permanent = [f for f in sent.failed if not f.retryable]
+        completed = len(sent.succeeded) + len(permanent)
+        recovered = self.pacer.record(self.policy, completed=completed, withheld=len(retry))
+        budget = self.policy.budget
+        if budget is not None and completed:
+            budget.release(budget.success_refund)
+        if sent.failed:
+            self._report(sent.failed)
+        answers = (
+            [Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded]
+            if self.keep_answers and sent.succeeded
+            else None
+        )
+        with self._lock:
+            self.result.succeeded += len(sent.succeeded)
+            if answers:
+                self.result.answers += answers
+            for failure in permanent:
+                self._record_failure(replace(failure, attempts=failure.entry.sends))
+        if retry:
+            self._send_back(retry, stalled=not completed, botocore=sent.botocore_retries)
+        if recovered:
+            self._event("recovered", attempt=0, entries=completed)
+
+    def _send_back(
+        self, failures: list[FailedEntry[Entry[S]]], *, stalled: bool, botocore: int
+    ) -> None:
+        """Return retryable failures to the front of the buffer, or give them up."""
+        policy = self.policy
+        writer_stalled = stalled and self.pacer.stalls >= policy.max_attempts
+        budget_refused = False
+        if stalled and not writer_stalled and policy.budget is not None:
+            budget = policy.budget
+            cost = budget.cost_of(throttle=failures[0].code in THROTTLING_CODES)
+            if not budget.try_acquire(cost):
+                budget_refused = True
+                self._event("budget_refused", attempt=0, entries=len(failures))
+        given_up: Counter[str] = Counter()
+        back: list[Entry[S]] = []
+        with self._lock:
+            for failure in failures:
+                entry = failure.entry
+                if stalled:
+                    entry.stalled += 1 + botocore
+                reason = None
+                if budget_refused:
+                    reason = "budget"
+                elif writer_stalled or entry.stalled >= policy.max_attempts:
+                    reason = "attempts"
+                if reason is not None:
+                    given_up[reason] += 1
+                    self._record_failure(replace(failure, attempts=entry.sends, gave_up=reason))
+                else:
+                    back.append(entry)
+            pending = self._pending
+            for entry in reversed(back):
+                if entry.slot in pending:  # a later write of the same key replaced it
+                    self.result.deduplicated += 1
+                    continue
+                pending[entry.slot] = entry
+                pending.move_to_end(entry.slot, last=False)
+                self._pending_bytes += entry.size
+            if back and self._oldest is None:
+                self._oldest = time.monotonic()
+        if given_up:
+            self._gave_up_events(given_up, failures[0].code)
+        if back:
+            self._event(
+                "retry",
+                attempt=max(e.sends for e in back),
+                entries=len(back),
+                code=failures[0].code,
+                delay=self.pacer._backoff if stalled else 0.0,
+            )
+
+    # -- what the core tells the world ----------------------------------------------------------
+
+    def _report(self, failures: list[FailedEntry[Entry[S]]]) -> None:
+        # One event per code and verdict, so a metric can count failed entries by code without
+        # ever naming an entry.
+        counts = Counter((f.code, f.retryable) for f in failures)
+        attempt = max(f.entry.sends for f in failures)
+        for (code, retryable), entries in counts.items():
+            emit(
+                RetryEvent(
+                    kind="partial_failure",
+                    operation=self.adapter.operation,
+                    attempt=attempt,
+                    error_code=code,
+                    entries=entries,
+                    retryable=retryable,
+                ),
+                self.policy.listeners,
+            )
+
+    def _gave_up_events(self, reasons: Counter[str], code: str | None) -> None:
+        for reason, entries in reasons.items():
+            self._event("give_up", attempt=0, entries=entries, code=code, reason=reason)
+
+    def _event(
+        self,
+        kind: Any,
+        *,
+        attempt: int,
+        entries: int,
+        code: str | None = None,
+        reason: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        emit(
+            RetryEvent(
+                kind=kind,
+                operation=self.adapter.operation,
+                attempt=attempt,
+                delay=delay,
+                error_code=code,
+                reason=reason,
+                entries=entries,
+            ),
+            self.policy.listeners,
+        )
 
     def _record_failure(self, failure: FailedEntry[Entry[S]]) -> None:
         entry = failure.entry
@@ -518,6 +726,27 @@ def _not_sent(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:
     return FailedEntry(
         entry, entry.entry_id, "NotSent", f"not sent: {type(error).__name__} before sending it"
     )
+
+
+def _gave_up(entry: Entry[S], reason: str) -> FailedEntry[Entry[S]]:
+    return FailedEntry(
+        entry,
+        entry.entry_id,
+        "GaveUp",
+        f"re-sent {entry.sends - 1} times; the {reason} ran out before the next attempt",
+        retryable=True,
+        attempts=entry.sends,
+        gave_up=reason,
+    )
+
+
+def _botocore_retries(error: BaseException) -> int:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        attempts = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        if isinstance(attempts, int) and attempts > 0:
+            return attempts
+    return 0
 
 
 def _outcome_unknown(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:

@@ -3,7 +3,8 @@
 Every retry in the library, of a whole request or of the failed entries of a batch, goes
 through here: full-jitter exponential backoff, attempt and elapsed-time caps counted across
 botocore's own retries, a per-call :class:`Deadline` (Lambda-aware) that no sleep overruns, and
-a shared :class:`RetryBudget` that refuses retries when everything is failing at once.
+a shared :class:`RetryBudget` that refuses retries when everything is failing at once, and a
+:class:`Pacer` that slows a batch writer to what the service completes.
 
 >>> from resilient_aws.retry import RetryPolicy
 >>> policy = RetryPolicy(max_attempts=5, base_delay=0.05, max_delay=2.0)
@@ -21,6 +22,7 @@ from resilient_aws.retry._classify import (
 from resilient_aws.retry._deadline import Deadline
 from resilient_aws.retry._decorator import retry
 from resilient_aws.retry._events import RetryEvent, RetryListener, add_listener, remove_listener
+from resilient_aws.retry._pacer import Pacer
 from resilient_aws.retry._partial import (
     FailedEntry,
     PartialOutcome,
@@ -37,6 +39,7 @@ __all__ = [
     "ErrorClass",
     "FailedEntry",
     "Jitter",
+    "Pacer",
     "PartialOutcome",
     "RetryBudget",
     "RetryEvent",
