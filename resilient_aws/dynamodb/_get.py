@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from resilient_aws._batching import botocore_retries
+from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
 from resilient_aws.dynamodb._client import dynamodb_client
 from resilient_aws.dynamodb._schema import ItemKey, KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item, serialize_item
 from resilient_aws.errors import BatchGetError, ConfigurationError
 from resilient_aws.limits import DYNAMODB_BATCH_GET, BatchLimits
 from resilient_aws.results import BatchResult
-from resilient_aws.retry import (
-    DEFAULT_POLICY,
-    FailedEntry,
-    RetryPolicy,
-    SendResult,
-    classify_entry,
-)
+from resilient_aws.retry import DEFAULT_POLICY, FailedEntry, Pacer, RetryPolicy, classify_entry
 
 __all__ = ["BatchGetResult", "batch_get"]
 
@@ -44,6 +37,49 @@ class _Key:
     source: Any
 
 
+class _BatchGetItem:
+    """One ``BatchGetItem`` request: items found go to ``found``, ``UnprocessedKeys`` back."""
+
+    operation = "BatchGetItem"
+
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        schema: KeySchema,
+        options: dict[str, Any],
+        found: dict[ItemKey, dict[str, Any]],
+        limits: BatchLimits,
+    ) -> None:
+        self.client, self.table, self.schema, self.options = client, table, schema, options
+        self.found, self.limits = found, limits
+        self.lock = threading.Lock()
+
+    def send_request(self, batch: list[Entry[_Key]]) -> Sent[_Key]:
+        table, schema = self.table, self.schema
+        response = self.client.batch_get_item(
+            RequestItems={table: {"Keys": [e.payload for e in batch], **self.options}}
+        )
+        got = response.get("Responses", {}).get(table, [])
+        with self.lock:
+            for item in got:
+                self.found[schema.key_of(item, table)] = item
+        unprocessed = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+        if not unprocessed:
+            return Sent([(e, None) for e in batch], [], botocore_retries(response))
+        by_identity = {e.source.identity: e for e in batch}
+        withheld = [by_identity[schema.key_of(wire, table)] for wire in unprocessed]
+        failed = [
+            FailedEntry(
+                e, e.entry_id, _UNPROCESSED.code, "returned in UnprocessedKeys", retryable=True
+            )
+            for e in withheld
+        ]
+        held = {id(e) for e in withheld}
+        succeeded = [(e, None) for e in batch if id(e) not in held]
+        return Sent(succeeded, failed, botocore_retries(response))
+
+
 def batch_get(
     table: str,
     keys: Iterable[Any],
@@ -59,6 +95,7 @@ def batch_get(
     numbers: Numbers = "decimal",
     raise_on_failure: bool = True,
     limits: BatchLimits = DYNAMODB_BATCH_GET,
+    pacer: Pacer | None = None,
 ) -> BatchGetResult:
     """Read items by key: any number of keys, 100 per request, ``UnprocessedKeys`` retried.
 
@@ -68,6 +105,11 @@ def batch_get(
     policy gave up — raised as :class:`~resilient_aws.errors.BatchGetError` unless
     ``raise_on_failure=False``. ``projection`` lists attribute names to return (the key
     attributes are always included, to match items to keys).
+
+    Keys run on the batch engine: ``UnprocessedKeys`` go back to the front of the queue and
+    ride in the next full request, paced by ``pacer`` (one per call unless shared); a key is
+    given up only at the policy's deadline or ``max_elapsed``, or after ``max_attempts``
+    requests that read nothing.
     """
     if concurrency < 1:
         raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
@@ -99,50 +141,23 @@ def batch_get(
         options["ExpressionAttributeNames"] = {f"#p{i}": name for i, name in enumerate(names)}
 
     found: dict[ItemKey, dict[str, Any]] = {}
-    lock = threading.Lock()
-
-    def request(batch: list[_Key]) -> SendResult[_Key]:
-        with lock:
-            result.requests += 1
-        response = dynamodb.batch_get_item(
-            RequestItems={table: {"Keys": [k.wire for k in batch], **options}}
-        )
-        by_identity = {k.identity: k for k in batch}
-        got = response.get("Responses", {}).get(table, [])
-        with lock:
-            for item in got:
-                found[schema.key_of(item, table)] = item
-        pending = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
-        failed = [
-            FailedEntry(
-                k, k.entry_id, _UNPROCESSED.code, "returned in UnprocessedKeys", retryable=True
-            )
-            for k in (by_identity[schema.key_of(w, table)] for w in pending)
-        ]
-        return SendResult(failed, botocore_retries(response))
-
-    def read(chunk: list[_Key]) -> None:
-        outcome = policy.run_partial(
-            request, chunk, entry_id=lambda k: k.entry_id, operation="BatchGetItem"
-        )
-        with lock:
-            result.resent += outcome.resent
-            result.succeeded += outcome.succeeded
-            failed_keys.update(f.entry.identity for f in outcome.failed)
-            result.failed.extend(replace(f, entry=f.entry.source) for f in outcome.failed)
-
-    failed_keys: set[Any] = set()  # by identity: two keys may share a name (binary values)
+    engine: BatchEngine[Any] = BatchEngine(
+        _BatchGetItem(dynamodb, table, schema, options, found, limits),
+        policy=policy,
+        concurrency=concurrency,
+        raise_on_failure=False,
+        keep_answers=False,
+        pacer=pacer,
+    )
     pending = list(wanted.values())
-    chunks = [
-        pending[i : i + limits.max_entries] for i in range(0, len(pending), limits.max_entries)
-    ]
-    if concurrency == 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            read(chunk)
-    else:
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="resilient-aws-get") as pool:
-            for done in [pool.submit(read, chunk) for chunk in chunks]:
-                done.result()
+    for wanted_key in pending:
+        engine.add(Entry(wanted_key, wanted_key.entry_id, wanted_key.wire, 0))
+    outcome = engine.close()
+    result.requests, result.resent = outcome.requests, outcome.resent
+    result.succeeded = outcome.succeeded
+    # by identity: two keys may share a name (binary values)
+    failed_keys = {f.entry.identity for f in outcome.failed}
+    result.failed.extend(replace(f, entry=f.entry.source) for f in outcome.failed)
 
     order = pending if keep_order else None
     identities = [k.identity for k in order] if order is not None else list(found)
