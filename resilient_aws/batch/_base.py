@@ -13,7 +13,14 @@ from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import BatchResult
-from resilient_aws.retry import DEFAULT_POLICY, Deadline, FailedEntry, RetryPolicy, classify_entry
+from resilient_aws.retry import (
+    DEFAULT_POLICY,
+    Deadline,
+    FailedEntry,
+    Pacer,
+    RetryPolicy,
+    classify_entry,
+)
 
 __all__ = ["BatchSender", "by_id", "positional"]
 
@@ -32,6 +39,11 @@ class BatchSender:
     :class:`~resilient_aws.errors.BatchWriteError` if any entry finally failed, unless
     ``raise_on_failure=False``; :attr:`result` accounts for every entry and holds the
     service's answer (message id, sequence number, event id) of each one that succeeded.
+
+    Entries the service withholds go back to the front of the buffer and ride in the next
+    full request, paced by the sender's :class:`~resilient_aws.retry.Pacer` (``pacer=`` shares
+    one); an entry is given up only at the policy's deadline or ``max_elapsed``, or after
+    ``max_attempts`` requests that completed nothing.
     """
 
     service: str = ""
@@ -52,6 +64,7 @@ class BatchSender:
         limits: BatchLimits | None = None,
         flush_interval: float | None = None,
         keep_answers: bool = True,
+        pacer: Pacer | None = None,
     ) -> None:
         if on_invalid not in ("raise", "report"):
             raise ConfigurationError(
@@ -73,6 +86,7 @@ class BatchSender:
             raise_on_failure=raise_on_failure,
             keep_answers=keep_answers,
             flush_interval=flush_interval,
+            pacer=pacer,
         )
 
     client_name = ""

@@ -14,7 +14,14 @@ from resilient_aws.dynamodb._serialize import item_size, serialize_sized, to_pyt
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import DYNAMODB_BATCH_WRITE, BatchLimits
 from resilient_aws.results import BatchResult
-from resilient_aws.retry import DEFAULT_POLICY, Deadline, FailedEntry, RetryPolicy, classify_entry
+from resilient_aws.retry import (
+    DEFAULT_POLICY,
+    Deadline,
+    FailedEntry,
+    Pacer,
+    RetryPolicy,
+    classify_entry,
+)
 
 __all__ = ["BatchWriter"]
 
@@ -91,8 +98,11 @@ class BatchWriter:
     * Two writes of one key in a batch are a ``ValidationException`` in DynamoDB: the later
       write replaces the earlier one (last write wins), and a key is never in two requests in
       flight at once, so retries cannot reorder writes of one key.
-    * ``UnprocessedItems`` are re-sent through the retry core with jittered backoff, within the
-      policy's attempts, elapsed time, deadline and budget.
+    * ``UnprocessedItems`` go back to the front of the writer's buffer and ride in the next
+      full request; the writer's :class:`~resilient_aws.retry.Pacer` (pass ``pacer=`` to share
+      one between writers of a table) slows the whole writer to what the table completes. An
+      item is given up only at the policy's deadline or ``max_elapsed``, or after
+      ``max_attempts`` requests that completed nothing: never while the table keeps writing.
     * ``concurrency=N`` keeps up to N requests in flight on a thread pool.
     * A batch rejected as a whole with ``ValidationException`` is split until the bad entry is
       isolated, so one bad item does not fail the other 24.
@@ -121,6 +131,7 @@ class BatchWriter:
         on_invalid: Literal["raise", "report"] = "raise",
         limits: BatchLimits = DYNAMODB_BATCH_WRITE,
         flush_interval: float | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         if on_invalid not in ("raise", "report"):
             raise ConfigurationError(
@@ -149,6 +160,7 @@ class BatchWriter:
             raise_on_failure=raise_on_failure,
             keep_answers=False,
             flush_interval=flush_interval,
+            pacer=pacer,
         )
 
     @property
