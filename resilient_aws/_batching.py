@@ -478,7 +478,8 @@ class BatchEngine(Generic[S]):
             with self._lock:
                 for entry, reason in expired:
                     self._record_failure(_gave_up(entry, reason))
-            self._gave_up_events(Counter(reason for _, reason in expired), None)
+            attempts = max(entry.sends for entry, _ in expired)
+            self._gave_up_events(Counter(reason for _, reason in expired), None, attempts)
         return keep
 
     def _request_failed(self, chunk: list[Entry[S]], error: ClientError | BotoCoreError) -> None:
@@ -598,7 +599,8 @@ class BatchEngine(Generic[S]):
             if back and self._oldest is None:
                 self._oldest = time.monotonic()
         if given_up:
-            self._gave_up_events(given_up, failures[0].code)
+            attempts = max(f.entry.sends for f in failures)
+            self._gave_up_events(given_up, failures[0].code, attempts)
         if back:
             self._event(
                 "retry",
@@ -628,9 +630,9 @@ class BatchEngine(Generic[S]):
                 self.policy.listeners,
             )
 
-    def _gave_up_events(self, reasons: Counter[str], code: str | None) -> None:
+    def _gave_up_events(self, reasons: Counter[str], code: str | None, attempts: int) -> None:
         for reason, entries in reasons.items():
-            self._event("give_up", attempt=0, entries=entries, code=code, reason=reason)
+            self._event("give_up", attempt=attempts, entries=entries, code=code, reason=reason)
 
     def _event(
         self,
