@@ -19,8 +19,10 @@ up.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -119,7 +121,9 @@ class BatchEngine(Generic[S]):
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
-        if flush_interval is not None and flush_interval <= 0:
+        if flush_interval is not None and not (
+            isinstance(flush_interval, (int, float)) and 0 < flush_interval < math.inf
+        ):
             raise ConfigurationError("flush_interval", f"must be > 0, got {flush_interval!r}")
         self.adapter = adapter
         self.limits = adapter.limits
@@ -251,6 +255,28 @@ class BatchEngine(Generic[S]):
             self.raise_on_failure = raise_on_failure
         if self.result.failed:
             logger.warning("%s closed by an exception with failed entries: %s", owner, self.result)
+
+    def __del__(self) -> None:
+        # A writer dropped without ``with`` or close() would lose what it still buffers without
+        # a word: say so, the way asyncio reports an exception nobody retrieved.
+        try:
+            unsent = len(self._pending)
+            if self.closed or not unsent:
+                return
+            operation = self.adapter.operation
+            warnings.warn(
+                f"a {operation} writer was garbage-collected with {unsent} entries never sent:"
+                " use it in a `with` block or call close()",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            logger.error(
+                "%s writer garbage-collected with %d entries never sent (not closed)",
+                operation,
+                unsent,
+            )
+        except Exception:  # at interpreter exit, modules may already be gone
+            pass
 
     # -- chunking -------------------------------------------------------------------------------
 
