@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
-from resilient_aws.dynamodb._client import dynamodb_client
+from resilient_aws.dynamodb._client import dynamodb_client, table_name
 from resilient_aws.dynamodb._schema import ItemKey, KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item, serialize_item
 from resilient_aws.errors import BatchGetError, ConfigurationError
@@ -113,6 +113,7 @@ def batch_get(
     """
     if concurrency < 1:
         raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
+    table = table_name(table)
     dynamodb = dynamodb_client(client, session)
     schema = (
         KeySchema.of(table, key)

@@ -7,7 +7,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from resilient_aws.dynamodb._client import dynamodb_client
+from botocore.exceptions import ClientError
+
+from resilient_aws.dynamodb._client import dynamodb_client, missing_table, table_name
 from resilient_aws.dynamodb._cursor import decode_cursor, encode_cursor
 from resilient_aws.dynamodb._schema import position_attributes
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item
@@ -96,7 +98,7 @@ class Read:
         if total_segments is not None and segment is not None and not 0 <= segment < total_segments:
             raise ConfigurationError("segment", f"must be in [0, {total_segments}), got {segment}")
         self.operation = operation
-        self.table = table
+        self.table = table_name(table)
         self.client = dynamodb_client(client, session)
         self.policy = policy
         self.page_size = page_size
@@ -141,7 +143,10 @@ class Read:
                 request["ExclusiveStartKey"] = start_key
             if self.page_size is not None:
                 request["Limit"] = self.page_size
-            response = self.policy.call(call, **request)
+            try:
+                response = self.policy.call(call, **request)
+            except ClientError as error:
+                raise missing_table(error, self.table) from error
             wire_items = response.get("Items", [])
             start_key = response.get("LastEvaluatedKey")
             if remaining is not None and len(wire_items) > remaining:

@@ -14,7 +14,7 @@ from boto3.dynamodb.types import Binary
 from botocore.exceptions import ClientError
 
 from resilient_aws.dynamodb._serialize import raw_bytes
-from resilient_aws.errors import InvalidKeyError, UnknownTableError
+from resilient_aws.errors import ConfigurationError, InvalidKeyError, UnknownTableError
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
 __all__ = ["KeySchema", "describe_key_schema", "position_attributes"]
@@ -106,8 +106,18 @@ def _table_keys(client: Any, table: str, policy: RetryPolicy) -> _TableKeys:
     try:
         description = policy.call(client.describe_table, TableName=table)["Table"]
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        code = error.response.get("Error", {}).get("Code")
+        if code == "ResourceNotFoundException":
             raise UnknownTableError(table) from error
+        if code in ("AccessDeniedException", "UnrecognizedClientException"):
+            # DescribeTable is a call the user did not write: say why it is made and how to
+            # do without it.
+            raise ConfigurationError(
+                "keys",
+                f"DescribeTable on {table!r} was refused ({code}), and the key schema comes"
+                " from it: grant dynamodb:DescribeTable, or pass keys= with the table's key"
+                " attribute names",
+            ) from error
         raise
     types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
     names = _hash_first(description["KeySchema"])

@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
-from resilient_aws.dynamodb._client import dynamodb_client
+from resilient_aws.dynamodb._client import dynamodb_client, table_name
 from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import item_size, serialize_sized, to_python
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
@@ -137,7 +137,7 @@ class BatchWriter:
             raise ConfigurationError(
                 "on_invalid", f"must be 'raise' or 'report', got {on_invalid!r}"
             )
-        self.table = table
+        self.table = table_name(table) if table is not None else None
         self.client = dynamodb_client(client, session)
         self.policy = policy.with_deadline(deadline) if deadline is not None else policy
         self.on_invalid = on_invalid
@@ -205,11 +205,12 @@ class BatchWriter:
     # -- internals ------------------------------------------------------------------------------
 
     def _table(self, table: str | None) -> str:
-        name = table or self.table
-        if not name:
+        name = table if table is not None else self.table
+        if name is None:
             raise ConfigurationError(
                 "table", "no table: pass table= to the writer or to put/delete"
             )
+        name = table_name(name)
         if self._engine.closed:
             raise ConfigurationError("table", "the writer is closed")
         return name

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from resilient_aws.dynamodb import BatchWriter, parallel_scan, query, scan, scan_segment
-from resilient_aws.errors import ConfigurationError, InvalidCursorError
+from resilient_aws.errors import ConfigurationError, InvalidCursorError, UnknownTableError
 from resilient_aws.testing import FakeClock, chaos
 from tests.dynamo_tables import create_table
 
@@ -174,7 +174,7 @@ def test_parallel_scan_resumes_each_segment(ddb: Any, orders: str) -> None:
 
 
 def test_parallel_scan_surfaces_errors(ddb: Any) -> None:
-    with pytest.raises(Exception, match=r"ResourceNotFound|non-existent|not found"):
+    with pytest.raises(UnknownTableError, match="'missing' does not exist"):
         list(parallel_scan("missing", client=ddb, segments=2))
 
 
