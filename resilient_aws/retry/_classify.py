@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from botocore.exceptions import (
+    ChecksumError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -35,7 +36,9 @@ class ErrorClass:
         return self.kind == "throttle"
 
 
-# The same list botocore's standard retry mode treats as throttling, plus SQS and S3 spellings.
+# botocore's standard retry mode treats these as throttling (ThrottledRetryableChecker), plus the
+# SNS, SQS and KMS spellings; botocore retries nothing on the clients the core configures, so
+# every code it would retry must be here or in TRANSIENT_CODES.
 THROTTLING_CODES = frozenset(
     {
         "Throttling",
@@ -75,6 +78,8 @@ TRANSIENT_CODES = frozenset(
         "ServiceUnavailableException",
         "ServiceUnavailableError",
         "KMSInternalException",
+        # STS: the identity provider did not answer (botocore's RetryIDPCommunicationError)
+        "IDPCommunicationError",
         # DynamoDB: another request touched the item; trying again is what AWS advises
         "TransactionConflictException",
         "ReplicatedWriteConflictException",
@@ -92,6 +97,9 @@ _CONNECTION_ERRORS = (
     BotocoreConnectionError,
 )
 _TIMEOUT_ERRORS = (ReadTimeoutError, ConnectTimeoutError)
+# A response whose body did not match its checksum (DynamoDB's x-amz-crc32): the request may
+# well have succeeded, but its answer is unusable, so ask again as botocore's legacy mode does.
+_CORRUPT_RESPONSE_ERRORS = (ChecksumError,)
 
 _entry_lock = threading.Lock()
 # service -> code -> retryable; consulted for per-entry failures reported inside a 200 response.
@@ -112,12 +120,15 @@ _ENTRY_CODES: dict[str, dict[str, bool]] = {
 }
 
 
-def classify(error: BaseException) -> ErrorClass:
+def classify(error: BaseException, *, service_model: Any = None) -> ErrorClass:
     """Say whether a whole-request error is worth retrying, and why.
 
-    Throttling codes, 5xx responses, timeouts and dropped connections are retryable; everything
-    else a service answers (validation, access denied, a failed condition, a missing resource) is
-    permanent, and so is any exception that does not come from botocore.
+    Throttling codes, 5xx responses, timeouts, dropped connections and corrupted responses are
+    retryable; everything else a service answers (validation, access denied, a failed
+    condition, a missing resource) is permanent, and so is any exception that does not come
+    from botocore. Given the client's ``service_model`` (``client.meta.service_model``), the
+    errors the service's model marks retryable are retryable too, as botocore's standard mode
+    has them: :meth:`RetryPolicy.call` passes it when it calls a client's method.
     """
     if isinstance(error, ClientError):
         error_info = error.response.get("Error", {})
@@ -127,12 +138,34 @@ def classify(error: BaseException) -> ErrorClass:
             return ErrorClass(True, "throttle", code)
         if code in TRANSIENT_CODES or status in TRANSIENT_STATUS:
             return ErrorClass(True, "transient", code)
+        if service_model is not None:
+            modeled = _modeled_kind(service_model, error.operation_name, code)
+            if modeled is not None:
+                return ErrorClass(True, modeled, code)
         return ErrorClass(False, "permanent", code)
     if isinstance(error, _TIMEOUT_ERRORS):
         return ErrorClass(True, "timeout", type(error).__name__)
     if isinstance(error, _CONNECTION_ERRORS):
         return ErrorClass(True, "connection", type(error).__name__)
+    if isinstance(error, _CORRUPT_RESPONSE_ERRORS):
+        return ErrorClass(True, "transient", type(error).__name__)
     return ErrorClass(False, "permanent", type(error).__name__)
+
+
+def _modeled_kind(service_model: Any, operation: str, code: str) -> ErrorKind | None:
+    """The kind of retry the service's model declares for ``code`` (botocore's
+    ModeledRetryErrorDetector), or None if the model says nothing."""
+    try:
+        shapes = service_model.operation_model(operation).error_shapes
+    except Exception:  # an operation the model does not know, or not a botocore model at all
+        return None
+    for shape in shapes:
+        retryable = shape.metadata.get("retryable")
+        if retryable is None:
+            continue
+        if (shape.metadata.get("error", {}).get("code") or shape.name) == code:
+            return "throttle" if retryable.get("throttling") else "transient"
+    return None
 
 
 def classify_entry(service: str, code: str, *, sender_fault: bool | None = None) -> ErrorClass:

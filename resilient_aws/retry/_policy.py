@@ -7,6 +7,7 @@ import functools
 import math
 import random
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,6 +16,7 @@ from resilient_aws.errors import ConfigurationError
 from resilient_aws.retry._budget import RetryBudget
 from resilient_aws.retry._deadline import Deadline, LambdaContextLike
 from resilient_aws.retry._events import RetryListener
+from resilient_aws.retry._pacer import Pacer
 from resilient_aws.retry._wait import JITTERS, Jitter, wait_jittered
 
 if TYPE_CHECKING:
@@ -35,15 +37,28 @@ E = TypeVar("E")
 class RetryPolicy:
     """How to retry: attempts, backoff with jitter, time caps, deadline and shared budget.
 
-    ``max_attempts`` counts attempts on the wire across both layers: a call that botocore already
-    retried twice before giving up has used three. ``base_delay``/``max_delay`` shape the
-    exponential backoff, ``jitter`` picks the formula (``"full"``, ``"equal"``,
-    ``"decorrelated"``, ``"none"``). ``max_elapsed`` caps the time spent on one call, ``deadline``
-    is an absolute end (pass it per call with :meth:`with_deadline`), ``budget`` a
-    :class:`RetryBudget` shared with other calls.
+    ``max_attempts`` counts requests on the wire. On a client built with
+    :meth:`botocore_config` botocore retries nothing, so a call makes at most ``max_attempts``
+    requests; on any other client, the retries botocore made before giving up
+    (``ResponseMetadata.RetryAttempts``) count too. ``base_delay``/``max_delay`` shape the
+    exponential backoff; ``throttle_base_delay`` replaces ``base_delay`` after a throttle (1 s,
+    as in botocore's standard mode: a throttled service needs time, not a quick second try;
+    never less than ``base_delay``), and an ``x-amz-retry-after`` header is honoured up to five
+    seconds past the backoff.
+    ``jitter`` picks the formula (``"full"``, ``"equal"``, ``"decorrelated"``, ``"none"``).
+    ``max_stalled`` is for batch writers: an entry the service keeps refusing is given up
+    after ``max_attempts`` requests that completed nothing *and* ``max_stalled`` seconds
+    (20 s) without progress, so that a run of bad luck at the tail of a batch is not mistaken
+    for a service that stopped taking work (``0``: ``max_attempts`` alone).
+    ``pacer`` is a :class:`Pacer` shared by every batch writer given this policy (each
+    writer makes its own otherwise), like ``budget`` for retries.
+    ``max_elapsed`` caps the time spent on one call, ``deadline`` is an absolute end (pass it
+    per call with :meth:`with_deadline`), ``budget`` a :class:`RetryBudget` shared with other
+    calls.
 
     tenacity strategies pass through: ``stop`` is OR-ed with the policy's own stops
-    (``stop=tenacity.stop_after_delay(3)``) and ``wait`` replaces the jittered backoff.
+    (``stop=tenacity.stop_after_delay(3)``) and ``wait`` replaces the jittered backoff, throttle
+    base and ``x-amz-retry-after`` included.
     ``classifier`` replaces :func:`classify` for whole calls (wrap it to make one more error
     retryable, e.g. an application's own "not ready yet").
     ``sleep``, ``async_sleep`` (default ``asyncio.sleep``), ``clock`` and ``rng`` are seams for
@@ -54,11 +69,14 @@ class RetryPolicy:
 
     max_attempts: int = 8
     base_delay: float = 0.05
+    throttle_base_delay: float = 1.0
     max_delay: float = 5.0
     jitter: Jitter = "full"
     max_elapsed: float | None = None
+    max_stalled: float = 20.0
     deadline: Deadline | None = None
     budget: RetryBudget | None = None
+    pacer: Pacer | None = field(default=None, compare=False)
     stop: stop_base | None = None
     wait: wait_base | None = None
     listeners: tuple[RetryListener, ...] = ()
@@ -77,7 +95,8 @@ class RetryPolicy:
             raise ConfigurationError(
                 "max_attempts", f"must be an int >= 1, got {self.max_attempts!r}"
             )
-        for name in ("base_delay", "max_delay"):
+        # throttle_base_delay may exceed max_delay: the cap applies, as it does to base_delay * 2**n
+        for name in ("base_delay", "throttle_base_delay", "max_delay"):
             value = getattr(self, name)
             if not _finite_non_negative(value):
                 raise ConfigurationError(name, f"must be a finite number >= 0, got {value!r}")
@@ -87,6 +106,10 @@ class RetryPolicy:
             )
         if self.jitter not in JITTERS:
             raise ConfigurationError("jitter", f"must be one of {JITTERS}, got {self.jitter!r}")
+        if not _finite_non_negative(self.max_stalled):
+            raise ConfigurationError(
+                "max_stalled", f"must be a finite number >= 0, got {self.max_stalled!r}"
+            )
         if self.max_elapsed is not None and not (
             _finite_non_negative(self.max_elapsed) and self.max_elapsed > 0
         ):
@@ -95,6 +118,8 @@ class RetryPolicy:
             raise ConfigurationError(
                 "deadline", f"must be a Deadline, got {type(self.deadline).__name__}"
             )
+        if self.pacer is not None and not isinstance(self.pacer, Pacer):
+            raise ConfigurationError("pacer", f"must be a Pacer, got {type(self.pacer).__name__}")
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError(
                 "budget", f"must be a RetryBudget, got {type(self.budget).__name__}"
@@ -118,26 +143,71 @@ class RetryPolicy:
         )
 
     def wait_strategy(self) -> wait_base:
-        """The tenacity wait this policy uses (``wait`` if given, else jittered backoff)."""
+        """The tenacity wait this policy uses (``wait`` if given, else jittered backoff from
+        ``base_delay``, from ``throttle_base_delay`` after a throttle)."""
         if self.wait is not None:
             return self.wait
         return self._jittered
 
     @functools.cached_property
     def _jittered(self) -> wait_jittered:
-        return wait_jittered(self.base_delay, self.max_delay, self.jitter, self.rng)
+        return wait_jittered(
+            self.base_delay,
+            self.max_delay,
+            self.jitter,
+            self.rng,
+            # a throttle never backs off less than any other error would
+            throttle_base=max(self.base_delay, self.throttle_base_delay),
+            classifier=self.classifier,
+        )
 
-    def botocore_config(self, *, max_attempts: int = 3, **config: Any) -> Config:
-        """A botocore ``Config`` whose own retries fit under this policy.
+    def botocore_config(self, *, max_attempts: int | None = None, **config: Any) -> Config:
+        """A botocore ``Config`` under which botocore retries nothing: the core makes every retry.
 
-        botocore retries whole requests on the wire (standard mode); the core counts those
-        attempts in ``max_attempts`` and owns per-entry partial failures, which botocore never
-        sees. ``max_attempts`` here is botocore's share; it cannot exceed the policy's.
+        ``boto3.client("dynamodb", config=policy.botocore_config())`` gives a client on which a
+        call through :meth:`call` puts at most the policy's ``max_attempts`` requests on the
+        wire (exactly that many if every one fails), every backoff stays inside the policy's
+        deadline, every retry is charged to its budget, and throttles back off from
+        ``throttle_base_delay``. Other keyword arguments
+        go to ``Config`` (``connect_timeout=2``, ``read_timeout=5``...).
+
+        ``max_attempts`` is deprecated: it hands botocore a share again, up to that many
+        attempts (its standard mode) inside each of the core's, never more than the policy's.
+        The core still counts them in its ``max_attempts``, but cannot keep botocore's sleeps
+        within a deadline nor charge its retries to a budget. The default is 1 (no retry).
         """
         from botocore.config import Config
 
-        share = min(max_attempts, self.max_attempts)
-        return Config(retries={"mode": "standard", "max_attempts": share}, **config)
+        if "retries" in config:
+            raise ConfigurationError(
+                "retries", "botocore_config sets botocore's retries itself; build a Config instead"
+            )
+        share = 1
+        if max_attempts is not None:
+            if (
+                not isinstance(max_attempts, int)
+                or isinstance(max_attempts, bool)
+                or max_attempts < 1
+            ):
+                raise ConfigurationError(
+                    "max_attempts", f"must be an int >= 1, got {max_attempts!r}"
+                )
+            if max_attempts != 1:
+                warnings.warn(
+                    "botocore_config(max_attempts=...) is deprecated: the core makes every retry "
+                    "(RetryPolicy.max_attempts), botocore's retries escape the deadline and the "
+                    "budget",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+            share = min(max_attempts, self.max_attempts)
+        # total_max_attempts, not max_attempts: botocore reads the legacy key as *retries*.
+        # With no retry of botocore's, legacy mode: standard mode checks a DynamoDB response's
+        # x-amz-crc32 only to retry it, and would hand back a corrupted response; legacy mode
+        # raises ChecksumError, which the core retries.
+        if share == 1:
+            return Config(retries={"mode": "legacy", "total_max_attempts": 1}, **config)
+        return Config(retries={"mode": "standard", "total_max_attempts": share}, **config)
 
     # -- running calls --------------------------------------------------------------------------
 

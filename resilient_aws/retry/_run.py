@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,6 +19,7 @@ from resilient_aws.errors import (
 )
 from resilient_aws.retry._classify import ErrorClass, classify
 from resilient_aws.retry._events import RetryEvent, emit
+from resilient_aws.retry._wait import retry_after
 
 if TYPE_CHECKING:
     from resilient_aws.retry._policy import RetryPolicy
@@ -96,6 +98,20 @@ class Run:
         self._emit("give_up", reason=reason)
         return True
 
+    def wait(self, state: RetryCallState) -> float:
+        """The backoff before the next attempt: from the throttle base after a throttle (as the
+        run classified it, so that a partial failure counts as one), longer if the service
+        said ``x-amz-retry-after``; the policy's ``wait`` replaces all of it."""
+        policy = self.policy
+        if policy.wait is not None:
+            return float(policy.wait(state))
+        return policy._jittered.delay(
+            state.attempt_number,
+            throttle=bool(self.last_class and self.last_class.is_throttle),
+            previous=state.upcoming_sleep,
+            retry_after=retry_after(self.last_error),
+        )
+
     def before_sleep(self, state: RetryCallState) -> None:
         self.retries += 1
         self._emit("retry", delay=state.upcoming_sleep)
@@ -118,7 +134,7 @@ class Run:
     def retrying(self) -> Retrying:
         return Retrying(
             sleep=self.policy.sleep,
-            wait=self.policy.wait_strategy(),
+            wait=self.wait,
             stop=_Stop(self),
             retry=_Retry(self),
             before_sleep=self.before_sleep,
@@ -128,7 +144,7 @@ class Run:
     def async_retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
             sleep=self.policy.async_sleep or _asyncio_sleep,
-            wait=self.policy.wait_strategy(),
+            wait=self.wait,
             stop=_Stop(self),
             retry=_Retry(self),
             before_sleep=self.before_sleep,
@@ -188,7 +204,8 @@ async def _asyncio_sleep(seconds: float) -> None:
 
 
 def _botocore_retries(error: BaseException) -> int:
-    """How many times botocore already retried the request that raised ``error``."""
+    """How many times botocore already retried the request that raised ``error``: none on a
+    client from ``botocore_config()``, up to its own max_attempts - 1 on any other client."""
     counted = getattr(error, "botocore_retries", None)
     if isinstance(counted, int):
         return counted
@@ -204,6 +221,29 @@ def operation_name(fn: Callable[..., Any]) -> str:
     return str(getattr(fn, "__name__", None) or type(fn).__name__)
 
 
+def classifier_for(
+    policy: RetryPolicy, fn: Callable[..., Any]
+) -> Callable[[BaseException], ErrorClass]:
+    """The policy's classifier; by default :func:`classify`, told the service model when ``fn``
+    is a method of a boto3 client or resource, so that the errors that service models as
+    retryable are retried as botocore would have (it retries nothing on our clients)."""
+    if policy.classifier is not None:
+        return policy.classifier
+    service_model = _service_model(fn)
+    if service_model is None:
+        return classify
+    return functools.partial(classify, service_model=service_model)
+
+
+def _service_model(fn: Callable[..., Any]) -> Any:
+    meta = getattr(getattr(fn, "__self__", None), "meta", None)
+    client = getattr(meta, "client", None)  # a boto3 resource (Table.put_item) holds a client
+    if client is not None:
+        meta = getattr(client, "meta", None)
+    model = getattr(meta, "service_model", None)
+    return model if hasattr(model, "operation_model") else None
+
+
 def call(
     policy: RetryPolicy, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> T:
@@ -211,7 +251,8 @@ def call(
     try:
         result = fn(*args, **kwargs)
     except BaseException as error:
-        if not (policy.classifier or classify)(error).retryable:
+        classifier = classifier_for(policy, fn)
+        if not classifier(error).retryable:
             raise
         first_error = error
     else:
@@ -219,7 +260,7 @@ def call(
         if policy.budget is not None:
             policy.budget.release(policy.budget.success_refund)
         return result
-    run = Run(policy, operation_name(fn), policy.classifier or classify, started=started)
+    run = Run(policy, operation_name(fn), classifier, started=started)
     try:
         result = run.retrying()(_replaying(first_error, fn), *args, **kwargs)
     except BaseException as error:
@@ -241,14 +282,15 @@ async def acall(
     try:
         result = await fn(*args, **kwargs)
     except BaseException as error:
-        if not (policy.classifier or classify)(error).retryable:
+        classifier = classifier_for(policy, fn)
+        if not classifier(error).retryable:
             raise
         first_error = error
     else:
         if policy.budget is not None:
             policy.budget.release(policy.budget.success_refund)
         return result
-    run = Run(policy, operation_name(fn), policy.classifier or classify, started=started)
+    run = Run(policy, operation_name(fn), classifier, started=started)
     try:
         result = await run.async_retrying()(_areplaying(first_error, fn), *args, **kwargs)
     except BaseException as error:

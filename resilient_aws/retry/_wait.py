@@ -7,28 +7,51 @@ Formulas from the AWS Architecture Blog post "Exponential Backoff And Jitter", w
     full          uniform(0, min(cap, base * 2 ** (n - 1)))
     equal         t / 2 + uniform(0, t / 2)   where t = min(cap, base * 2 ** (n - 1))
     decorrelated  min(cap, uniform(base, previous * 3))   previous starts at base
+
+As in botocore's standard retry mode, ``base`` is the throttle base after a throttle, and a
+service that answers with ``x-amz-retry-after`` (milliseconds) lengthens the delay ``t`` to
+``max(t, min(retry_after, t + 5))``: honoured, but never more than five seconds past the
+backoff, so that a wrong header cannot park a caller.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
 from tenacity.wait import wait_base
 
+from resilient_aws.retry._classify import ErrorClass, classify
+
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-__all__ = ["Jitter", "JITTERS", "wait_jittered"]
+__all__ = [
+    "Jitter",
+    "JITTERS",
+    "RETRY_AFTER_HEADER",
+    "RETRY_AFTER_MAX_EXTRA",
+    "retry_after",
+    "wait_jittered",
+]
 
 Jitter = Literal["full", "equal", "decorrelated", "none"]
 JITTERS: tuple[Jitter, ...] = ("full", "equal", "decorrelated", "none")
+
+RETRY_AFTER_HEADER = "x-amz-retry-after"
+RETRY_AFTER_MAX_EXTRA = 5.0  # seconds; botocore's _RETRY_AFTER_MAX_ADDITIONAL
 
 _MAX_EXPONENT = 64
 
 
 class wait_jittered(wait_base):  # noqa: N801 - tenacity's naming, so that it composes alike
-    """Capped exponential backoff with one of the four jitters; composes like any tenacity wait."""
+    """Capped exponential backoff with one of the four jitters; composes like any tenacity wait.
+
+    ``throttle_base`` (default: ``base``) replaces ``base`` when the error that ended the last
+    attempt is a throttle, as judged by ``classifier`` (default :func:`classify`); an
+    ``x-amz-retry-after`` header on that error is honoured within bounds (see the module).
+    """
 
     def __init__(
         self,
@@ -36,25 +59,87 @@ class wait_jittered(wait_base):  # noqa: N801 - tenacity's naming, so that it co
         cap: float,
         jitter: Jitter = "full",
         rng: random.Random | None = None,
+        *,
+        throttle_base: float | None = None,
+        classifier: Callable[[BaseException], ErrorClass] | None = None,
     ) -> None:
         self.base = base
         self.cap = cap
         self.jitter = jitter
         self.rng = rng if rng is not None else random.Random()
+        self.throttle_base = base if throttle_base is None else throttle_base
+        self.classifier = classifier
 
-    def ceiling(self, attempt_number: int) -> float:
+    def ceiling(self, attempt_number: int, *, throttle: bool = False) -> float:
         """The un-jittered delay after ``attempt_number`` attempts."""
+        base = self.throttle_base if throttle else self.base
         exponent = min(max(attempt_number - 1, 0), _MAX_EXPONENT)
-        return float(min(self.cap, self.base * 2**exponent))
+        return float(min(self.cap, base * 2**exponent))
+
+    def delay(
+        self,
+        attempt_number: int,
+        *,
+        throttle: bool = False,
+        previous: float = 0.0,
+        retry_after: float | None = None,
+    ) -> float:
+        """The delay after ``attempt_number`` attempts, the last of which failed with a throttle
+        (or not), slept ``previous`` seconds before it, and was answered with ``retry_after``."""
+        if self.jitter == "decorrelated":
+            base = self.throttle_base if throttle else self.base
+            high = max(base, (previous or base) * 3)
+            delay = min(self.cap, self.rng.uniform(base, high))
+        else:
+            ceiling = self.ceiling(attempt_number, throttle=throttle)
+            if self.jitter == "full":
+                delay = self.rng.uniform(0.0, ceiling)
+            elif self.jitter == "equal":
+                delay = ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
+            else:
+                delay = ceiling
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, delay + RETRY_AFTER_MAX_EXTRA))
+        return delay
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        if self.jitter == "decorrelated":
-            previous = retry_state.upcoming_sleep or self.base
-            high = max(self.base, previous * 3)
-            return min(self.cap, self.rng.uniform(self.base, high))
-        ceiling = self.ceiling(retry_state.attempt_number)
-        if self.jitter == "full":
-            return self.rng.uniform(0.0, ceiling)
-        if self.jitter == "equal":
-            return ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
-        return ceiling
+        outcome = getattr(retry_state, "outcome", None)  # a hand-made state may carry none
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        throttle = (
+            error is not None
+            and self.throttle_base != self.base
+            and (self.classifier or classify)(error).is_throttle
+        )
+        return self.delay(
+            retry_state.attempt_number,
+            throttle=throttle,
+            previous=retry_state.upcoming_sleep,
+            retry_after=retry_after(error),
+        )
+
+
+def retry_after(error: BaseException | None) -> float | None:
+    """Seconds the service asked the caller to wait before retrying, if it did.
+
+    Read from the ``x-amz-retry-after`` response header (milliseconds) of a botocore
+    ``ClientError``; a value that is not a whole non-negative number is ignored, as botocore
+    ignores it.
+    """
+    response = getattr(error, "response", None)
+    if not isinstance(response, Mapping):
+        return None
+    metadata = response.get("ResponseMetadata")
+    headers = metadata.get("HTTPHeaders") if isinstance(metadata, Mapping) else None
+    if not isinstance(headers, Mapping):
+        return None
+    raw = headers.get(RETRY_AFTER_HEADER)
+    if raw is None:
+        # botocore lowercases header names; an error built by hand may not have
+        raw = next((v for k, v in headers.items() if str(k).lower() == RETRY_AFTER_HEADER), None)
+    if raw is None:
+        return None
+    try:
+        seconds = int(raw) / 1000.0
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if seconds >= 0 else None

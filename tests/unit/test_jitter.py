@@ -61,7 +61,9 @@ def test_no_jitter_is_the_capped_exponential(attempt: int, expected: float) -> N
 @pytest.mark.parametrize("jitter", ["full", "equal", "decorrelated", "none"])
 def test_every_sleep_of_a_retried_call_is_within_the_jitter_bounds(jitter: str) -> None:
     clock = FakeClock()
-    policy = clock.policy(max_attempts=8, base_delay=0.1, max_delay=1.0, jitter=jitter)
+    policy = clock.policy(
+        max_attempts=8, base_delay=0.1, throttle_base_delay=0.1, max_delay=1.0, jitter=jitter
+    )
     flaky = Flaky(*[client_error("ThrottlingException") for _ in range(7)])
     assert policy.call(flaky) == "ok"
     assert flaky.calls == 8

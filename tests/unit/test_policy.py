@@ -106,9 +106,9 @@ def test_deadline_rejects_negative_margin(bad: dict[str, float]) -> None:
         Deadline.after(-1)
 
 
-def test_botocore_config_never_gives_botocore_more_attempts_than_the_policy() -> None:
-    config = RetryPolicy(max_attempts=2).botocore_config(max_attempts=5, connect_timeout=3)
-    assert config.retries == {"mode": "standard", "max_attempts": 2}
+def test_botocore_config_leaves_every_retry_to_the_core() -> None:
+    config = RetryPolicy(max_attempts=2).botocore_config(connect_timeout=3)
+    assert config.retries == {"mode": "legacy", "total_max_attempts": 1}
     assert config.connect_timeout == 3
 
 

@@ -41,6 +41,7 @@ def test_retry_exports() -> None:
         "ErrorClass",
         "FailedEntry",
         "Jitter",
+        "Pacer",
         "PartialOutcome",
         "RetryBudget",
         "RetryEvent",
