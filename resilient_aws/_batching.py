@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 import warnings
@@ -29,7 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
 from resilient_aws.limits import BatchLimits
@@ -136,7 +137,8 @@ class BatchEngine(Generic[S]):
         self.error = error
         self.keep_answers = keep_answers
         self.flush_interval = flush_interval
-        self.pacer = pacer if pacer is not None else Pacer()
+        # one per writer unless shared: given here, or on the policy (like its budget)
+        self.pacer = pacer or policy.pacer or Pacer()
         self.result: BatchResult[S] = BatchResult()
         # insertion order is sending order; entries sent back go to the front
         self._pending: OrderedDict[Hashable, Entry[S]] = OrderedDict()
@@ -510,15 +512,16 @@ class BatchEngine(Generic[S]):
 
     def _request_failed(self, chunk: list[Entry[S]], error: ClientError | BotoCoreError) -> None:
         verdict = (self.policy.classifier or classify)(error)
-        message = str(error)
+        message = _error_message(error)
         if verdict.retryable:
             self.pacer.record(
                 self.policy, completed=0, withheld=len(chunk), throttled=verdict.is_throttle
             )
+            # A whole-request error is not a batch response's per-entry failure: it is reported
+            # as the retry (or give-up) it leads to, not as partial_failure.
             failures = [
                 FailedEntry(e, e.entry_id, verdict.code, message, retryable=True) for e in chunk
             ]
-            self._report(failures)
             self._send_back(failures, stalled=True, botocore=_botocore_retries(error))
             return
         self.pacer.record(self.policy, completed=len(chunk), withheld=0)
@@ -530,7 +533,6 @@ class BatchEngine(Generic[S]):
                 FailedEntry(e, e.entry_id, verdict.code, message, True, e.sends, "deadline")
                 for e in chunk
             ]
-            self._report(failures)
             with self._lock:
                 for failure in failures:
                     self._record_failure(failure)
@@ -553,7 +555,6 @@ class BatchEngine(Generic[S]):
         failures = [
             FailedEntry(e, e.entry_id, verdict.code, message, attempts=e.sends) for e in chunk
         ]
-        self._report(failures)
         with self._lock:
             for failure in failures:
                 self._record_failure(failure)
@@ -589,7 +590,14 @@ class BatchEngine(Generic[S]):
     ) -> None:
         """Return retryable failures to the front of the buffer, or give them up."""
         policy = self.policy
-        writer_stalled = stalled and self.pacer.stalls >= policy.max_attempts
+        now = policy.clock()
+        # Stopped making progress: max_attempts responses in a row and max_stalled seconds
+        # without completing anything (a lone tail entry unlucky eight times is not an outage).
+        writer_stalled = (
+            stalled
+            and self.pacer.stalls >= policy.max_attempts
+            and self.pacer.stalled_for(now) >= policy.max_stalled
+        )
         budget_refused = False
         if stalled and not writer_stalled and policy.budget is not None:
             budget = policy.budget
@@ -607,7 +615,10 @@ class BatchEngine(Generic[S]):
                 reason = None
                 if budget_refused:
                     reason = "budget"
-                elif writer_stalled or entry.stalled >= policy.max_attempts:
+                elif writer_stalled or (
+                    entry.stalled >= policy.max_attempts
+                    and now - entry.first_sent >= policy.max_stalled
+                ):
                     reason = "attempts"
                 if reason is not None:
                     given_up[reason] += 1
@@ -766,6 +777,23 @@ def _gave_up(entry: Entry[S], reason: str) -> FailedEntry[Entry[S]]:
         attempts=entry.sends,
         gave_up=reason,
     )
+
+
+# The lines of botocore's parameter validation report, up to the parameter each one names.
+_PARAMETER = re.compile(
+    r"^(?:Invalid (?:type|value|length) for (?:document )?parameter|Missing required parameter in"
+    r"|Unknown parameter in|Invalid parameter) ([\w.\[\]-]+)",
+    re.MULTILINE,
+)
+
+
+def _error_message(error: BaseException) -> str:
+    """``str(error)`` for a failed entry's message; botocore's ParamValidationError quotes each
+    value it refused (a payload may hold personal data): only the parameters it names."""
+    if isinstance(error, ParamValidationError):
+        names = ", ".join(dict.fromkeys(_PARAMETER.findall(str(error))))
+        return f"Parameter validation failed (values not shown): {names}"
+    return str(error)
 
 
 def _botocore_retries(error: BaseException) -> int:

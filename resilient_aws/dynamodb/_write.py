@@ -156,7 +156,7 @@ class BatchWriter:
             concurrency=concurrency,
             ordered=True,  # one request per key in flight: retries never reorder writes of a key
             on_group_failure="continue",  # a later write of a key is still wanted (last wins)
-            split_codes=frozenset({"ValidationException"}),
+            split_codes=frozenset({"ValidationException", "ParamValidationError"}),
             raise_on_failure=raise_on_failure,
             keep_answers=False,
             flush_interval=flush_interval,

@@ -30,7 +30,7 @@ from resilient_aws.batch import SqsDeleter, SqsVisibilityChanger
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.redrive._message import DlqMessage
 from resilient_aws.redrive._report import RedriveReport
-from resilient_aws.retry import RetryPolicy
+from resilient_aws.retry import Pacer, RetryPolicy
 
 __all__ = ["Delivery", "DrainOptions", "Outcome", "drain"]
 
@@ -120,7 +120,7 @@ class _Held:
     extend_at: float
 
 
-class _Pacer:
+class _RateLimit:
     """At most ``rate`` messages per second on average, sleeping through the retry core."""
 
     def __init__(self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]):
@@ -170,14 +170,19 @@ class _Drain:
         self.report = report
         self.options = options
         self.base_policy = policy
-        self.policy = dataclasses.replace(policy, sleep=self._sleep)
+        # Every batch is delivered, deleted and released by writers of its own; one pacer for
+        # each kind of request carries what the service said from one batch to the next (a
+        # target that stopped taking messages is not rediscovered batch by batch).
+        self.policy = dataclasses.replace(policy, sleep=self._sleep, pacer=policy.pacer or Pacer())
+        self.delete_policy = dataclasses.replace(self.policy, pacer=Pacer())
+        self.visibility_policy = dataclasses.replace(policy, pacer=Pacer())
         self.clock = policy.clock
         self.visibility = options.visibility_timeout
         self.batch = _MAX_BATCH
         if options.rate is not None:
             self.batch = max(1, min(_MAX_BATCH, int(options.rate)))
-        self.pacer = (
-            _Pacer(options.rate, self.clock, self._sleep) if options.rate is not None else None
+        self.rate_limit = (
+            _RateLimit(options.rate, self.clock, self._sleep) if options.rate is not None else None
         )
         self.cond = threading.Condition()
         self.seen: dict[str, _Seen] = {}
@@ -400,8 +405,8 @@ class _Drain:
         else:
             would = []
         if deliver:
-            if self.pacer is not None:
-                self.pacer.acquire(len(deliver), max_chunk=self.visibility / 4)
+            if self.rate_limit is not None:
+                self.rate_limit.acquire(len(deliver), max_chunk=self.visibility / 4)
             self._check_abort()
             self._extend_due()
             outcome = self.delivery.deliver(deliver, self.policy)
@@ -443,7 +448,7 @@ class _Drain:
             return {}
         with self.cond:
             receipts = [(m.message_id, self.seen[m.message_id].receipt) for m in messages]
-        deleter = self._settler(SqsDeleter, self.policy)
+        deleter = self._settler(SqsDeleter, self.delete_policy)
         for message_id, receipt in receipts:
             deleter.delete(receipt, id=message_id)
         result = deleter.close()
@@ -587,7 +592,7 @@ class _Drain:
 
     def _change_visibility(self, receipts: dict[str, str], timeout: int, why: str) -> None:
         # The changer retries on the caller's own policy: its sleeps must not call back here.
-        changer = self._settler(SqsVisibilityChanger, self.base_policy)
+        changer = self._settler(SqsVisibilityChanger, self.visibility_policy)
         for message_id, receipt in receipts.items():
             changer.change(receipt, timeout, id=message_id)
         result = changer.close()

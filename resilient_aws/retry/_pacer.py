@@ -8,11 +8,19 @@ to those, for every writer of the batch engine:
 * **Unpaced while healthy.** Until the service withholds an entry or throttles a request, the
   pacer only hands out "go now": a healthy writer pays nothing.
 * **Measured rate, multiplicative decrease.** Every ``window`` seconds in which the service
-  withheld entries, the send rate becomes ``headroom`` times the entries it completed per
+  withheld entries, the send rate becomes a *headroom* times the entries it completed per
   second in that window: the writer settles just above what the service takes, instead of
   re-sending as fast as the network allows.
-* **Gradual increase.** A window with nothing withheld multiplies the rate by ``increase``;
-  once the rate no longer binds (the writer sends far slower than allowed) pacing stops.
+* **A headroom that learns why entries are withheld.** A capacity limit completes the same
+  number of entries whatever the writer sends; random failures complete a fixed share of it.
+  Between two windows whose send rates differ, the pacer compares how completions followed
+  (their elasticity): when they did not follow, the service is at capacity and the headroom
+  shrinks toward 1.05 (almost every entry sent is taken: few requests wasted); when they did,
+  slowing down only loses throughput and the headroom grows (up to 4), so a writer facing
+  random failures is never starved.
+* **Gradual increase.** A window with nothing withheld, in which the rate held a request
+  back, multiplies the rate by ``increase``: the writer probes for capacity only while it has
+  more to send than the rate allows (a tail or a slow producer proves nothing).
 * **Stalls back off.** A response that completed nothing (every entry withheld, or the whole
   request throttled) is a stall: the next request waits a backoff from the policy (jittered,
   exponential in the stalls in a row; from the throttle base after a throttle), and while
@@ -46,15 +54,17 @@ _MIN_RATE = 0.01
 class Pacer:
     """Paces the requests of one or more batch writers by what the service completes.
 
-    ``headroom``: while the service withholds entries, send this many times the entries it
-    completed per second (2.0: it sees twice what it takes, so a rising capacity is noticed
-    and a fixed share of random failures does not starve the writer). ``window``: seconds over
-    which completions are counted. ``increase``: factor by which a clean window raises the
-    rate. See the module docstring for the whole behaviour.
+    ``headroom``: the starting ratio of entries sent to entries completed while the service
+    withholds entries (it then adapts between 1.05 and 4, see the module docstring).
+    ``window``: seconds over which completions are counted. ``increase``: factor by which a
+    window with nothing withheld raises the rate.
     """
 
+    MIN_HEADROOM = 1.05
+    MAX_HEADROOM = 4.0
+
     def __init__(
-        self, *, headroom: float = 2.0, window: float = 0.1, increase: float = 2.0
+        self, *, headroom: float = 2.0, window: float = 0.25, increase: float = 1.25
     ) -> None:
         for name, value, low in (
             ("headroom", headroom, 1.0),
@@ -63,18 +73,28 @@ class Pacer:
         ):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > low):
                 raise ConfigurationError(name, f"must be a finite number > {low}, got {value!r}")
-        self.headroom = float(headroom)
         self.window = float(window)
         self.increase = float(increase)
+        self._headroom = min(self.MAX_HEADROOM, max(self.MIN_HEADROOM, float(headroom)))
         self._lock = threading.Lock()
         self._rate: float | None = None  # entries per second; None: unpaced
         self._next_at = -math.inf  # the earliest start of the next request
         self._stalls = 0
+        self._stalled_since = 0.0
         self._backoff = 0.0
         self._window_start: float | None = None
         self._completed = 0
         self._withheld = 0
         self._sent = 0
+        self._bound = False
+        self._probe_up = True
+        # (sent, completed) per second of the last window that withheld entries
+        self._previous: tuple[float, float] | None = None
+
+    @property
+    def headroom(self) -> float:
+        """Entries sent per entry completed, while the service withholds entries."""
+        return self._headroom
 
     @property
     def rate(self) -> float | None:
@@ -86,6 +106,10 @@ class Pacer:
         """Responses in a row that completed nothing (0 while the service makes progress)."""
         return self._stalls
 
+    def stalled_for(self, now: float) -> float:
+        """Seconds since the first of the responses in a row that completed nothing (0 if none)."""
+        return now - self._stalled_since if self._stalls else 0.0
+
     def reserve(self, entries: int, policy: RetryPolicy) -> float:
         """Book the next request of ``entries`` entries: the seconds to wait before sending it."""
         with self._lock:
@@ -93,6 +117,8 @@ class Pacer:
             if self._window_start is None:
                 self._window_start = now
             start = max(now, self._next_at)
+            if start > now and self._rate is not None:
+                self._bound = True  # the rate held a request back in this window
             spacing = 0.0
             if self._rate is not None:
                 spacing = min(entries / self._rate, policy.max_delay)
@@ -119,8 +145,15 @@ class Pacer:
                     self._backoff = 0.0
                     self._next_at = min(self._next_at, now)
             elif withheld:
+                if not self._stalls:
+                    self._stalled_since = now
                 self._stalls += 1
-                self._backoff = backoff(policy, self._stalls, throttle=throttled)
+                # One throttled response among others that complete is a pacing signal (the
+                # rate deals with it); from the second in a row it is an outage, and backs
+                # off from the throttle base, as botocore does.
+                self._backoff = backoff(
+                    policy, self._stalls, throttle=throttled and self._stalls > 1
+                )
                 self._next_at = max(self._next_at, now + self._backoff)
             self._completed += completed
             self._withheld += withheld
@@ -135,19 +168,45 @@ class Pacer:
             return recovered
 
     def _close_window(self, elapsed: float) -> None:
+        sent, completed = self._sent / elapsed, self._completed / elapsed
         if self._withheld and self._completed:
             # Only a window that completed something measures the service; one that completed
             # nothing is a stall, which the backoff handles, and keeps the last measured rate.
-            self._rate = max(_MIN_RATE, self.headroom * self._completed / elapsed)
-        elif not self._withheld and self._rate is not None:
+            # Only paced windows are compared: an unpaced one also spent the service's burst.
+            paced = self._rate is not None
+            if paced and self._previous is not None:
+                self._adapt(self._previous, sent, completed)
+            self._previous = (sent, completed) if paced else None
+            self._rate = max(_MIN_RATE, self._headroom * completed)
+        elif not self._withheld and self._rate is not None and self._bound:
+            # Only a window the rate held back says the service takes more than it was sent:
+            # one that sent less (the tail of a batch, a slow producer) says nothing.
             self._rate *= self.increase
-            if self._rate > 4 * self._sent / elapsed:
-                self._rate = None  # it no longer binds: the writer is healthy again
         self._completed = self._withheld = self._sent = 0
+        self._bound = False
+
+    def _adapt(self, previous: tuple[float, float], sent: float, completed: float) -> None:
+        """Shrink the headroom if completions did not follow the send rate, else grow it."""
+        sent_before, completed_before = previous
+        if min(sent, sent_before, completed, completed_before) <= 0:
+            return
+        moved = math.log(sent / sent_before)
+        if abs(moved) < 0.1:
+            # The send rate barely changed, so there is nothing to learn from this pair: probe,
+            # down and up in turns, and the next window tells whether completions followed.
+            self._probe_up = not self._probe_up
+            probe = 1.15 if self._probe_up else 0.87
+            self._headroom = min(self.MAX_HEADROOM, max(self.MIN_HEADROOM, self._headroom * probe))
+            return
+        followed = math.log(completed / completed_before) / moved
+        if followed < 0.3:  # completions stayed put: the service is at capacity
+            self._headroom = max(self.MIN_HEADROOM, self._headroom * 0.8)
+        elif followed > 0.7:  # completions followed: slowing down would only lose them
+            self._headroom = min(self.MAX_HEADROOM, self._headroom * 1.25)
 
     def __repr__(self) -> str:
         rate = "unpaced" if self._rate is None else f"{self._rate:.1f} entries/s"
-        return f"Pacer({rate}, stalls={self._stalls})"
+        return f"Pacer({rate}, headroom={self._headroom:.2f}, stalls={self._stalls})"
 
 
 def backoff(policy: RetryPolicy, stalls: int, *, throttle: bool) -> float:
@@ -162,10 +221,10 @@ def backoff(policy: RetryPolicy, stalls: int, *, throttle: bool) -> float:
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         state.attempt_number = stalls
         return float(policy.wait(state))
-    base = getattr(policy, "throttle_base_delay", policy.base_delay) if throttle else None
-    jittered = policy.wait_strategy()
-    if base is not None and base != policy.base_delay and isinstance(jittered, wait_jittered):
-        jittered = wait_jittered(base, policy.max_delay, policy.jitter, jittered.rng)
+    base = policy.base_delay
+    if throttle:  # a throttle never backs off less than any other error would
+        base = max(base, policy.throttle_base_delay)
+    jittered = wait_jittered(base, policy.max_delay, policy.jitter, policy.rng)
     state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
     state.attempt_number = stalls
     return float(jittered(state))

@@ -158,7 +158,9 @@ def test_entries_that_finally_fail_are_raised_with_their_codes(ddb: Any, table: 
     with (
         chaos(ddb, partial=1.0, seed=1),
         pytest.raises(BatchWriteError) as caught,
-        BatchWriter(table, client=ddb, policy=clock.policy(max_attempts=3)) as writer,
+        BatchWriter(
+            table, client=ddb, policy=clock.policy(max_attempts=3, max_stalled=0)
+        ) as writer,
     ):
         for i in range(30):
             writer.put({"pk": "p", "sk": i})

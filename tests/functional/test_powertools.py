@@ -88,7 +88,8 @@ def test_entries_given_up_are_the_entries_the_writer_reports_failed(
     retry_metrics = PowertoolsMetricsListener(
         EphemeralMetrics(namespace="Orders", service="orders")
     )
-    policy = FakeClock(seed=5).policy(max_attempts=2, listeners=(retry_metrics,))
+    # max_stalled=0: give up after max_attempts requests that completed nothing, at once
+    policy = FakeClock(seed=5).policy(max_attempts=2, max_stalled=0, listeners=(retry_metrics,))
 
     with (
         chaos(ddb, seed=5, partial=0.6) as injected,

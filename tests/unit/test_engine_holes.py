@@ -103,11 +103,11 @@ def test_a_writer_collected_with_entries_buffered_warns_and_logs_the_count(
     sender = SqsSender(QUEUE, client=client, policy=FakeClock().policy())
     for i in range(3):
         sender.send_message(f"secret-{i}")
+    del sender  # the last reference: collected below, inside the checks
     with (
         caplog.at_level(logging.ERROR, logger="resilient_aws.batch"),
         pytest.warns(ResourceWarning, match="3 entries never sent"),
     ):
-        del sender
         gc.collect()
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "3 entries never sent" in errors[0].getMessage()
@@ -138,9 +138,7 @@ def test_an_answer_missing_an_entry_fails_the_request_instead_of_counting_it_sen
 
     client = Answering(drop_last)
     target = QUEUE if sender_type is SqsSender else TOPIC
-    sender = sender_type(
-        target, client=client, policy=FakeClock().policy(), raise_on_failure=False
-    )
+    sender = sender_type(target, client=client, policy=FakeClock().policy(), raise_on_failure=False)
     send = sender.send_message if sender_type is SqsSender else sender.publish
     for i in range(3):
         send(f"m{i}")
