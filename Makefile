@@ -44,6 +44,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/batch_send.py
 	$(BIN)/python bench/dynamodb_scan.py
 	$(BIN)/python bench/dynamodb_write.py
+	$(BIN)/python bench/pressure.py
 	$(BIN)/python bench/idempotency.py
 	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/redrive.py

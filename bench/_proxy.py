@@ -2,9 +2,27 @@
 
 It listens on a free 127.0.0.1 port and forwards each request to an upstream DynamoDB endpoint
 (dynalite) on 127.0.0.1 after sleeping ``delay`` seconds, keeping connections alive both ways.
-With ``unprocessed_rate`` it withholds that fraction of the write requests of every
-``BatchWriteItem`` (seeded) and returns them in ``UnprocessedItems``, as DynamoDB does under
-throttling. It counts requests and entries per operation; :meth:`LatencyProxy.stats` reads them.
+Two ways to put ``BatchWriteItem`` under pressure, alone or together (random first):
+
+* ``unprocessed_rate``: withholds that fraction of the write requests of every
+  ``BatchWriteItem`` (seeded) and returns them in ``UnprocessedItems``, as DynamoDB does under
+  throttling;
+* ``capacity``: a write capacity in items per second per table, a token bucket shared by every
+  connection (one item, one token, whatever its size). Each ``BatchWriteItem`` forwards as many
+  write requests as the table's bucket holds when it arrives (after the delay) and returns the
+  rest in ``UnprocessedItems``; when it can forward none, it answers HTTP 400
+  ``ProvisionedThroughputExceededException`` as DynamoDB does (botocore retries that one itself).
+  The bucket holds at most ``burst`` seconds of capacity and starts full. DynamoDB banks up to
+  300 s of unused capacity, which would absorb a whole benchmark run at 1,000 items/s and
+  measure nothing; the default 0.1 s models a table whose burst is already spent (sustained
+  load), so the limit bites from the first request and the run measures how a writer retries
+  at a steady ceiling. Keep ``capacity * burst`` at 25 or more (one full batch) or a writer that
+  paces itself perfectly still cannot get a full batch through at once. Other operations are
+  not metered.
+
+It counts per operation: requests, entries sent, entries ``withheld`` (returned in
+``UnprocessedItems``) and ``throttled`` requests (answered 400); :meth:`LatencyProxy.stats`
+reads them.
 
 The proxy runs in a child process (asyncio, stdlib only), so that it competes with neither the
 GIL nor the CPU accounting of the benchmarked client::
@@ -23,6 +41,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 import uuid
 import zlib
 from collections import defaultdict
@@ -39,11 +58,21 @@ class LatencyProxy:
     """Context manager running the proxy process; ``endpoint_url`` points boto3 at it."""
 
     def __init__(
-        self, upstream: str, *, delay: float = 0.005, unprocessed_rate: float = 0.0, seed: int = 1
+        self,
+        upstream: str,
+        *,
+        delay: float = 0.005,
+        unprocessed_rate: float = 0.0,
+        seed: int = 1,
+        capacity: float | None = None,
+        burst: float = 0.1,
     ) -> None:
         if urlsplit(upstream).hostname != _HOST:
             raise ValueError(f"the proxy only forwards to {_HOST}, got {upstream}")
+        if capacity is not None and not (capacity > 0 and capacity * burst >= 1):
+            raise ValueError(f"capacity x burst must hold one item, got {capacity} x {burst}")
         self.upstream, self.delay, self.rate, self.seed = upstream, delay, unprocessed_rate, seed
+        self.capacity, self.burst = capacity or 0.0, burst
         self.port = 0
         self._proc: subprocess.Popen[str] | None = None
 
@@ -53,6 +82,7 @@ class LatencyProxy:
 
     def __enter__(self) -> LatencyProxy:
         args = [self.upstream, str(self.delay), str(self.rate), str(self.seed)]
+        args += [str(self.capacity), str(self.burst)]
         self._proc = subprocess.Popen(
             [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
         )
@@ -78,7 +108,8 @@ class LatencyProxy:
                 proc.stdout.close()
 
     def stats(self, reset: bool = False) -> dict[str, dict[str, int]]:
-        """``{operation: {"requests": n, "entries": n, "withheld": n}}`` since the last reset."""
+        """``{operation: {"requests": n, "entries": n, "withheld": n, "throttled": n}}`` since
+        the last reset; an operation not seen is absent, a count still 0 may be too."""
         conn = http.client.HTTPConnection(_HOST, self.port, timeout=10)
         try:
             conn.request("GET", _STATS + ("?reset=1" if reset else ""))
@@ -130,11 +161,47 @@ def _encode(first: str, headers: list[tuple[str, str]], body: bytes, fixed: bool
     return head.encode("latin-1") + body
 
 
+def _reply(status: str, body: dict[str, Any]) -> bytes:
+    """A response made up by the proxy, framed as DynamoDB frames its own (CRC32 included)."""
+    headers = [("Content-Type", "application/x-amz-json-1.0"), ("x-amz-crc32", "")]
+    headers.append(("x-amzn-RequestId", uuid.uuid4().hex))
+    if "__type" in body:
+        headers.append(("x-amzn-ErrorType", str(body["__type"]).rpartition("#")[2] + ":"))
+    return _encode(status, headers, json.dumps(body).encode(), True)
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, at most ``size``, starting full."""
+
+    def __init__(self, rate: float, size: float) -> None:
+        self.rate, self.size, self.tokens, self.at = rate, size, size, time.monotonic()
+
+    def take(self, wanted: int) -> int:
+        """Take up to ``wanted`` whole tokens; return how many were taken."""
+        now = time.monotonic()
+        self.tokens = min(self.size, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        taken = min(wanted, int(self.tokens))
+        self.tokens -= taken
+        return taken
+
+
+_THROTTLED = {
+    "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+    "message": "The level of configured provisioned throughput for the table was exceeded. "
+    "Consider increasing your provisioning level with the UpdateTable API.",
+}
+
+
 class _Proxy:
-    def __init__(self, upstream: str, delay: float, rate: float, seed: int) -> None:
+    def __init__(
+        self, upstream: str, delay: float, rate: float, seed: int, capacity: float, burst: float
+    ) -> None:
         parts = urlsplit(upstream)
         self.port = parts.port or 80
         self.delay, self.rate, self.rng = delay, rate, random.Random(seed)
+        self.capacity, self.burst = capacity, burst
+        self.buckets: dict[str, _Bucket] = {}  # per table, shared by every connection
         self.counts: defaultdict[str, defaultdict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -179,14 +246,20 @@ class _Proxy:
             counts["entries"] += sum(len(r) for r in request["RequestItems"].values())
             if self.rate:
                 withheld = self._withhold(request["RequestItems"])
-                counts["withheld"] += sum(len(r) for r in withheld.values())
-                body = json.dumps(request).encode()
         await asyncio.sleep(self.delay)
+        if operation == "BatchWriteItem" and self.capacity:
+            # Metered when the request reaches the table, after the delay.
+            over = self._over_capacity(request["RequestItems"])
+            if over and not request["RequestItems"]:  # nothing left to forward: throttled
+                counts["throttled"] += 1
+                return upstream, _reply("HTTP/1.1 400 Bad Request", _THROTTLED)
+            for table, requests in over.items():
+                withheld.setdefault(table, []).extend(requests)
+        if withheld:
+            counts["withheld"] += sum(len(r) for r in withheld.values())
+            body = json.dumps(request).encode()
         if withheld and not request["RequestItems"]:  # nothing left to forward
-            reply = {"UnprocessedItems": withheld}
-            fake = [("Content-Type", "application/x-amz-json-1.0"), ("x-amz-crc32", "")]
-            fake.append(("x-amzn-RequestId", uuid.uuid4().hex))
-            return upstream, _encode("HTTP/1.1 200 OK", fake, json.dumps(reply).encode(), True)
+            return upstream, _reply("HTTP/1.1 200 OK", {"UnprocessedItems": withheld})
         upstream, (status, rheaders, rbody) = await self._forward(first, headers, body, upstream)
         if withheld and status.split()[1] == "200":
             reply = json.loads(rbody)
@@ -197,6 +270,22 @@ class _Proxy:
         framed = {k.lower(): v.lower() for k, v in rheaders}
         rewrap = "content-length" not in framed or framed.get("transfer-encoding") == "chunked"
         return upstream, _encode(status, rheaders, rbody, fixed=rewrap)
+
+    def _over_capacity(self, items: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Keep in ``items`` what each table's bucket holds now; return the rest."""
+        over: dict[str, list[Any]] = {}
+        for table in list(items):
+            bucket = self.buckets.get(table)
+            if bucket is None:
+                bucket = self.buckets[table] = _Bucket(self.capacity, self.capacity * self.burst)
+            taken = bucket.take(len(items[table]))
+            if taken < len(items[table]):
+                over[table] = items[table][taken:]
+                if taken:
+                    items[table] = items[table][:taken]
+                else:
+                    del items[table]
+        return over
 
     def _withhold(self, items: dict[str, list[Any]]) -> dict[str, list[Any]]:
         withheld: dict[str, list[Any]] = {}
@@ -244,8 +333,10 @@ class _Proxy:
         raise AssertionError("unreachable")
 
 
-async def _main(upstream: str, delay: float, rate: float, seed: int) -> None:
-    proxy = _Proxy(upstream, delay, rate, seed)
+async def _main(
+    upstream: str, delay: float, rate: float, seed: int, capacity: float, burst: float
+) -> None:
+    proxy = _Proxy(upstream, delay, rate, seed, capacity, burst)
     server = await asyncio.start_server(proxy.serve, _HOST, 0, backlog=256)
     print("listening", server.sockets[0].getsockname()[1], flush=True)
     async with server:
@@ -258,6 +349,8 @@ if __name__ == "__main__":
     parser.add_argument("delay", type=float)
     parser.add_argument("rate", type=float)
     parser.add_argument("seed", type=int)
+    parser.add_argument("capacity", type=float, help="items/s per table; 0: unlimited")
+    parser.add_argument("burst", type=float, help="seconds of capacity the bucket holds")
     ns = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(ns.upstream, ns.delay, ns.rate, ns.seed))
+        asyncio.run(_main(ns.upstream, ns.delay, ns.rate, ns.seed, ns.capacity, ns.burst))
