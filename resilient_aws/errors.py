@@ -131,7 +131,8 @@ class DuplicateEntryError(EntryValidationError):
 
 
 class UnsupportedValueError(EntryValidationError):
-    """An entry holds a value the service cannot represent."""
+    """An entry holds a value the service cannot represent. The message names the entry, the
+    attribute path and the value's type, never the value."""
 
 
 class InvalidKeyError(EntryValidationError):
@@ -192,8 +193,9 @@ class IdempotencyInProgressError(IdempotencyError):
 
 class IdempotencyResultError(IdempotencyError, TypeError):
     """The function ran, but its result cannot be stored: not JSON-serializable, or the record
-    would exceed DynamoDB's 400 KB item limit. The record is released so a fixed deployment can
-    run again."""
+    would exceed DynamoDB's 400 KB item limit; or a repeat of such a key. The key is never
+    released after the function ran: it stays taken until the record expires (``ttl_s``), and
+    repeats raise this error instead of running again."""
 
 
 class IdempotencyTableError(IdempotencyError):

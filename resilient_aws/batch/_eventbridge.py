@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, positional
-from resilient_aws.errors import EntryValidationError
+from resilient_aws.batch._sqs import PARAMETERS_REFUSED
+from resilient_aws.errors import EntryValidationError, UnsupportedValueError
 from resilient_aws.limits import EVENTBRIDGE_PUT_EVENTS
 
 __all__ = ["EventBridgePutter", "event_size"]
@@ -44,6 +47,7 @@ class EventBridgePutter(BatchSender):
     service = "events"
     operation = "PutEvents"
     default_limits = EVENTBRIDGE_PUT_EVENTS
+    split_codes = frozenset({PARAMETERS_REFUSED})
 
     def __init__(
         self, *, bus_name: str | None = None, endpoint_id: str | None = None, **options: Any
@@ -64,46 +68,193 @@ class EventBridgePutter(BatchSender):
         trace_header: str | None = None,
         bus_name: str | None = None,
     ) -> None:
-        """Buffer one event; ``detail`` is a dict (serialized to JSON) or a JSON object string."""
+        """Buffer one event; ``detail`` is a dict (serialized to JSON) or a JSON object string.
+
+        Numbers keep their value (a ``Decimal`` is written digit for digit); NaN, infinity and
+        values JSON has no form for (sets, bytes, datetimes...) make the entry invalid, named by
+        its id and the path and type of the value, never the value.
+        """
         entry_id = self._next_id(id)
         source_entry = {"id": entry_id, "source": source, "detail_type": detail_type}
-        if isinstance(detail, str):
-            try:
-                is_object = isinstance(json.loads(detail), dict)
-            except ValueError:
-                is_object = False
-            if not is_object:
-                self._refuse(
-                    source_entry, EntryValidationError(entry_id, "detail must be a JSON object")
-                )
-                return
-            text = detail
-        else:
-            try:
-                text = json.dumps(detail, separators=(",", ":"), default=str)
-            except (TypeError, ValueError) as error:
-                self._refuse(
-                    source_entry,
-                    EntryValidationError(entry_id, f"detail is not JSON-serializable: {error}"),
-                )
-                return
-        if not source or not detail_type:
-            self._refuse(
-                source_entry, EntryValidationError(entry_id, "source and detail_type are required")
+        try:
+            text = _detail_text(detail, entry_id)
+            payload = _payload(
+                entry_id,
+                source,
+                detail_type,
+                text,
+                resources,
+                time,
+                trace_header,
+                bus_name or self.bus_name,
             )
+            size = _sized(entry_id, payload)
+        except EntryValidationError as invalid:
+            self._refuse(source_entry, invalid)
             return
-        payload: dict[str, Any] = {"Source": source, "DetailType": detail_type, "Detail": text}
-        if resources:
-            payload["Resources"] = list(resources)
-        if time is not None:
-            payload["Time"] = time
-        if trace_header:
-            payload["TraceHeader"] = trace_header
-        if bus_name or self.bus_name:
-            payload["EventBusName"] = bus_name or self.bus_name
-        self._add(source_entry, entry_id, payload, event_size(payload))
+        self._add(source_entry, entry_id, payload, size)
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         options: dict[str, Any] = {"EndpointId": self.endpoint_id} if self.endpoint_id else {}
         response = self.client.put_events(Entries=[e.payload for e in batch], **options)
         return positional(batch, response, "Entries", self.service)
+
+
+def _payload(
+    entry_id: str,
+    source: Any,
+    detail_type: Any,
+    text: str,
+    resources: Any,
+    time: Any,
+    trace_header: Any,
+    bus_name: Any,
+) -> dict[str, Any]:
+    """The ``PutEvents`` entry, or a typed error naming the option that botocore or EventBridge
+    would refuse (a wrong type would otherwise fail every event of its request)."""
+    if not source or not detail_type:
+        raise EntryValidationError(entry_id, "source and detail_type are required")
+    if not isinstance(source, str) or not isinstance(detail_type, str):
+        raise EntryValidationError(entry_id, "source and detail_type must be str")
+    payload: dict[str, Any] = {"Source": source, "DetailType": detail_type, "Detail": text}
+    if resources:
+        if isinstance(resources, (str, bytes)) or not all(isinstance(r, str) for r in resources):
+            raise EntryValidationError(entry_id, "resources must be a sequence of str (ARNs)")
+        payload["Resources"] = list(resources)
+    if time is not None:
+        payload["Time"] = time
+    if trace_header:
+        if not isinstance(trace_header, str):
+            raise EntryValidationError(entry_id, "trace_header must be a str")
+        payload["TraceHeader"] = trace_header
+    if bus_name:
+        if not isinstance(bus_name, str):
+            raise EntryValidationError(entry_id, "bus_name must be a str")
+        payload["EventBusName"] = bus_name
+    return payload
+
+
+def _sized(entry_id: str, payload: Mapping[str, Any]) -> int:
+    """:func:`event_size`, or a typed error naming the fields that hold a string that is not
+    valid UTF-8 (a lone surrogate: a Python str, not Unicode text; the request would fail whole
+    at send time)."""
+    try:
+        return event_size(payload)
+    except UnicodeEncodeError:
+        pass
+    fields = []
+    for name, value in payload.items():
+        texts = value if name == "Resources" else [value]
+        if any(isinstance(text, str) and _not_utf8(text) for text in texts):
+            fields.append(name)
+    where = ", ".join(fields) or "a field"
+    raise EntryValidationError(
+        entry_id, f"{where}: a string that is not valid UTF-8 (a lone surrogate)"
+    )
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _detail_text(detail: Any, entry_id: str) -> str:
+    """Compact JSON text of ``detail``, or a typed error naming the path and type of what JSON
+    cannot hold (never the value: it may be personal data)."""
+    if isinstance(detail, str):
+        try:
+            is_object = isinstance(json.loads(detail), dict)
+        except (ValueError, RecursionError):
+            is_object = False
+        if not is_object:
+            raise EntryValidationError(entry_id, "detail must be a JSON object")
+        return detail
+    if not isinstance(detail, Mapping):
+        raise EntryValidationError(
+            entry_id, f"detail must be a JSON object (a dict or its text), not a {_kind(detail)}"
+        )
+    try:
+        # The common case, in C: plain JSON values only.
+        return json.dumps(detail, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        pass  # a Decimal, NaN, a set...: the walk below writes it or names it
+    try:
+        return _json_text(detail, entry_id, "detail", set())
+    except RecursionError:
+        raise UnsupportedValueError(
+            entry_id, "detail: nested too deeply to be written as JSON"
+        ) from None
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _json_text(value: Any, entry_id: str, path: str, open_: set[int]) -> str:
+    """``json.dumps(value, separators=(",", ":"), allow_nan=False)``, but a ``Decimal`` is a
+    number written with exactly its digits, and a value JSON has no form for is a typed error."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        try:
+            return int.__repr__(value)
+        except ValueError:  # more digits than Python writes (sys.set_int_max_str_digits)
+            raise UnsupportedValueError(entry_id, f"{path}: an int too long to write") from None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float.__repr__(value)
+        raise UnsupportedValueError(entry_id, f"{path}: {_NOT_FINITE}")
+    if isinstance(value, Decimal):
+        if value.is_finite():
+            return str(value)  # a JSON number, digit for digit: 1.50 stays 1.50
+        raise UnsupportedValueError(entry_id, f"{path}: {_NOT_FINITE}")
+    if isinstance(value, (Mapping, list, tuple)):
+        if id(value) in open_:
+            raise UnsupportedValueError(entry_id, f"{path}: a circular reference")
+        open_.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                members = (
+                    f"{_json_key(key, entry_id, path)}:"
+                    f"{_json_text(member, entry_id, f'{path}.{key}', open_)}"
+                    for key, member in value.items()
+                )
+                return "{" + ",".join(members) + "}"
+            elements = (
+                _json_text(element, entry_id, f"{path}[{i}]", open_)
+                for i, element in enumerate(value)
+            )
+            return "[" + ",".join(elements) + "]"
+        finally:
+            open_.discard(id(value))
+    raise UnsupportedValueError(
+        entry_id,
+        f"{path}: JSON has no {_kind(value)}; convert it first (a str, a number, a list...)",
+    )
+
+
+def _json_key(key: Any, entry_id: str, path: str) -> str:
+    """An object key as ``json.dumps`` writes it (str, and int, float, bool or None as text)."""
+    if isinstance(key, str):
+        return json.dumps(key)
+    if isinstance(key, bool):
+        return '"true"' if key else '"false"'
+    if key is None:
+        return '"null"'
+    if isinstance(key, int):
+        return f'"{int.__repr__(key)}"'
+    if isinstance(key, float) and math.isfinite(key):
+        return f'"{float.__repr__(key)}"'
+    raise UnsupportedValueError(
+        entry_id, f"{path}: a key of type {_kind(key)}; JSON object keys are strings"
+    )
+
+
+_NOT_FINITE = "NaN and infinity are not JSON numbers"

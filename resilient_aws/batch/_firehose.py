@@ -6,6 +6,8 @@ from typing import Any
 
 from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, positional
+from resilient_aws.batch._kinesis import record_data
+from resilient_aws.batch._sqs import PARAMETERS_REFUSED
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import FIREHOSE_PUT_RECORD_BATCH
 
@@ -22,6 +24,7 @@ class FirehosePutter(BatchSender):
     service = "firehose"
     operation = "PutRecordBatch"
     default_limits = FIREHOSE_PUT_RECORD_BATCH
+    split_codes = frozenset({PARAMETERS_REFUSED})
 
     def __init__(self, delivery_stream: str, **options: Any) -> None:
         self.delivery_stream = delivery_stream
@@ -30,17 +33,12 @@ class FirehosePutter(BatchSender):
     def put(self, data: bytes | str, *, id: str | None = None) -> None:
         """Buffer one record (``str`` data is encoded as UTF-8)."""
         entry_id = self._next_id(id)
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if not isinstance(data, (bytes, bytearray)):
-            self._refuse(  # type: ignore[unreachable]  # untyped callers
-                {"id": entry_id},
-                EntryValidationError(
-                    entry_id, f"data must be bytes or str, got {type(data).__name__}"
-                ),
-            )
+        try:
+            data = record_data(entry_id, data)
+        except EntryValidationError as invalid:
+            self._refuse({"id": entry_id}, invalid)
             return
-        self._add({"id": entry_id}, entry_id, {"Data": bytes(data)}, len(data))
+        self._add({"id": entry_id}, entry_id, {"Data": data}, len(data))
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         response = self.client.put_record_batch(

@@ -6,12 +6,28 @@ from typing import Any
 
 from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, positional
+from resilient_aws.batch._sqs import NOT_TEXT, PARAMETERS_REFUSED, text_size
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import KINESIS_PUT_RECORDS
 
-__all__ = ["KinesisPutter"]
+__all__ = ["KinesisPutter", "record_data"]
 
 _MAX_KEY_CHARS = 256
+
+
+def record_data(entry_id: str, data: Any) -> bytes:
+    """A record's bytes (``str`` encoded as UTF-8), or a typed error: data that is neither, or a
+    ``str`` holding a lone surrogate (not Unicode text)."""
+    if isinstance(data, str):
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EntryValidationError(entry_id, f"data: {NOT_TEXT}") from None
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise EntryValidationError(entry_id, f"data must be bytes or str, got {type(data).__name__}")
 
 
 class KinesisPutter(BatchSender):
@@ -31,7 +47,9 @@ class KinesisPutter(BatchSender):
     operation = "PutRecords"
     default_limits = KINESIS_PUT_RECORDS
     # A request refused whole (too large, invalid) is split until the culprit stands alone.
-    split_codes = frozenset({"ValidationException", "InvalidArgumentException", "413"})
+    split_codes = frozenset(
+        {"ValidationException", "InvalidArgumentException", "413", PARAMETERS_REFUSED}
+    )
 
     def __init__(
         self, stream_name: str | None = None, *, stream_arn: str | None = None, **options: Any
@@ -62,21 +80,24 @@ class KinesisPutter(BatchSender):
                 ),
             )
             return
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        if not isinstance(data, (bytes, bytearray)):
-            self._refuse(  # type: ignore[unreachable]  # untyped callers
-                source,
-                EntryValidationError(
-                    entry_id, f"data must be bytes or str, got {type(data).__name__}"
-                ),
-            )
+        try:
+            data = record_data(entry_id, data)
+            # The record limit counts the data and the partition key together.
+            size = len(data) + text_size(entry_id, "the partition key", partition_key)
+            if explicit_hash_key and not (
+                isinstance(explicit_hash_key, str)
+                and explicit_hash_key.isascii()
+                and explicit_hash_key.isdigit()
+            ):
+                raise EntryValidationError(
+                    entry_id, "explicit_hash_key must be a str of decimal digits (a 128-bit int)"
+                )
+        except EntryValidationError as invalid:
+            self._refuse(source, invalid)
             return
-        payload: dict[str, Any] = {"Data": bytes(data), "PartitionKey": partition_key}
+        payload: dict[str, Any] = {"Data": data, "PartitionKey": partition_key}
         if explicit_hash_key:
             payload["ExplicitHashKey"] = explicit_hash_key
-        # The record limit counts the data and the partition key together.
-        size = len(data) + len(partition_key.encode("utf-8"))
         group = (explicit_hash_key or partition_key) if self.ordered else None
         self._add(source, entry_id, payload, size, group=group)
 

@@ -7,7 +7,14 @@ from typing import Any
 
 from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, by_id
-from resilient_aws.batch._sqs import attributes_problem, message_attributes_size
+from resilient_aws.batch._sqs import (
+    NOT_TEXT,
+    PARAMETERS_REFUSED,
+    attributes_problem,
+    attributes_size,
+    text_size,
+    valid_text,
+)
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import SNS_PUBLISH_BATCH
 
@@ -26,7 +33,7 @@ class SnsPublisher(BatchSender):
     service = "sns"
     operation = "PublishBatch"
     default_limits = SNS_PUBLISH_BATCH
-    split_codes = frozenset({"BatchRequestTooLong"})
+    split_codes = frozenset({"BatchRequestTooLong", PARAMETERS_REFUSED})
 
     def __init__(self, topic_arn: str, *, ordered: bool | None = None, **options: Any) -> None:
         self.topic_arn = topic_arn
@@ -47,31 +54,60 @@ class SnsPublisher(BatchSender):
         """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
         entry_id = self._next_id(id)
         source = {"id": entry_id, "message": message}
-        if not isinstance(message, str) or not message:
-            self._refuse(
-                source, EntryValidationError(entry_id, "the message must be a non-empty str")
+        try:
+            payload, size = self._checked(
+                entry_id,
+                message,
+                subject,
+                attributes,
+                message_structure,
+                group_id,
+                deduplication_id,
             )
+        except EntryValidationError as invalid:
+            self._refuse(source, invalid)
             return
+        self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
+
+    def _checked(
+        self,
+        entry_id: str,
+        message: Any,
+        subject: Any,
+        attributes: Any,
+        message_structure: Any,
+        group_id: Any,
+        deduplication_id: Any,
+    ) -> tuple[dict[str, Any], int]:
+        """The entry and its size, or a typed error for what SNS or botocore would refuse (a
+        wrong type or a lone surrogate would fail every message of its request)."""
+        if not isinstance(message, str) or not message:
+            raise EntryValidationError(entry_id, "the message must be a non-empty str")
         if self.fifo and not group_id:
-            self._refuse(source, EntryValidationError(entry_id, "a FIFO topic needs a group_id"))
-            return
+            raise EntryValidationError(entry_id, "a FIFO topic needs a group_id")
         problem = attributes_problem(attributes) if attributes is not None else None
         if problem is not None:
-            self._refuse(source, EntryValidationError(entry_id, problem))
-            return
+            raise EntryValidationError(entry_id, problem)
         payload: dict[str, Any] = {"Message": message}
-        if subject:
-            payload["Subject"] = subject
+        size = text_size(entry_id, "the message", message)
+        if subject or message_structure or group_id or deduplication_id:
+            for name, key, value in (
+                ("subject", "Subject", subject),
+                ("message_structure", "MessageStructure", message_structure),
+                ("group_id", "MessageGroupId", group_id),
+                ("deduplication_id", "MessageDeduplicationId", deduplication_id),
+            ):
+                if not value:
+                    continue
+                if not isinstance(value, str):
+                    raise EntryValidationError(entry_id, f"{name} must be a str")
+                if not valid_text(value):
+                    raise EntryValidationError(entry_id, f"{name}: {NOT_TEXT}")
+                payload[key] = value
         if attributes:
             payload["MessageAttributes"] = dict(attributes)
-        if message_structure:
-            payload["MessageStructure"] = message_structure
-        if group_id:
-            payload["MessageGroupId"] = group_id
-        if deduplication_id:
-            payload["MessageDeduplicationId"] = deduplication_id
-        size = len(message.encode("utf-8")) + message_attributes_size(attributes)
-        self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
+            size += attributes_size(entry_id, attributes)
+        return payload, size
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         entries = [{**entry.payload, "Id": str(index)} for index, entry in enumerate(batch)]

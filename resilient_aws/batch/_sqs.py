@@ -13,6 +13,9 @@ from resilient_aws.limits import SQS_BATCH
 __all__ = ["SqsDeleter", "SqsSender", "SqsVisibilityChanger", "message_attributes_size"]
 
 _MAX_ATTRIBUTES = 10
+PARAMETERS_REFUSED = "ParamValidationError"
+"""botocore's own check of a request, before it is sent: a request it refuses is split until the
+entry at fault stands alone, so that one entry a sender's checks missed never fails the rest."""
 _IDS = tuple(map(str, range(SQS_BATCH.max_entries)))  # a request's entry ids: their indexes
 _MAX_DELAY_S = 900
 
@@ -61,11 +64,75 @@ def attributes_problem(attributes: Any) -> str | None:
     return None
 
 
+_SYSTEM_ATTRIBUTES = ("AWSTraceHeader",)
+_SYSTEM_SHAPE = "{'DataType': 'String', 'StringValue': ...}"
+
+
+def system_attributes_problem(attributes: Any) -> str | None:
+    """What is wrong with SQS message system ``attributes``, or None: SQS takes one,
+    ``AWSTraceHeader``, a ``String``. Names the attribute, never its value."""
+    if not isinstance(attributes, Mapping):
+        return f"system_attributes must map AWSTraceHeader to {_SYSTEM_SHAPE}"
+    for name, attribute in attributes.items():
+        if name not in _SYSTEM_ATTRIBUTES:
+            shown = repr(name) if isinstance(name, str) else f"of type {type(name).__name__}"
+            return f"system attribute {shown}: SQS takes only {', '.join(_SYSTEM_ATTRIBUTES)}"
+        if not isinstance(attribute, Mapping) or attribute.get("DataType") != "String":
+            return f"system attribute {name!r} must be {_SYSTEM_SHAPE}"
+        if set(attribute) - {"DataType", "StringValue"}:
+            return f"system attribute {name!r} takes only DataType and StringValue"
+        if not isinstance(attribute.get("StringValue"), str) or not attribute["StringValue"]:
+            return f"system attribute {name!r}: StringValue must be a non-empty str"
+    return None
+
+
+def attributes_size(entry_id: str, attributes: Mapping[str, Any] | None) -> int:
+    """:func:`message_attributes_size` of checked ``attributes``, or a typed error naming the
+    attribute that holds a string that is not valid UTF-8 (a lone surrogate)."""
+    try:
+        return message_attributes_size(attributes)
+    except UnicodeEncodeError:
+        pass
+    for name, attribute in (attributes or {}).items():
+        texts = (name, attribute.get("DataType", ""), attribute.get("StringValue", ""))
+        if not all(valid_text(text) for text in texts):
+            raise EntryValidationError(entry_id, f"attribute {name!r}: {NOT_TEXT}")
+    raise EntryValidationError(entry_id, f"attributes: {NOT_TEXT}")  # pragma: no cover
+
+
+NOT_TEXT = "a string that is not valid UTF-8 (a lone surrogate)"
+"""Why a ``str`` holding a lone surrogate ("\\ud800") is refused: not Unicode text, it cannot
+be encoded, and the request carrying it would fail whole."""
+
+
+def valid_text(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_size(entry_id: str, what: str, text: str) -> int:
+    """UTF-8 bytes of ``text``, or a typed error naming ``what`` holds a lone surrogate."""
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise EntryValidationError(entry_id, f"{what}: {NOT_TEXT}") from None
+
+
 class _SqsBatch(BatchSender):
     client_name = "sqs"
     service = "sqs"
     default_limits = SQS_BATCH
-    split_codes = frozenset({"AWS.SimpleQueueService.BatchRequestTooLong", "BatchRequestTooLong"})
+    split_codes = frozenset(
+        {"AWS.SimpleQueueService.BatchRequestTooLong", "BatchRequestTooLong", PARAMETERS_REFUSED}
+    )
 
     def __init__(self, queue_url: str, **options: Any) -> None:
         self.queue_url = queue_url
@@ -133,7 +200,14 @@ class SqsSender(_SqsBatch):
             return
         payload: dict[str, Any] = {"MessageBody": body}
         # UTF-8 bytes; an ASCII body (most JSON) is as long in bytes as in characters
-        size = len(body) if body.isascii() else len(body.encode("utf-8"))
+        if body.isascii():
+            size = len(body)
+        else:
+            try:
+                size = text_size(entry_id, "the body", body)
+            except EntryValidationError as invalid:
+                self._refuse(source, invalid)
+                return
         if (
             self.fifo
             or attributes
@@ -142,18 +216,19 @@ class SqsSender(_SqsBatch):
             or group_id
             or deduplication_id
         ):
-            if not self._with_options(
-                source,
-                entry_id,
-                payload,
-                attributes,
-                system_attributes,
-                delay_seconds,
-                group_id,
-                deduplication_id,
-            ):
+            try:
+                size += self._with_options(
+                    entry_id,
+                    payload,
+                    attributes,
+                    system_attributes,
+                    delay_seconds,
+                    group_id,
+                    deduplication_id,
+                )
+            except EntryValidationError as invalid:
+                self._refuse(source, invalid)
                 return
-            size += message_attributes_size(attributes)
         limit = self.limits.max_entry_bytes
         if limit is not None and size > limit:
             self._refuse(source, EntryTooLargeError(entry_id, size, limit))
@@ -163,7 +238,6 @@ class SqsSender(_SqsBatch):
 
     def _with_options(
         self,
-        source: dict[str, Any],
         entry_id: str,
         payload: dict[str, Any],
         attributes: Mapping[str, Any] | None,
@@ -171,41 +245,45 @@ class SqsSender(_SqsBatch):
         delay_seconds: int | None,
         group_id: str | None,
         deduplication_id: str | None,
-    ) -> bool:
-        """Check a message's options and add them to ``payload``; False if it was refused."""
+    ) -> int:
+        """Check a message's options and add them to ``payload``; the bytes its attributes
+        add. A typed error for an option SQS or botocore would refuse: a wrong type would fail
+        every message of its request, not only this one."""
         problem = attributes_problem(attributes) if attributes is not None else None
         if problem is not None:
-            self._refuse(source, EntryValidationError(entry_id, problem))
-            return False
+            raise EntryValidationError(entry_id, problem)
         if attributes and len(attributes) > _MAX_ATTRIBUTES:
-            self._refuse(
-                source,
-                EntryValidationError(
-                    entry_id, f"{len(attributes)} message attributes, SQS allows {_MAX_ATTRIBUTES}"
-                ),
+            raise EntryValidationError(
+                entry_id, f"{len(attributes)} message attributes, SQS allows {_MAX_ATTRIBUTES}"
             )
-            return False
-        if delay_seconds is not None and not 0 <= delay_seconds <= _MAX_DELAY_S:
-            self._refuse(
-                source, EntryValidationError(entry_id, f"delay_seconds must be 0..{_MAX_DELAY_S}")
-            )
-            return False
+        problem = (
+            system_attributes_problem(system_attributes) if system_attributes is not None else None
+        )
+        if problem is not None:
+            raise EntryValidationError(entry_id, problem)
+        if delay_seconds is not None and (
+            type(delay_seconds) is not int or not 0 <= delay_seconds <= _MAX_DELAY_S
+        ):
+            raise EntryValidationError(entry_id, f"delay_seconds must be an int, 0..{_MAX_DELAY_S}")
+        for name, value in (("group_id", group_id), ("deduplication_id", deduplication_id)):
+            if value is not None and not isinstance(value, str):
+                raise EntryValidationError(entry_id, f"{name} must be a str")
         if self.fifo and not group_id:
-            self._refuse(source, EntryValidationError(entry_id, "a FIFO queue needs a group_id"))
-            return False
+            raise EntryValidationError(entry_id, "a FIFO queue needs a group_id")
         if self.fifo and delay_seconds:
-            self._refuse(
-                source,
-                EntryValidationError(entry_id, "FIFO queues do not take a per-message delay"),
-            )
-            return False
+            raise EntryValidationError(entry_id, "FIFO queues do not take a per-message delay")
         if deduplication_id and not self.fifo:
             # SQS fails the entry (InvalidParameterValue): say so before anything is sent
-            self._refuse(
-                source,
-                EntryValidationError(entry_id, "a standard queue takes no deduplication_id"),
-            )
-            return False
+            raise EntryValidationError(entry_id, "a standard queue takes no deduplication_id")
+        size = attributes_size(entry_id, attributes) if attributes else 0
+        if system_attributes:
+            # not counted in the message size (SQS), but a lone surrogate fails the request
+            for name, attribute in system_attributes.items():
+                if not valid_text(attribute["StringValue"]):
+                    raise EntryValidationError(entry_id, f"system attribute {name!r}: {NOT_TEXT}")
+        for name, value in (("group_id", group_id), ("deduplication_id", deduplication_id)):
+            if value and not valid_text(value):
+                raise EntryValidationError(entry_id, f"{name}: {NOT_TEXT}")
         if attributes:
             payload["MessageAttributes"] = dict(attributes)
         if system_attributes:
@@ -216,7 +294,7 @@ class SqsSender(_SqsBatch):
             payload["MessageGroupId"] = group_id
         if deduplication_id:
             payload["MessageDeduplicationId"] = deduplication_id
-        return True
+        return size
 
     def send_many(self, bodies: Any, **options: Any) -> None:
         """``send_message`` each body of an iterable, with the same options."""

@@ -26,7 +26,11 @@ def demo_idempotency(dynamodb: Any, policy: RetryPolicy, *, orders: int, seed: i
     create_table(dynamodb, policy, IDEMPOTENCY_TABLE, [("id", "S")])
     charged: list[str] = []
 
-    @idempotent(IdempotencyStore(IDEMPOTENCY_TABLE, client=dynamodb, policy=policy), key="id")
+    @idempotent(
+        IdempotencyStore(IDEMPOTENCY_TABLE, client=dynamodb, policy=policy),
+        key="id",
+        key_prefix="demo-charge",
+    )
     def charge(order: dict[str, Any]) -> dict[str, Any]:
         charged.append(order["id"])
         return {"charged": order["id"], "amount": order["amount"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "FAILED",
     "INTERRUPTED",
@@ -61,6 +63,7 @@ def classify_error(error: BaseException) -> tuple[int, str]:
         EndpointConnectionError,
         NoCredentialsError,
         NoRegionError,
+        ParamValidationError,
         PartialCredentialsError,
         ProfileNotFound,
     )
@@ -91,4 +94,16 @@ def classify_error(error: BaseException) -> tuple[int, str]:
         return (USAGE if code in _NOT_FOUND else STOPPED), message
     if isinstance(error, (RetryError, EndpointConnectionError)):
         return STOPPED, str(error)
+    if isinstance(error, ParamValidationError):
+        # botocore's report quotes each value it refused: name the parameters only
+        names = ", ".join(dict.fromkeys(_PARAMETER.findall(str(error))))
+        return STOPPED, f"ParamValidationError: invalid parameters (values not shown): {names}"
     return STOPPED, f"{type(error).__name__}: {error}"
+
+
+# The lines of botocore's parameter validation report, up to the parameter they name.
+_PARAMETER = re.compile(
+    r"^(?:Invalid (?:type|value|length) for (?:document )?parameter|Missing required parameter in"
+    r"|Unknown parameter in|Invalid parameter) ([\w.\[\]-]+)",
+    re.MULTILINE,
+)

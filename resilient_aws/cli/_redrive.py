@@ -6,6 +6,7 @@ line, Ctrl-C that stops at the next batch, the report and the exit code.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -159,7 +160,11 @@ def _run(
 
 
 def _report(ctx: Context, label: str, report: Any, *, interrupted: bool, elapsed: float) -> int:
-    problems: dict[str, str] = {**report.failed, **report.undeleted, **report.expired}
+    failed, undeleted, expired = (
+        {message_id: shown_reason(reason) for message_id, reason in entries.items()}
+        for entries in (report.failed, report.undeleted, report.expired)
+    )
+    problems: dict[str, str] = {**failed, **undeleted, **expired}
     if interrupted:
         code = INTERRUPTED
     elif report.ok and not report.expired:
@@ -168,6 +173,7 @@ def _report(ctx: Context, label: str, report: Any, *, interrupted: bool, elapsed
         code = FAILED
     body = report.to_dict()
     body.pop("ok", None)  # the command's ok (exit code 0) is set by ctx.report
+    body.update(failed=failed, undeleted=undeleted, expired=expired)
     data = {"command": label, **body, "interrupted": interrupted, "elapsed_s": elapsed}
     text = [str(report)]
     if report.dry_run and report.would_move:
@@ -176,9 +182,9 @@ def _report(ctx: Context, label: str, report: Any, *, interrupted: bool, elapsed
         if len(report.would_move) > _SHOWN:
             text.append(f"  ... and {len(report.would_move) - _SHOWN:,} more (--json lists all)")
     for kind, entries in (
-        ("failed", report.failed),
-        ("delivered, not deleted (the next run delivers it again)", report.undeleted),
-        ("expired", report.expired),
+        ("failed", failed),
+        ("delivered, not deleted (the next run delivers it again)", undeleted),
+        ("expired", expired),
     ):
         for message_id, reason in list(entries.items())[:_SHOWN]:
             text.append(f"{message_id}: {kind}: {reason}")
@@ -187,6 +193,35 @@ def _report(ctx: Context, label: str, report: Any, *, interrupted: bool, elapsed
     if interrupted:
         text.append(_interrupted_note(report))
     return ctx.report(data, text, ok=code == OK, exit_code=code)
+
+
+# JMESPath's type error quotes the value it was given: a card number from the body. The
+# function, the types expected and the type received are JMESPath's own words; the value goes.
+_JMESPATH_TYPE_ERROR = re.compile(
+    r"(FilterError: JMESPathTypeError: In function [^,]*\(\)), invalid type for value: .*"
+    r"(, expected one of: \[[^\]]*\], received: \"\w+\")",
+    re.DOTALL,
+)
+# Errors a JMESPath expression raises whose words come from the expression, never from a message.
+_FILTER_ERRORS_SHOWN = re.compile(
+    r"FilterError: (ArityError|VariadictArityError|UnknownFunctionError|RecursionError): [^\n]*"
+    r"|FilterError: TypeError: '[<>=!]+' not supported between instances of '\w+' and '\w+'"
+)
+
+
+def shown_reason(reason: str) -> str:
+    """``reason`` as the report shows it: a filter's error names the function and the types,
+    never the value from the message it was applied to (``--filter`` is a JMESPath expression,
+    and JMESPath's own message quotes the value)."""
+    if not reason.startswith("FilterError: "):
+        return reason
+    typed = _JMESPATH_TYPE_ERROR.fullmatch(reason)
+    if typed is not None:
+        return f"{typed[1]}, invalid type for value: <not shown>{typed[2]}"
+    if _FILTER_ERRORS_SHOWN.fullmatch(reason):
+        return reason
+    kind = reason.removeprefix("FilterError: ").split(":", 1)[0]
+    return f"FilterError: {kind}: (its message is not shown: it may quote the message)"
 
 
 def _interrupted_note(report: Any) -> str:

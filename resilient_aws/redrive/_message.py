@@ -102,7 +102,7 @@ def compile_filter(spec: Filter | None) -> Callable[[DlqMessage], bool] | None:
         return None
     if isinstance(spec, str):
         import jmespath
-        from jmespath.exceptions import JMESPathError
+        from jmespath.exceptions import JMESPathError, JMESPathTypeError
 
         try:
             expression = jmespath.compile(spec)
@@ -110,7 +110,14 @@ def compile_filter(spec: Filter | None) -> Callable[[DlqMessage], bool] | None:
             raise ConfigurationError("filter", f"not a JMESPath expression: {error}") from None
 
         def matches(message: DlqMessage) -> bool:
-            return _jmespath_true(expression.search(message.view()))
+            try:
+                return _jmespath_true(expression.search(message.view()))
+            except JMESPathTypeError as error:
+                # JMESPath's message quotes the value (a card number from the body): the
+                # function and the types only
+                raise JMESPathTypeError(
+                    error.function_name, "<not shown>", error.actual_type, error.expected_types
+                ) from None
 
         return matches
     if callable(spec):
