@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
+from botocore.exceptions import ClientError
+
 from resilient_aws.errors import (
     ConfigurationError,
     IdempotencyError,
@@ -25,7 +27,7 @@ from resilient_aws.idempotency._codec import decode_result, encode_result, resul
 from resilient_aws.idempotency._key import KeySelector, KeySpec, prepare_payload
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
 from resilient_aws.idempotency._store import MAX_ITEM_BYTES, IdempotencyStore, RecordVanishedError
-from resilient_aws.retry import ErrorClass, RetryPolicy, classify
+from resilient_aws.retry import ErrorClass, RetryPolicy
 
 __all__ = ["idempotent"]
 
@@ -65,7 +67,9 @@ def idempotent(
     The first call with a key takes it with one conditional ``PutItem`` and stores the result
     with one ``UpdateItem``; a repeat costs one ``PutItem`` (the condition fails and DynamoDB
     returns the stored record with it) or nothing with ``cache_size``. If the function raises,
-    the key is released so that a retry runs again.
+    the key is released so that a retry runs again. If it returns a result that cannot be stored
+    (not JSON, over the 400 KB item limit), :class:`IdempotencyResultError`, and the key stays
+    taken until the record expires: the side effect ran, and repeats raise the same error.
 
     - ``payload``: the parameter whose value is the payload (default: the first parameter,
       ``self``/``cls`` skipped, so ``event`` for a Lambda handler).
@@ -80,9 +84,12 @@ def idempotent(
       caller's key may run again; in Lambda the invocation's remaining time is the lease.
     - ``on_in_progress``: ``"raise"`` (:class:`IdempotencyInProgressError`) or ``"wait"``: poll
       with ``wait`` (a :class:`RetryPolicy`, jittered backoff) until the first call completes,
-      within the Lambda deadline, and return its result.
+      within the Lambda deadline, and return its result. The table's own errors are not waited
+      on: they come out as the store's policy raised them.
     - ``key_prefix``: a stable prefix (``"orders"`` makes ``orders#<md5>``) that survives renaming
-      the function; the default is Powertools' ``{function name}.{module}.{qualname}``.
+      the function; the default is Powertools' ``{function name}.{module}.{qualname}`` in
+      Lambda and ``{POWERTOOLS_SERVICE_NAME}.{module}.{qualname}`` outside it (with neither,
+      ``test-func`` and a ``UserWarning``: services sharing the table would share keys).
     - ``result_type``: what to rebuild a stored result as (default: the return annotation;
       dataclasses and pydantic models round-trip).
     - ``margin_s``: the store's retries stop this long before the Lambda timeout.
@@ -187,10 +194,22 @@ class _StillInProgressError(IdempotencyInProgressError):
     """Raised inside the wait loop; the wait policy's classifier retries it."""
 
 
+class _UnstorableResultError(Exception):
+    """The function ran, but its result cannot be stored; ``reason`` says why (no values)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _wait_classifier(error: BaseException) -> ErrorClass:
+    """Only "still in progress" is waited on. The table's errors were already retried by the
+    store's own policy and reach the caller as they are (a throttled table whose retries gave
+    up is a ``RetryError`` naming the throttle): retrying them here would multiply the store's
+    attempts, and reporting them as a call in progress would hide that nothing runs."""
     if isinstance(error, _StillInProgressError):
         return ErrorClass(True, "transient", "IdempotencyInProgress")
-    return classify(error)
+    return ErrorClass(False, "permanent", type(error).__name__)
 
 
 class _Idempotent:
@@ -243,8 +262,13 @@ class _Idempotent:
         except Exception:
             self.release(call)
             raise
-        data = self.encode(call, result, release=self.release)
-        self.complete(call, data)
+        try:
+            self.complete(call, self.encode(call, result))
+        except _UnstorableResultError as unstorable:
+            # The side effect happened: never give the key back (the queue would deliver the
+            # event again and run it twice). Hold it, marked, until the record expires.
+            self.hold_unstorable(call, unstorable.reason)
+            raise self.unstorable_error(call, unstorable) from unstorable.__cause__
         return result
 
     def acquire(self, call: _Call) -> Any:
@@ -256,10 +280,9 @@ class _Idempotent:
         try:
             return policy.call(self.try_acquire, call, wait=True)
         except RetryError as error:
-            raise IdempotencyInProgressError(
-                f"{self.name}: still in progress after waiting {error.attempts} time(s)",
-                key=call.key,
-            ) from error
+            if not isinstance(error.last_error, _StillInProgressError):
+                raise  # the table's error, not the wait's: see _wait_classifier
+            raise self.still_in_progress(call, error) from error
 
     def try_acquire(self, call: _Call, *, wait: bool) -> Any:
         for _ in range(_RACE_ATTEMPTS):
@@ -299,7 +322,50 @@ class _Idempotent:
                 type(error).__name__,
             )
 
+    def unstorable_error(
+        self, call: _Call, unstorable: _UnstorableResultError
+    ) -> IdempotencyResultError:
+        return IdempotencyResultError(
+            f"{self.name}: the function ran, but {unstorable.reason}; the key stays taken and "
+            f"repeats raise IdempotencyResultError until the record expires "
+            f"(ttl_s={self.options.ttl_s})",
+            key=call.key,
+        )
+
+    def hold_unstorable(self, call: _Call, reason: str) -> None:
+        """Keep the key of a call that ran but whose result cannot be stored, until the record
+        expires (``ttl_s``): repeats raise :class:`IdempotencyResultError` instead of running."""
+        expires_at = int(self.store.clock()) + self.options.ttl_s
+        try:
+            held = self.store.hold_unstorable(
+                call.key,
+                owner=call.owner,
+                reason=reason,
+                expires_at=expires_at,
+                policy=call.policy,
+            )
+        except Exception as error:
+            logger.error(
+                "%s: the function ran but its result cannot be stored under idempotency key %s, "
+                "and the key could not be marked (%s); repeats are refused until the lease ends",
+                self.name,
+                call.key,
+                type(error).__name__,
+            )
+            return
+        if not held:
+            logger.error(
+                "%s: the function ran but its result cannot be stored under idempotency key %s; "
+                "the key was taken over by another call after this call's lease ended",
+                self.name,
+                call.key,
+            )
+
     def complete(self, call: _Call, data: str) -> None:
+        """Store the result. If the table refuses the record itself (``ValidationException``:
+        DynamoDB found it larger than the size check did), :class:`_UnstorableResultError`;
+        any other failure (the table down past every retry) is logged and the caller gets its
+        result: the record stays in progress until its lease ends."""
         expires_at = int(self.store.clock()) + self.options.ttl_s
         try:
             self.store.complete(
@@ -309,20 +375,30 @@ class _Idempotent:
                 validation=call.validation,
                 policy=call.policy,
             )
+        except ClientError as error:
+            if _code(error) != "ValidationException":
+                self.not_completed(call, error)
+                return
+            raise _UnstorableResultError(
+                f"DynamoDB refused its result's record ({_code(error)})"
+            ) from error
         except Exception as error:
-            # The side effect happened: hand the caller its result rather than an error that
-            # would make it (or its queue) run the function again. The record stays in
-            # progress until its lease ends, so duplicates meanwhile are still refused.
-            logger.error(
-                "%s: the function ran but its result could not be stored under idempotency key "
-                "%s (%s); repeats are refused until the lease ends",
-                self.name,
-                call.key,
-                type(error).__name__,
-            )
+            self.not_completed(call, error)
             return
         if self.cache is not None:
             self.cache.put(call.key, CachedResult(expires_at, call.validation, data))
+
+    def not_completed(self, call: _Call, error: BaseException) -> None:
+        # The side effect happened: hand the caller its result rather than an error that
+        # would make it (or its queue) run the function again. The record stays in
+        # progress until its lease ends, so duplicates meanwhile are still refused.
+        logger.error(
+            "%s: the function ran but its result could not be stored under idempotency key "
+            "%s (%s); repeats are refused until the lease ends",
+            self.name,
+            call.key,
+            type(error).__name__,
+        )
 
     # -- async ---------------------------------------------------------------------------------
 
@@ -345,11 +421,12 @@ class _Idempotent:
             await asyncio.to_thread(self.release, call)
             raise
         try:
-            data = self.encode(call, result, release=_no_release)
-        except IdempotencyResultError:
-            await asyncio.to_thread(self.release, call)  # off the event loop, as every call
-            raise
-        await asyncio.to_thread(self.complete, call, data)
+            data = self.encode(call, result)
+            await asyncio.to_thread(self.complete, call, data)
+        except _UnstorableResultError as unstorable:
+            # off the event loop, as every call
+            await asyncio.to_thread(self.hold_unstorable, call, unstorable.reason)
+            raise self.unstorable_error(call, unstorable) from unstorable.__cause__
         return result
 
     async def aacquire(self, call: _Call) -> Any:
@@ -365,10 +442,15 @@ class _Idempotent:
         try:
             return await policy.acall(attempt)
         except RetryError as error:
-            raise IdempotencyInProgressError(
-                f"{self.name}: still in progress after waiting {error.attempts} time(s)",
-                key=call.key,
-            ) from error
+            if not isinstance(error.last_error, _StillInProgressError):
+                raise  # the table's error, not the wait's: see _wait_classifier
+            raise self.still_in_progress(call, error) from error
+
+    def still_in_progress(self, call: _Call, error: RetryError) -> IdempotencyInProgressError:
+        return IdempotencyInProgressError(
+            f"{self.name}: still in progress after waiting {error.attempts} time(s)",
+            key=call.key,
+        )
 
     async def atry_acquire(self, call: _Call, *, wait: bool) -> Any:
         """``try_acquire`` in a thread. A task cancelled meanwhile cannot stop the thread's write:
@@ -443,6 +525,12 @@ class _Idempotent:
         if record.status == INPROGRESS:
             if record.lease_over(now):
                 return _AGAIN
+            if record.error is not None:
+                raise IdempotencyResultError(
+                    f"{self.name}: an earlier call with this key ran, but its result could not "
+                    f"be stored ({record.error}); repeats are refused until the record expires",
+                    key=call.key,
+                )
             error_type = _StillInProgressError if wait else IdempotencyInProgressError
             raise error_type(f"{self.name}: a call with this key is in progress", key=call.key)
         raise IdempotencyError(
@@ -462,23 +550,21 @@ class _Idempotent:
             return int(now * 1000) + int(call.context.get_remaining_time_in_millis())
         return int((now + self.options.lease_s) * 1000)
 
-    def encode(self, call: _Call, result: Any, *, release: Callable[[_Call], None]) -> str:
+    def encode(self, call: _Call, result: Any) -> str:
+        """The result as the record's JSON text; :class:`_UnstorableResultError` (nothing written
+        yet) if it has no JSON form or would not fit in a DynamoDB item."""
         try:
             data = encode_result(result)
         except (TypeError, ValueError) as error:
-            release(call)
-            raise IdempotencyResultError(
-                f"{self.name}: the function ran, but its {type(result).__name__} result cannot "
-                f"be stored as JSON ({error}); the key was released",
-                key=call.key,
+            raise _UnstorableResultError(
+                f"its {type(result).__name__} result cannot be stored as JSON "
+                f"({type(error).__name__})"
             ) from error
-        size = self.store.record_size(call.key, data, call.validation)
+        size = self.store.record_size(call.key, data, call.validation, call.owner)
         if size > MAX_ITEM_BYTES:
-            release(call)
-            raise IdempotencyResultError(
-                f"{self.name}: the function ran, but its result makes a {size}-byte record, "
-                f"over DynamoDB's {MAX_ITEM_BYTES}-byte item limit; the key was released",
-                key=call.key,
+            raise _UnstorableResultError(
+                f"its result makes a {size}-byte record, over DynamoDB's {MAX_ITEM_BYTES}-byte "
+                "item limit"
             )
         return data
 
@@ -495,8 +581,8 @@ class _Idempotent:
             ) from error
 
 
-def _no_release(call: _Call) -> None:
-    """For ``encode`` in async code, which releases the key off the event loop itself."""
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _default_payload(signature: inspect.Signature, name: str) -> str:

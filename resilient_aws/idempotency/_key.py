@@ -5,6 +5,11 @@ an event source data class its raw event), selects the key with JMESPath, hashes
 ``json.dumps(selected, sort_keys=True)`` with md5 and prefixes the hash with
 ``{AWS_LAMBDA_FUNCTION_NAME}.{module}.{qualname}``. Doing exactly the same here is what lets
 both libraries share one table without running a side effect twice.
+
+Outside Lambda Powertools prefixes every key with ``test-func``: two services sharing a table,
+each with an ``app.handle``, would share keys (one never runs and gets the other's result).
+Here the service name (``POWERTOOLS_SERVICE_NAME``) takes the function name's place outside
+Lambda, and a warning says when there is neither.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import math
 import os
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import PurePath
 from typing import Any
@@ -29,6 +35,10 @@ from resilient_aws.errors import ConfigurationError, IdempotencyKeyError
 from resilient_aws.idempotency._functions import KeyFunctions
 
 __all__ = ["KeySpec", "hash_json", "prepare_payload"]
+
+FUNCTION_NAME_ENV = "AWS_LAMBDA_FUNCTION_NAME"
+SERVICE_NAME_ENV = "POWERTOOLS_SERVICE_NAME"
+NO_NAME = "test-func"  # Powertools' stand-in for the function name outside Lambda
 
 KeySelector = str | Callable[[Any], Any] | None
 
@@ -123,11 +133,26 @@ class KeySpec:
         )
 
     def prefix(self) -> str:
-        """``key_prefix``, or Powertools' ``{function name}.{module}.{qualname}``."""
+        """``key_prefix``, or Powertools' ``{function name}.{module}.{qualname}``.
+
+        Outside Lambda (no ``AWS_LAMBDA_FUNCTION_NAME``) the service name
+        ``POWERTOOLS_SERVICE_NAME`` stands for the function name, so that services sharing a
+        table do not share keys; with neither, Powertools' ``test-func`` and a warning.
+        """
         if self.key_prefix is not None:
             return self.key_prefix
-        function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "test-func")
-        return f"{function_name}.{self.function_path}"
+        name = os.environ.get(FUNCTION_NAME_ENV) or os.environ.get(SERVICE_NAME_ENV)
+        if not name:
+            warnings.warn(
+                f"{self.function_path}: idempotency keys are prefixed with {NO_NAME!r}: outside "
+                f"Lambda, set {SERVICE_NAME_ENV} (or pass key_prefix=) so that another service "
+                "with a function of the same module and name, sharing the idempotency table, "
+                "does not share its keys",
+                UserWarning,
+                stacklevel=2,
+            )
+            name = NO_NAME
+        return f"{name}.{self.function_path}"
 
     def select(self, data: Any) -> Any:
         """The part of the prepared payload the key is made of (``None`` when missing)."""

@@ -17,7 +17,10 @@ class IdempotencyRecord:
     ``expires_at`` is the TTL in epoch seconds; ``in_progress_until_ms`` (epoch milliseconds)
     is when an unfinished call's lease ends and the key may run again; ``data`` is the result as
     JSON text; ``validation`` the hash of the validated part of the payload; ``owner`` the token
-    of the call that wrote an in-progress record (resilient_aws only; Powertools ignores it).
+    of the call that wrote an in-progress record (resilient_aws only; Powertools ignores it);
+    ``error`` says why the result of a call that ran could not be stored: such a record stays in
+    progress until it expires, and repeats fail loudly instead of running again (resilient_aws
+    only; Powertools sees a call in progress).
     """
 
     key: str
@@ -27,6 +30,7 @@ class IdempotencyRecord:
     data: str | None = None
     validation: str | None = None
     owner: str | None = None
+    error: str | None = None
 
     def expired(self, now: float) -> bool:
         return self.expires_at < int(now)

@@ -45,7 +45,9 @@ class IdempotencyStore:
     The table needs a string partition key (``key_attr``, default ``"id"``), or with
     ``sort_key_attr`` a composite key whose partition value is ``static_pk_value`` (default
     ``"idempotency#{AWS_LAMBDA_FUNCTION_NAME}"``, as in Powertools). Turn on TTL on
-    ``expiry_attr`` so that old records clean themselves up.
+    ``expiry_attr`` so that old records clean themselves up. ``owner_attr`` (the token of the call
+    holding a key) and ``error_attr`` (why the result of a call that ran could not be stored)
+    are resilient_aws's own attributes; Powertools ignores them.
 
     Every DynamoDB call goes through ``policy`` (the retry core): a throttled idempotency table
     does not fail the handler while attempts remain, and the caller's Lambda deadline bounds the
@@ -67,6 +69,7 @@ class IdempotencyStore:
         data_attr: str = "data",
         validation_attr: str = "validation",
         owner_attr: str = "owner",
+        error_attr: str = "error",
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not isinstance(table, str) or not table:
@@ -90,6 +93,7 @@ class IdempotencyStore:
         self.data_attr = data_attr
         self.validation_attr = validation_attr
         self.owner_attr = owner_attr
+        self.error_attr = error_attr
         self.clock = clock
         self._client = client
 
@@ -101,7 +105,7 @@ class IdempotencyStore:
             self._client = boto3.client("dynamodb", config=self.policy.botocore_config())
         return self._client
 
-    # -- the four operations ---------------------------------------------------------------------
+    # -- the operations ----------------------------------------------------------------------------
 
     def put_in_progress(
         self,
@@ -198,6 +202,54 @@ class IdempotencyStore:
             ExpressionAttributeValues=values,
         )
 
+    def hold_unstorable(
+        self,
+        key: str,
+        *,
+        owner: str,
+        reason: str,
+        expires_at: int,
+        policy: RetryPolicy | None = None,
+    ) -> bool:
+        """Keep the in-progress record of ``owner`` until ``expires_at``, marked with ``reason``.
+
+        For a call that ran but whose result cannot be stored: the key must not run again, so the
+        record stays ``INPROGRESS`` with its lease stretched to its expiry (Powertools and the
+        take condition see a call in progress) and ``error_attr`` says why (resilient_aws refuses
+        repeats with :class:`IdempotencyResultError`). Conditional on the owner: False if the
+        record is no longer this call's (its lease ran out and another call took the key).
+        """
+        try:
+            self._call(
+                policy,
+                self.client.update_item,
+                TableName=self.table,
+                Key=self._key(key),
+                UpdateExpression=(
+                    "SET #error = :error, #expiry = :expiry, #in_progress_expiry = :until_ms"
+                ),
+                ConditionExpression="#owner = :owner AND #status = :inprogress",
+                ExpressionAttributeNames={
+                    "#error": self.error_attr,
+                    "#expiry": self.expiry_attr,
+                    "#in_progress_expiry": self.in_progress_expiry_attr,
+                    "#owner": self.owner_attr,
+                    "#status": self.status_attr,
+                },
+                ExpressionAttributeValues={
+                    ":error": {"S": reason},
+                    ":expiry": {"N": str(expires_at)},
+                    ":until_ms": {"N": str(expires_at * 1000)},
+                    ":owner": {"S": owner},
+                    ":inprogress": {"S": INPROGRESS},
+                },
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
     def release(self, key: str, *, owner: str, policy: RetryPolicy | None = None) -> None:
         """Delete the in-progress record of ``owner`` so the key can run again.
 
@@ -234,10 +286,15 @@ class IdempotencyStore:
         item = response.get("Item")
         return self._record(item) if item else None
 
-    def record_size(self, key: str, data: str, validation: str | None) -> int:
-        """The size DynamoDB counts for a completed record (attribute names + values)."""
+    def record_size(
+        self, key: str, data: str, validation: str | None, owner: str | None = None
+    ) -> int:
+        """The size DynamoDB counts for a completed record (attribute names + values; the
+        in-progress record's ``owner`` stays on it)."""
         size = sum(len(name.encode()) for name in self._attribute_names()) + 3 * 21
         size += len(key.encode()) + len(data.encode()) + len(COMPLETED)
+        if owner is not None:
+            size += len(owner.encode())
         if self.sort_key_attr is not None:
             size += len(self.static_pk_value.encode())
         if validation is not None:
@@ -289,6 +346,7 @@ class IdempotencyStore:
             data=text(self.data_attr),
             validation=text(self.validation_attr),
             owner=text(self.owner_attr),
+            error=text(self.error_attr),
         )
 
     def _call(self, policy: RetryPolicy | None, fn: Callable[..., Any], **params: Any) -> Any:

@@ -101,6 +101,8 @@ def deliver(
     for event in sorted(unique.values(), key=lambda e: (e.aggregate_id, e.sequence or 0)):
         queues[event.aggregate_id].append(event)
     ready: dict[str, list[OutboxEvent]] = {}
+    # the failures counted so far, as read: a failure is counted conditionally on it
+    attempts = {event_id: stored.attempts for event_id, stored in states.items()}
     for aggregate, queue in queues.items():
         deliverable: list[OutboxEvent] = []
         for index, event in enumerate(queue):
@@ -135,7 +137,12 @@ def deliver(
             except Exception as raised:  # a target that raises fails the whole wave, not the run
                 failures = {e.id: f"{type(raised).__name__}: {raised}" for e in wave}
             marks = [
-                (event, marking.submit(_settle, outbox, event, failures.get(event.id), policy))
+                (
+                    event,
+                    marking.submit(
+                        _settle, outbox, event, failures.get(event.id), policy, attempts[event.id]
+                    ),
+                )
                 for event in wave
             ]
             for event, mark in marks:
@@ -199,7 +206,9 @@ def _behind_earlier_events(
     ]
 
 
-def _settle(outbox: Outbox, event: OutboxEvent, error: str | None, policy: Any) -> str:
+def _settle(
+    outbox: Outbox, event: OutboxEvent, error: str | None, policy: Any, attempts: int
+) -> str:
     if error is None:
         try:
             outbox.mark_delivered(event, policy=policy)
@@ -213,7 +222,8 @@ def _settle(outbox: Outbox, event: OutboxEvent, error: str | None, policy: Any) 
             return "unmarked"
         return "delivered"
     try:
-        return "blocked" if outbox.mark_failed(event, error, policy=policy) else "failed"
+        blocked = outbox.mark_failed(event, error, policy=policy, attempts=attempts)
+        return "blocked" if blocked else "failed"
     except Exception as failure:
         logger.warning(
             "outbox: could not count the failed delivery of %s (%s)",

@@ -39,6 +39,7 @@ A_DESTINATION = "outbox_destination"
 A_STATUS = "outbox_status"
 A_ATTEMPTS = "outbox_attempts"
 A_LAST_ERROR = "outbox_last_error"
+A_LAST_FAILURE = "outbox_last_failure"  # a token per counted failure: a retry knows its own
 A_PENDING = "outbox_pending_aggregate"
 A_PENDING_AT = "outbox_pending_at"
 A_BLOCKED_EVENT = "outbox_blocked_event"

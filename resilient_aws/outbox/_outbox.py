@@ -22,6 +22,7 @@ from resilient_aws.errors import (
     TransactionCanceledError,
     TransactionConditionFailedError,
     TransactionTooLargeError,
+    UnknownTableError,
 )
 from resilient_aws.limits import DYNAMODB_ITEM_BYTES, DYNAMODB_TRANSACT_WRITE
 from resilient_aws.outbox._actions import ConditionCheck, Delete, Put, Update
@@ -30,6 +31,7 @@ from resilient_aws.outbox._layout import (
     A_ATTEMPTS,
     A_BLOCKED_EVENT,
     A_LAST_ERROR,
+    A_LAST_FAILURE,
     A_PENDING,
     A_PENDING_AT,
     A_SEQUENCE,
@@ -388,43 +390,104 @@ class Outbox:
         return True
 
     def mark_failed(
-        self, event: OutboxEvent, error: str, *, policy: RetryPolicy | None = None
+        self,
+        event: OutboxEvent,
+        error: str,
+        *,
+        policy: RetryPolicy | None = None,
+        attempts: int | None = None,
     ) -> bool:
         """Count a failed delivery; block the event (and its aggregate) after ``max_attempts``.
 
-        Returns whether the event is now blocked.
+        ``attempts`` is the count read with the event's state (the relay and the sweeper pass
+        it; without it the record is read first). The count is written conditionally on it,
+        with a token of this failure: a retried request whose first response was lost finds its
+        own token and counts the failure once; a failure another relay counted meanwhile is
+        counted on top of. Returns whether the event is now blocked.
         """
         assert event.sequence is not None
         policy = policy or self.policy
         key = self.layout.event_key(event.aggregate_id, event.sequence)
+        token = uuid.uuid4().hex
+        seen = attempts
+        for _ in range(_COUNT_ATTEMPTS):
+            if seen is None:
+                current = self._read_failure_state(key, policy)
+                if current is None:
+                    return False  # delivered, blocked or gone: nothing to count
+                seen = current[0]
+            outcome, counted = self._count_failure(key, error, token, seen, policy)
+            if outcome == "counted":
+                break
+            if outcome == "settled":
+                return False
+            seen = counted  # another failure was counted meanwhile: count this one on top
+        else:
+            logger.warning(
+                "outbox: the failed delivery of %s was not counted: its record changed under "
+                "every attempt",
+                event.describe(),
+            )
+            return False
+        if counted < self.max_attempts:
+            return False
+        self._block(event, policy)
+        return True
+
+    def _count_failure(
+        self, key: dict[str, Any], error: str, token: str, seen: int, policy: RetryPolicy
+    ) -> tuple[str, int]:
+        """One conditional write of the count ``seen + 1``: ``("counted", count)``,
+        ``("settled", 0)`` if the event is no longer pending, or ``("changed", count)`` if
+        another failure was counted since ``seen``."""
+        condition = "#st = :pending AND #attempts = :seen"
+        if seen == 0:
+            condition = "#st = :pending AND (attribute_not_exists(#attempts) OR #attempts = :seen)"
         try:
-            response = policy.call(
+            policy.call(
                 self.client.update_item,
                 TableName=self.outbox_table,
                 Key=key,
-                UpdateExpression="SET #err = :err ADD #attempts :one",
-                ConditionExpression="#st = :pending",
+                UpdateExpression="SET #err = :err, #attempts = :next, #token = :token",
+                ConditionExpression=condition,
                 ExpressionAttributeNames={
                     "#err": A_LAST_ERROR,
                     "#attempts": A_ATTEMPTS,
+                    "#token": A_LAST_FAILURE,
                     "#st": A_STATUS,
                 },
                 ExpressionAttributeValues={
                     ":err": {"S": error[:1000]},
-                    ":one": {"N": "1"},
+                    ":seen": {"N": str(seen)},
+                    ":next": {"N": str(seen + 1)},
+                    ":token": {"S": token},
                     ":pending": {"S": PENDING},
                 },
-                ReturnValues="UPDATED_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as failure:
-            if _code(failure) == "ConditionalCheckFailedException":
-                return False
-            raise
-        attempts = int(response.get("Attributes", {}).get(A_ATTEMPTS, {}).get("N", "0"))
-        if attempts < self.max_attempts:
-            return False
-        self._block(event, policy)
-        return True
+            if _code(failure) != "ConditionalCheckFailedException":
+                raise
+            old: Any = failure.response.get("Item")
+            state = _failure_state(old) if old else self._read_failure_state(key, policy)
+            if state is None:
+                return "settled", 0
+            count, stored_token = state
+            if stored_token == token:
+                # our own write, applied on an attempt whose response was lost
+                return "counted", count
+            return "changed", count
+        return "counted", seen + 1
+
+    def _read_failure_state(
+        self, key: dict[str, Any], policy: RetryPolicy
+    ) -> tuple[int, str | None] | None:
+        """(attempts, token of the last counted failure) of a pending event; None otherwise."""
+        response = policy.call(
+            self.client.get_item, TableName=self.outbox_table, Key=key, ConsistentRead=True
+        )
+        item = response.get("Item")
+        return _failure_state(item) if item else None
 
     def _block(self, event: OutboxEvent, policy: RetryPolicy) -> None:
         assert event.sequence is not None
@@ -533,17 +596,24 @@ class Outbox:
     def _pending_index_required(self) -> Iterator[None]:
         try:
             yield
-        except ClientError as error:
-            info = error.response.get("Error", {})
+        except (ClientError, UnknownTableError) as error:
             # DynamoDB: ValidationException "does not have the specified index"; moto's Query
-            # answers ResourceNotFoundException "Invalid index"
-            code, message = info.get("Code"), str(info.get("Message", "")).lower()
-            if code in ("ValidationException", "ResourceNotFoundException") and "index" in message:
-                raise ConfigurationError(
-                    "pending_index",
-                    f"table {self.outbox_table!r} has no index {self.layout.pending_index!r}: "
-                    "the relay and the sweeper read it (see the table definition in the docs)",
-                ) from error
+            # answers ResourceNotFoundException "Invalid index", which scan and query report
+            # as UnknownTableError (the ClientError is its cause)
+            cause = error if isinstance(error, ClientError) else error.__cause__
+            if isinstance(cause, ClientError):
+                info = cause.response.get("Error", {})
+                code, message = info.get("Code"), str(info.get("Message", "")).lower()
+                if (
+                    code in ("ValidationException", "ResourceNotFoundException")
+                    and "index" in message
+                ):
+                    raise ConfigurationError(
+                        "pending_index",
+                        f"table {self.outbox_table!r} has no index "
+                        f"{self.layout.pending_index!r}: the relay and the sweeper read it "
+                        "(see the table definition in the docs)",
+                    ) from cause
             raise
 
     def unblock(self, aggregate_id: str) -> list[str]:
@@ -578,6 +648,20 @@ class Outbox:
             ClientRequestToken=str(uuid.uuid4()),
         )
         return [stored.event.id for stored in blocked]
+
+
+# A failure count written over a record that changed meanwhile (another relay counted its own
+# failure) is written again on the new count, a few times at most.
+_COUNT_ATTEMPTS = 5
+
+
+def _failure_state(item: Mapping[str, Any]) -> tuple[int, str | None] | None:
+    """(attempts, last failure token) of a wire-format record still pending, else None."""
+    if item.get(A_STATUS, {}).get("S") != PENDING:
+        return None
+    attempts = int(item.get(A_ATTEMPTS, {}).get("N", "0"))
+    token = item.get(A_LAST_FAILURE, {}).get("S")
+    return attempts, token
 
 
 def _code(error: ClientError) -> str:

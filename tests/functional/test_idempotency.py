@@ -25,6 +25,12 @@ from resilient_aws.testing import FakeClock, FakeLambdaContext, chaos
 from tests.idempotency_support import EPOCH, CallCounter, create_idempotency_table, fake_store
 
 
+@pytest.fixture(autouse=True)
+def _service_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outside Lambda the service name prefixes the keys; without one, every call warns.
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "tests")
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(start=EPOCH)
@@ -116,13 +122,15 @@ def test_a_record_found_by_another_process_fills_the_cache(
 
 
 def test_record_has_powertools_attributes(
-    store: IdempotencyStore, ddb: Any, clock: FakeClock
+    store: IdempotencyStore, ddb: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     @idempotent(store, key="order_id", ttl_s=600, validate="amount")
     def charge(event: dict[str, Any]) -> dict[str, int]:
         return {"ok": 1}
 
-    charge({"order_id": "o-7", "amount": 3})
+    monkeypatch.delenv("POWERTOOLS_SERVICE_NAME")  # Powertools' own prefix outside Lambda
+    with pytest.warns(UserWarning, match="POWERTOOLS_SERVICE_NAME"):
+        charge({"order_id": "o-7", "amount": 3})
     (item,) = records(ddb)
     assert item["id"]["S"] == (
         f"test-func.{__name__}.test_record_has_powertools_attributes.<locals>.charge"
@@ -229,17 +237,20 @@ def test_a_failed_call_releases_the_key(store: IdempotencyStore, ddb: Any) -> No
     assert len(attempts) == 2
 
 
-def test_unserializable_result_is_a_typed_error_and_releases(
+def test_unserializable_result_is_a_typed_error_and_keeps_the_key(
     store: IdempotencyStore, ddb: Any
 ) -> None:
-    @idempotent(store, key="id")
-    def returns_a_socket(event: dict[str, Any]) -> object:
-        return object()
+    body = Body(object())
+    wrapped = idempotent(store, key="id")(body)
 
     with pytest.raises(IdempotencyResultError, match="cannot be stored as JSON") as info:
-        returns_a_socket({"id": 1})
+        wrapped({"id": 1})
     assert info.value.key is not None and info.value.key.endswith(hash_json(1))
-    assert records(ddb) == []
+    (item,) = records(ddb)  # the function ran: the key is kept, never released
+    assert item["status"]["S"] == INPROGRESS and "error" in item
+    with pytest.raises(IdempotencyResultError, match="an earlier call with this key ran"):
+        wrapped({"id": 1})
+    assert body.runs == 1
 
 
 def test_result_over_the_item_limit_is_refused_before_the_write(
@@ -252,8 +263,10 @@ def test_result_over_the_item_limit_is_refused_before_the_write(
     counter.take()
     with pytest.raises(IdempotencyResultError, match="409600-byte item limit"):
         huge({"id": 1})
-    assert counter.take() == {"PutItem": 1, "DeleteItem": 1}
-    assert records(ddb) == []
+    # the key taken, then marked (a small UpdateItem): the result itself is never sent
+    assert counter.take() == {"PutItem": 1, "UpdateItem": 1}
+    (item,) = records(ddb)
+    assert item["status"]["S"] == INPROGRESS and "data" not in item
 
 
 # -- keys -----------------------------------------------------------------------------------------
@@ -676,16 +689,23 @@ async def test_a_task_cancelled_while_taking_its_key_gives_the_key_back(
     assert runs == [] and records(ddb) == []  # never ran, and does not hold the key
 
 
-async def test_an_async_result_that_cannot_be_stored_releases_the_key(
+async def test_an_async_result_that_cannot_be_stored_keeps_the_key(
     store: IdempotencyStore, ddb: Any
 ) -> None:
+    runs: list[int] = []
+
     @idempotent(store, key="id")
     async def work(event: dict[str, Any]) -> Any:
+        runs.append(1)
         return object()
 
-    with pytest.raises(IdempotencyResultError, match="the key was released"):
+    with pytest.raises(IdempotencyResultError, match="the key stays taken"):
         await work({"id": 1})
-    assert records(ddb) == []
+    with pytest.raises(IdempotencyResultError, match="an earlier call with this key ran"):
+        await work({"id": 1})
+    assert runs == [1]
+    (item,) = records(ddb)
+    assert item["status"]["S"] == INPROGRESS
 
 
 async def test_async_wait(store: IdempotencyStore, clock: FakeClock) -> None:

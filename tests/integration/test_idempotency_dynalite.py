@@ -13,7 +13,9 @@ import pytest
 
 from resilient_aws.idempotency import (
     COMPLETED,
+    INPROGRESS,
     IdempotencyInProgressError,
+    IdempotencyResultError,
     IdempotencyTableError,
     idempotent,
 )
@@ -23,6 +25,12 @@ from tests.idempotency_support import EPOCH, CallCounter, create_idempotency_tab
 
 pytestmark = pytest.mark.emulator
 _names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _service_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outside Lambda the service name prefixes the keys; without one, every call warns.
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "tests")
 
 
 @pytest.fixture
@@ -60,6 +68,25 @@ def test_first_call_repeat_and_release(ddb: Any, table: str) -> None:
     assert runs == [1, 2, 2]
     statuses = {i["status"]["S"] for i in ddb.scan(TableName=table)["Items"]}
     assert statuses == {COMPLETED}
+
+
+def test_an_unstorable_result_keeps_its_key(ddb: Any, table: str) -> None:
+    clock = FakeClock(start=EPOCH)
+    store = fake_store(ddb, clock, table)
+    runs: list[int] = []
+
+    @idempotent(store, key="id", lease_s=60)
+    def work(event: dict[str, Any]) -> bytes:
+        runs.append(event["id"])
+        return b"not json"
+
+    for _ in range(3):
+        with pytest.raises(IdempotencyResultError):
+            work({"id": 1})
+        clock.advance(120)  # past the lease: the mark holds the key until the record expires
+    assert runs == [1]
+    (item,) = ddb.scan(TableName=table)["Items"]
+    assert item["status"]["S"] == INPROGRESS and "error" in item
 
 
 def test_in_progress_and_lease(ddb: Any, table: str) -> None:

@@ -29,6 +29,12 @@ FAULTS = {"throttle": 0.10, "error5xx": 0.02}
 _names = itertools.count()
 
 
+@pytest.fixture(autouse=True)
+def _service_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outside Lambda the service name prefixes the keys; without one, every call warns.
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "tests")
+
+
 @pytest.fixture
 def ddb(dynalite_server: NodeEmulator) -> Any:
     return dynalite_server.client("dynamodb", config=Config(max_pool_connections=CALLERS))

@@ -19,6 +19,9 @@ from resilient_aws.errors import ConfigurationError, IdempotencyKeyError
 from resilient_aws.idempotency._codec import decode_result, encode_result
 from resilient_aws.idempotency._key import KeySpec
 
+# Powertools' keys outside Lambda (prefix "test-func"), which warn here: that is the point.
+pytestmark = pytest.mark.filterwarnings("ignore:.*idempotency keys are prefixed with 'test-func'")
+
 scalars = (
     st.none()
     | st.booleans()
