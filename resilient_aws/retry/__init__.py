@@ -1,9 +1,10 @@
 """The one retry core of resilient_aws, built on tenacity.
 
 Every retry in the library, of a whole request or of the failed entries of a batch, goes
-through here: full-jitter exponential backoff, attempt and elapsed-time caps counted across
-botocore's own retries, a per-call :class:`Deadline` (Lambda-aware) that no sleep overruns, and
-a shared :class:`RetryBudget` that refuses retries when everything is failing at once, and a
+through here: full-jitter exponential backoff, attempt caps counted on the wire (botocore
+retries nothing on clients from ``RetryPolicy.botocore_config()``), elapsed-time caps, a
+per-call :class:`Deadline` (Lambda-aware) that no sleep overruns, a shared
+:class:`RetryBudget` that refuses retries when everything is failing at once, and a
 :class:`Pacer` that slows a batch writer to what the service completes.
 
 >>> from resilient_aws.retry import RetryPolicy

@@ -87,7 +87,7 @@ class Pacer:
         self._withheld = 0
         self._sent = 0
         self._bound = False
-        self._probe_up = True
+        self._probes = 0
         # (sent, completed) per second of the last window that withheld entries
         self._previous: tuple[float, float] | None = None
 
@@ -193,9 +193,11 @@ class Pacer:
         moved = math.log(sent / sent_before)
         if abs(moved) < 0.1:
             # The send rate barely changed, so there is nothing to learn from this pair: probe,
-            # down and up in turns, and the next window tells whether completions followed.
-            self._probe_up = not self._probe_up
-            probe = 1.15 if self._probe_up else 0.87
+            # and the next window tells whether completions followed. Down three times for each
+            # time up: at capacity a probe up wastes requests, a probe down (the headroom at its
+            # floor) costs nothing.
+            self._probes += 1
+            probe = 1.15 if self._probes % 4 == 0 else 0.87
             self._headroom = min(self.MAX_HEADROOM, max(self.MIN_HEADROOM, self._headroom * probe))
             return
         followed = math.log(completed / completed_before) / moved
