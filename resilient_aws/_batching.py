@@ -25,7 +25,7 @@ import threading
 import time
 import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -71,6 +71,7 @@ class Entry(Generic[S]):
     sends: int = 0
     stalled: int = 0
     first_sent: float = 0.0
+    settled: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class BatchEngine(Generic[S]):
         self.flush_interval = flush_interval
         # one per writer unless shared: given here, or on the policy (like its budget)
         self.pacer = pacer or policy.pacer or Pacer()
+        self._stall_tokens = 0  # budget tokens the current stall's retries withdrew
         self.result: BatchResult[S] = BatchResult()
         # insertion order is sending order; entries sent back go to the front
         self._pending: OrderedDict[Hashable, Entry[S]] = OrderedDict()
@@ -473,7 +475,11 @@ class BatchEngine(Generic[S]):
         try:
             sent = self.adapter.send_request(chunk)
         except (ClientError, BotoCoreError) as error:
-            self._request_failed(chunk, error)
+            try:
+                self._request_failed(chunk, error)
+            except BaseException as interrupt:
+                self._settle_leftovers(chunk, interrupt, applied=())
+                raise
             return
         except BaseException as error:
             # A bug in an adapter, or an interrupt, ended the request mid-way: its outcome is
@@ -482,7 +488,28 @@ class BatchEngine(Generic[S]):
                 for entry in chunk:
                     self._record_failure(_outcome_unknown(entry, error))
             raise
-        self._answered(sent)
+        try:
+            self._answered(sent)
+        except BaseException as interrupt:
+            # An interrupt (or a bug in a listener or a wait strategy) while the answer was
+            # being read: what the service took is still counted, the rest reported.
+            self._settle_leftovers(chunk, interrupt, applied=[e for e, _ in sent.succeeded])
+            raise
+
+    def _settle_leftovers(
+        self, chunk: list[Entry[S]], error: BaseException, applied: Sequence[Entry[S]]
+    ) -> None:
+        """Account for the entries of ``chunk`` that handling its answer left unsettled."""
+        took = {id(entry) for entry in applied}
+        with self._lock:
+            for entry in chunk:
+                if entry.settled or self._pending.get(entry.slot) is entry:
+                    continue  # counted, reported or back in the buffer already
+                if id(entry) in took:
+                    entry.settled = True
+                    self.result.succeeded += 1
+                else:
+                    self._record_failure(_outcome_unknown(entry, error))
 
     def _still_worth_sending(self, chunk: list[Entry[S]], delay: float) -> list[Entry[S]]:
         """``chunk`` without the re-sent entries whose time is up by the end of ``delay``."""
@@ -566,7 +593,10 @@ class BatchEngine(Generic[S]):
         recovered = self.pacer.record(self.policy, completed=completed, withheld=len(retry))
         budget = self.policy.budget
         if budget is not None and completed:
-            budget.release(budget.success_refund)
+            # a recovered stall gives back what its retries withdrew, as a recovered call does
+            with self._lock:
+                refund, self._stall_tokens = self._stall_tokens, 0
+            budget.release(refund if recovered and refund else budget.success_refund)
         if sent.failed:
             self._report(sent.failed)
         answers = (
@@ -575,6 +605,8 @@ class BatchEngine(Generic[S]):
             else None
         )
         with self._lock:
+            for entry, _ in sent.succeeded:
+                entry.settled = True
             self.result.succeeded += len(sent.succeeded)
             if answers:
                 self.result.answers += answers
@@ -591,18 +623,24 @@ class BatchEngine(Generic[S]):
         """Return retryable failures to the front of the buffer, or give them up."""
         policy = self.policy
         now = policy.clock()
+        stalls = self.pacer.stalls
         # Stopped making progress: max_attempts responses in a row and max_stalled seconds
-        # without completing anything (a lone tail entry unlucky eight times is not an outage).
-        writer_stalled = (
-            stalled
-            and self.pacer.stalls >= policy.max_attempts
-            and self.pacer.stalled_for(now) >= policy.max_stalled
+        # without completing anything (a lone tail entry unlucky eight times is not an outage),
+        # or four times max_attempts whatever the time (a policy that never sleeps).
+        writer_stalled = stalled and (
+            stalls >= _BACKSTOP * policy.max_attempts
+            or (stalls >= policy.max_attempts and self.pacer.stalled_for(now) >= policy.max_stalled)
         )
         budget_refused = False
-        if stalled and not writer_stalled and policy.budget is not None:
+        # The budget is asked in a stall (two responses in a row that completed nothing), not
+        # for one unlucky response among others that complete.
+        if stalls >= 2 and not writer_stalled and policy.budget is not None:
             budget = policy.budget
             cost = budget.cost_of(throttle=failures[0].code in THROTTLING_CODES)
-            if not budget.try_acquire(cost):
+            if budget.try_acquire(cost):
+                with self._lock:
+                    self._stall_tokens += cost
+            else:
                 budget_refused = True
                 self._event("budget_refused", attempt=0, entries=len(failures))
         given_up: Counter[str] = Counter()
@@ -615,9 +653,13 @@ class BatchEngine(Generic[S]):
                 reason = None
                 if budget_refused:
                     reason = "budget"
-                elif writer_stalled or (
-                    entry.stalled >= policy.max_attempts
-                    and now - entry.first_sent >= policy.max_stalled
+                elif (
+                    writer_stalled
+                    or entry.stalled >= _BACKSTOP * policy.max_attempts
+                    or (
+                        entry.stalled >= policy.max_attempts
+                        and now - entry.first_sent >= policy.max_stalled
+                    )
                 ):
                     reason = "attempts"
                 if reason is not None:
@@ -696,6 +738,7 @@ class BatchEngine(Generic[S]):
 
     def _record_failure(self, failure: FailedEntry[Entry[S]]) -> None:
         entry = failure.entry
+        entry.settled = True
         self.result.failed.append(replace(failure, entry=entry.source))  # type: ignore[arg-type]
         if entry.group is not None and self.on_group_failure == "fail":
             self._blocked_groups.add(entry.group)
@@ -765,6 +808,11 @@ def _not_sent(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:
     return FailedEntry(
         entry, entry.entry_id, "NotSent", f"not sent: {type(error).__name__} before sending it"
     )
+
+
+# No-progress rounds after which an entry is given up whatever the time: max_stalled is
+# measured on the policy's clock, which only the backoff moves when a policy never sleeps.
+_BACKSTOP = 4
 
 
 def _gave_up(entry: Entry[S], reason: str) -> FailedEntry[Entry[S]]:

@@ -81,6 +81,7 @@ class Pacer:
         self._next_at = -math.inf  # the earliest start of the next request
         self._stalls = 0
         self._stalled_since = 0.0
+        self._last_stall_at = 0.0
         self._backoff = 0.0
         self._window_start: float | None = None
         self._completed = 0
@@ -116,6 +117,12 @@ class Pacer:
             now = policy.clock()
             if self._window_start is None:
                 self._window_start = now
+            if self._stalls and now - self._last_stall_at > 2 * policy.max_delay + 1.0:
+                # Nobody has asked the service for longer than any backoff lasts (a shared
+                # pacer between Lambda invocations, or after every entry was given up): that
+                # stall says nothing about the service now.
+                self._stalls = 0
+                self._backoff = 0.0
             start = max(now, self._next_at)
             if start > now and self._rate is not None:
                 self._bound = True  # the rate held a request back in this window
@@ -148,6 +155,7 @@ class Pacer:
                 if not self._stalls:
                     self._stalled_since = now
                 self._stalls += 1
+                self._last_stall_at = now
                 # One throttled response among others that complete is a pacing signal (the
                 # rate deals with it); from the second in a row it is an outage, and backs
                 # off from the throttle base, as botocore does.
@@ -220,9 +228,15 @@ def backoff(policy: RetryPolicy, stalls: int, *, throttle: bool) -> float:
     from tenacity import RetryCallState
 
     if policy.wait is not None:
+        # A strategy of the user's, asked as tenacity would ask it, with the attempt number
+        # capped (a long stall must not grow an uncapped exponential without bound) and the
+        # policy's own backoff if it cannot answer without an outcome.
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        state.attempt_number = stalls
-        return float(policy.wait(state))
+        state.attempt_number = min(stalls, policy.max_attempts)
+        try:
+            return float(policy.wait(state))
+        except Exception:
+            pass
     base = policy.base_delay
     if throttle:  # a throttle never backs off less than any other error would
         base = max(base, policy.throttle_base_delay)

@@ -7,15 +7,17 @@ fake service spends time) with the default policy's attempts and delays.
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
 import pytest
+import tenacity
 
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import BatchWriteError, ConfigurationError
 from resilient_aws.results import BatchResult
-from resilient_aws.retry import Pacer, RetryPolicy
+from resilient_aws.retry import Pacer, RetryBudget, RetryEvent, RetryPolicy
 from resilient_aws.testing import FakeClock
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
@@ -334,3 +336,74 @@ def test_one_pacer_shared_by_two_writers_slows_both() -> None:
 def test_pacer_options_are_checked(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         Pacer(**options)
+
+
+# -- from a hostile review: each failed on the first version of the pacer --------------------
+
+
+def test_an_interrupt_while_an_answer_is_read_loses_no_entry() -> None:
+    clock = FakeClock()
+    queue = Queue(clock, withhold=lambda body, sends: body == "m0" and sends == 1)
+
+    def interrupt(event: RetryEvent) -> None:
+        if event.kind == "partial_failure":
+            raise KeyboardInterrupt
+
+    sender = SqsSender(
+        QUEUE, client=queue, policy=clock.policy(listeners=(interrupt,)), raise_on_failure=False
+    )
+    with pytest.raises(KeyboardInterrupt), sender:
+        for i in range(3):
+            sender.send_message(f"m{i}")
+    result = sender.result
+    assert balanced(result)
+    assert result.succeeded == len(queue.accepted) == 2  # what the queue took is counted
+
+
+def test_a_wait_strategy_that_needs_an_outcome_falls_back_to_the_policys_backoff() -> None:
+    clock = FakeClock()
+    queue = Queue(clock, withhold=lambda body, sends: sends == 1)
+    needs_outcome = tenacity.wait_exception(lambda error: 0.1)
+    result = send_all(queue, clock.policy(wait=needs_outcome), 3, concurrency=1)
+    assert balanced(result) and not result.failed
+
+
+def test_a_shared_budget_is_not_spent_on_one_unlucky_response_among_progress() -> None:
+    clock = FakeClock()
+    budget = RetryBudget()
+    budget.try_acquire(budget.capacity - 3)  # a storm elsewhere drained it
+    requests = itertools.count(1)
+    queue = Queue(clock, withhold=lambda body, sends: next(requests) % 30 < 10 and sends == 1)
+    result = send_all(queue, clock.policy(budget=budget), 3_000, concurrency=1)
+    assert balanced(result) and not result.failed
+
+
+def test_a_stall_streak_returns_its_tokens_when_the_service_recovers() -> None:
+    clock = FakeClock()
+    budget = RetryBudget()
+    queue = Queue(clock, withhold=lambda body, sends: sends <= 3)  # each entry three stalls
+    result = send_all(queue, clock.policy(budget=budget), 100, concurrency=1)
+    assert balanced(result) and not result.failed
+    assert budget.available >= budget.capacity - 2 * budget.retry_cost
+
+
+def test_a_policy_that_never_sleeps_still_gives_up_on_a_dead_service() -> None:
+    clock = FakeClock()
+    queue = Queue(clock, withhold=lambda body, sends: True, latency=0.0)
+    policy = clock.policy(base_delay=0.0, max_delay=0.0)
+    result = send_all(queue, policy, 3, concurrency=1)
+    assert balanced(result) and len(result.failed) == 3
+    assert result.requests <= 4 * policy.max_attempts
+
+
+def test_a_stall_long_past_says_nothing_about_the_next_writer() -> None:
+    clock = FakeClock()
+    shared = Pacer()
+    policy = clock.policy(pacer=shared)
+    dead = Queue(clock, withhold=lambda body, sends: True)
+    assert len(send_all(dead, policy, 10, concurrency=1).failed) == 10
+    assert shared.stalls >= policy.max_attempts
+    clock.advance(600)  # the next Lambda invocation
+    hiccup = Queue(clock, withhold=lambda body, sends: sends == 1)
+    result = send_all(hiccup, policy, 1, concurrency=1)
+    assert not result.failed and hiccup.accepted == ["m0"]
