@@ -39,13 +39,30 @@ from resilient_aws.retry import Pacer, RetryEvent, RetryPolicy, classify
 from resilient_aws.retry._classify import THROTTLING_CODES
 from resilient_aws.retry._events import emit
 
-__all__ = ["Adapter", "BatchEngine", "Entry", "Sent", "botocore_retries"]
+__all__ = [
+    "DEFAULT_MAX_ANSWERS",
+    "Adapter",
+    "BatchEngine",
+    "Entry",
+    "KeepAnswers",
+    "Sent",
+    "botocore_retries",
+    "compact_answer",
+]
 
 logger = logging.getLogger("resilient_aws.batch")
 
 S = TypeVar("S")
 
 GroupFailure = Literal["continue", "fail"]
+KeepAnswers = bool | Literal["full"]
+
+# The answers a result keeps by default: a long-lived writer's memory must not grow with what
+# it sent (about 200-400 bytes per compact answer: a few MB at most).
+DEFAULT_MAX_ANSWERS = 10_000
+# What a compact answer keeps of the service's answer: its identifiers, never the payload's
+# echoes (MD5 digests) nor the caller's entry.
+ANSWER_FIELDS = ("MessageId", "SequenceNumber", "ShardId", "EventId", "RecordId")
 
 
 @dataclass(eq=False, slots=True)
@@ -104,6 +121,11 @@ class BatchEngine(Generic[S]):
     (code ``PrecedingEntryFailed``) instead of sending them out of order; ``"continue"`` sends
     them. ``split_codes``: whole-request error codes for which a rejected batch is halved until
     the bad entry stands alone.
+
+    ``keep_answers``: ``True`` keeps a compact :class:`Answer` per entry that succeeded (its id
+    and the service's identifiers, no entry), ``"full"`` the caller's entry and the whole
+    response, ``False`` none; ``max_answers`` keeps the newest that many (``None``: all), so
+    that what the engine holds is bounded by its configuration, not by what went through it.
     """
 
     def __init__(
@@ -117,12 +139,23 @@ class BatchEngine(Generic[S]):
         split_codes: frozenset[str] = frozenset(),
         raise_on_failure: bool = True,
         error: Callable[[BatchResult[Any]], Exception] = BatchWriteError,
-        keep_answers: bool = True,
+        keep_answers: KeepAnswers = True,
         flush_interval: float | None = None,
         pacer: Pacer | None = None,
+        max_answers: int | None = DEFAULT_MAX_ANSWERS,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency", f"must be >= 1, got {concurrency!r}")
+        if not (keep_answers is True or keep_answers is False or keep_answers == "full"):
+            raise ConfigurationError(
+                "keep_answers", f"must be True, False or 'full', got {keep_answers!r}"
+            )
+        if max_answers is not None and (
+            type(max_answers) is not int or max_answers < 0  # True is no count
+        ):
+            raise ConfigurationError(
+                "max_answers", f"must be an int >= 0 or None, got {max_answers!r}"
+            )
         if flush_interval is not None and not (
             isinstance(flush_interval, (int, float)) and 0 < flush_interval < math.inf
         ):
@@ -137,6 +170,7 @@ class BatchEngine(Generic[S]):
         self.raise_on_failure = raise_on_failure
         self.error = error
         self.keep_answers = keep_answers
+        self.max_answers = max_answers
         self.flush_interval = flush_interval
         # one per writer unless shared: given here, or on the policy (like its budget)
         self.pacer = pacer or policy.pacer or Pacer()
@@ -242,6 +276,10 @@ class BatchEngine(Generic[S]):
                 if self._pool is not None:
                     self._pool.shutdown(wait=True)
                 self._fail_unsent()
+                # A sender holds its engine and the engine its sender: a cycle that only the
+                # garbage collector frees, late (a run that makes a writer per batch piles them
+                # up). A closed engine sends nothing more; keep only what it still names.
+                self.adapter = _Closed(self.adapter.operation, self.limits)
         if self.result.failed and self.raise_on_failure:
             raise self.error(self.result)
         return self.result
@@ -599,23 +637,34 @@ class BatchEngine(Generic[S]):
             budget.release(refund if recovered and refund else budget.success_refund)
         if sent.failed:
             self._report(sent.failed)
-        answers = (
-            [Answer(e.source, e.entry_id, answer) for e, answer in sent.succeeded]
-            if self.keep_answers and sent.succeeded
-            else None
-        )
+        answers = self._answers(sent.succeeded) if self.keep_answers and sent.succeeded else None
         with self._lock:
             for entry, _ in sent.succeeded:
                 entry.settled = True
             self.result.succeeded += len(sent.succeeded)
             if answers:
-                self.result.answers += answers
+                self._keep(answers)
             for failure in permanent:
                 self._record_failure(replace(failure, attempts=failure.entry.sends))
         if retry:
             self._send_back(retry, stalled=not completed, botocore=sent.botocore_retries)
         if recovered:
             self._event("recovered", attempt=0, entries=completed)
+
+    def _answers(self, succeeded: list[tuple[Entry[S], Any]]) -> list[Answer[S]]:
+        if self.keep_answers == "full":
+            return [Answer(e.source, e.entry_id, answer) for e, answer in succeeded]
+        return [Answer(None, e.entry_id, compact_answer(answer)) for e, answer in succeeded]
+
+    def _keep(self, answers: list[Answer[S]]) -> None:
+        """Under the lock: add ``answers`` to the result, keeping the newest ``max_answers``."""
+        kept = self.result.answers
+        kept += answers
+        limit = self.max_answers
+        if limit is not None and len(kept) > limit:
+            over = len(kept) - limit
+            del kept[:over]  # once full: one shift per request, not per entry
+            self.result.answers_dropped += over
 
     def _send_back(
         self, failures: list[FailedEntry[Entry[S]]], *, stalled: bool, botocore: int
@@ -798,6 +847,25 @@ class BatchEngine(Generic[S]):
                         if self._background_error is None:
                             self._background_error = error
                     # and keep flushing on time: one bad request must not stall the rest
+
+
+@dataclass(slots=True)
+class _Closed:
+    """What a closed engine keeps of its adapter: its name and limits; it sends nothing."""
+
+    operation: str
+    limits: BatchLimits
+
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
+        raise ConfigurationError("closed", "the writer is closed")
+
+
+def compact_answer(answer: Any) -> Any:
+    """The service's identifiers in a per-entry answer (``ANSWER_FIELDS``); anything that is not
+    a mapping as it is."""
+    if not isinstance(answer, dict):
+        return answer
+    return {name: answer[name] for name in ANSWER_FIELDS if name in answer}
 
 
 def _entry_id(entry: Entry[Any]) -> str:

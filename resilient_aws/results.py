@@ -33,11 +33,17 @@ class FailedEntry(Generic[E]):
     gave_up: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Answer(Generic[E]):
-    """The service's answer for one entry that succeeded (message id, sequence number...)."""
+    """The service's answer for one entry that succeeded (message id, sequence number...).
 
-    entry: E = field(repr=False)
+    By default (``keep_answers=True``) an answer is compact: ``entry`` is ``None`` and
+    ``response`` holds only the service's identifiers (``MessageId``, ``SequenceNumber``,
+    ``ShardId``, ``EventId``, ``RecordId``), so that a result never holds the caller's payloads.
+    ``keep_answers="full"`` keeps the caller's entry and the whole response.
+    """
+
+    entry: E | None = field(repr=False)
     entry_id: str
     response: Any
 
@@ -49,6 +55,9 @@ class BatchResult(Generic[E]):
     ``failed`` names every entry that finally failed, with the service's code and message.
     ``deduplicated`` counts entries replaced by a later entry for the same key before they were
     sent (last write wins). ``requests`` counts requests sent, ``resent`` entries sent again.
+    ``answers`` holds the service's answers of the entries that succeeded, the newest
+    ``max_answers`` of them (10,000 by default; ``answers_dropped`` counts older ones let go), so
+    that a long-lived writer's memory does not grow with what it sent.
     """
 
     submitted: int = 0
@@ -58,6 +67,7 @@ class BatchResult(Generic[E]):
     resent: int = 0
     failed: list[FailedEntry[E]] = field(default_factory=list)
     answers: list[Answer[E]] = field(default_factory=list)
+    answers_dropped: int = 0
 
     @property
     def ok(self) -> bool:

@@ -17,26 +17,32 @@ queue), :func:`redrive_eventbridge` (rule target DLQs -> the event bus), and
 read from the stream before they expire -> a queue, a function or a callable).
 """
 
-from resilient_aws.errors import (
-    AmbiguousTargetError,
-    QueueNotFoundError,
-    RedriveError,
-    RedriveNotFoundError,
-    RedriveTargetError,
-    StreamPointerExpiredError,
-    TargetTypeMismatchError,
-)
-from resilient_aws.redrive._eventbridge import redrive_eventbridge
-from resilient_aws.redrive._lambda import LambdaFailure, parse_lambda_failure, redrive_lambda
-from resilient_aws.redrive._message import DlqMessage, Filter
-from resilient_aws.redrive._pointers import (
-    StreamPointer,
-    parse_stream_pointer,
-    read_pointer,
-    redrive_stream_pointers,
-)
-from resilient_aws.redrive._report import RedriveReport
-from resilient_aws.redrive._sqs import fresh_deduplication_id, redrive_sqs
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilient_aws.errors import (
+        AmbiguousTargetError,
+        QueueNotFoundError,
+        RedriveError,
+        RedriveNotFoundError,
+        RedriveTargetError,
+        StreamPointerExpiredError,
+        TargetTypeMismatchError,
+    )
+    from resilient_aws.redrive._eventbridge import redrive_eventbridge
+    from resilient_aws.redrive._lambda import LambdaFailure, parse_lambda_failure, redrive_lambda
+    from resilient_aws.redrive._message import DlqMessage, Filter
+    from resilient_aws.redrive._pointers import (
+        StreamPointer,
+        parse_stream_pointer,
+        read_pointer,
+        redrive_stream_pointers,
+    )
+    from resilient_aws.redrive._report import RedriveReport
+    from resilient_aws.redrive._sqs import fresh_deduplication_id, redrive_sqs
 
 __all__ = [
     "AmbiguousTargetError",
@@ -60,3 +66,42 @@ __all__ = [
     "redrive_sqs",
     "redrive_stream_pointers",
 ]
+
+# PEP 562: a public name is imported from its module when it is first asked for, so that
+# a handler pays only for what it uses.
+_MODULE_OF = {
+    "AmbiguousTargetError": "resilient_aws.errors",
+    "DlqMessage": "resilient_aws.redrive._message",
+    "Filter": "resilient_aws.redrive._message",
+    "LambdaFailure": "resilient_aws.redrive._lambda",
+    "QueueNotFoundError": "resilient_aws.errors",
+    "RedriveError": "resilient_aws.errors",
+    "RedriveNotFoundError": "resilient_aws.errors",
+    "RedriveReport": "resilient_aws.redrive._report",
+    "RedriveTargetError": "resilient_aws.errors",
+    "StreamPointer": "resilient_aws.redrive._pointers",
+    "StreamPointerExpiredError": "resilient_aws.errors",
+    "TargetTypeMismatchError": "resilient_aws.errors",
+    "fresh_deduplication_id": "resilient_aws.redrive._sqs",
+    "parse_lambda_failure": "resilient_aws.redrive._lambda",
+    "parse_stream_pointer": "resilient_aws.redrive._pointers",
+    "read_pointer": "resilient_aws.redrive._pointers",
+    "redrive_eventbridge": "resilient_aws.redrive._eventbridge",
+    "redrive_lambda": "resilient_aws.redrive._lambda",
+    "redrive_sqs": "resilient_aws.redrive._sqs",
+    "redrive_stream_pointers": "resilient_aws.redrive._pointers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __import__(module)  # not importlib.import_module: -X importtime shows what this loads
+    value = getattr(sys.modules[module], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,6 +9,14 @@ the retry core (so a long backoff cannot outlast it) and on a timer. Messages th
 (skipped, failed, dry run) stay invisible for the rest of the run, so that one run looks at each
 message once, and are made visible again when the run ends.
 
+What a run remembers is bounded by what it still owes, not by the size of the queue: each
+message it holds (``concurrency`` batches), each it leaves in the source (skipped, failed, dry
+run: their receipt handles, to release them at the end) and each it delivered but could not
+delete. A message it moved is forgotten but for its id, kept in a window of the last
+``remember_moved`` moved ids (about 100 bytes each) so that a copy SQS delivers again is
+deleted rather than delivered twice; a copy of a message that left the window is delivered
+again (the target sees a duplicate, as SQS's at-least-once delivery allows) and counted again.
+
 A run that is interrupted (an exception from a callback, a hook, Ctrl-C) stops its workers at
 their next step, deletes nothing it has not delivered and leaves the messages it held to become
 visible again when their visibility timeout ends, as a killed process would.
@@ -19,9 +27,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import re
 import threading
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -43,6 +53,8 @@ _MAX_BATCH = 10
 _QUIET_RECEIVES = 2
 _MAX_VISIBILITY = 43_200
 _SIGNAL_CHECK_S = 0.2
+# Moved message ids remembered to recognise a copy delivered again: ~10 MB at most.
+DEFAULT_REMEMBER_MOVED = 100_000
 
 
 @dataclass
@@ -84,6 +96,9 @@ class DrainOptions:
     # Where each message goes when the target depends on the message: (queue URL, "") or
     # (None, "Code: why it cannot go anywhere").
     route: Callable[[DlqMessage, RetryPolicy], tuple[str | None, str]] | None = None
+    # How many moved message ids the run remembers to delete a copy delivered again instead
+    # of delivering it twice (the newest ones; about 100 bytes each).
+    remember_moved: int = DEFAULT_REMEMBER_MOVED
 
     def __post_init__(self) -> None:
         if self.max_messages is not None and (
@@ -101,17 +116,73 @@ class DrainOptions:
             raise ConfigurationError("wait_time_s", f"must be 0..20, got {self.wait_time_s!r}")
         if not isinstance(self.concurrency, int) or self.concurrency < 1:
             raise ConfigurationError("concurrency", f"must be >= 1, got {self.concurrency!r}")
+        if (
+            not isinstance(self.remember_moved, int)
+            or isinstance(self.remember_moved, bool)
+            or self.remember_moved < 0
+        ):
+            raise ConfigurationError(
+                "remember_moved", f"must be an int >= 0, got {self.remember_moved!r}"
+            )
 
 
 class _AbortedError(Exception):
     """Another worker failed or the run was interrupted: stop at this step."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
+    """A message the run still owes something: held, left in the source, or undeleted."""
+
     state: str
     receipt: str
     target: str | None = None
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class _MovedIds:
+    """The last ``capacity`` moved message ids, each with the queue it went to.
+
+    SQS message ids are lowercase UUIDs: kept as 128-bit ints (44 bytes instead of 85 for the
+    string), any other id as it is. The int of a canonical UUID names exactly one string, so
+    nothing is ever mistaken for another message.
+    """
+
+    __slots__ = ("capacity", "order", "targets")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.targets: dict[Hashable, str | None] = {}
+        self.order: deque[Hashable] = deque()
+
+    @staticmethod
+    def _key(message_id: str) -> Hashable:
+        if len(message_id) == 36 and _UUID.fullmatch(message_id):
+            return int(message_id.replace("-", ""), 16)
+        return message_id
+
+    def __contains__(self, message_id: str) -> bool:
+        return self._key(message_id) in self.targets
+
+    def target(self, message_id: str) -> str | None:
+        return self.targets.get(self._key(message_id))
+
+    def add(self, message_id: str, target: str | None) -> None:
+        if not self.capacity:
+            return
+        key = self._key(message_id)
+        if key in self.targets:
+            self.targets[key] = target
+            return
+        self.targets[key] = target
+        self.order.append(key)
+        if len(self.order) > self.capacity:
+            del self.targets[self.order.popleft()]
+
+    def __len__(self) -> int:
+        return len(self.targets)
 
 
 @dataclass
@@ -185,7 +256,11 @@ class _Drain:
             _RateLimit(options.rate, self.clock, self._sleep) if options.rate is not None else None
         )
         self.cond = threading.Condition()
+        # What the run still owes (held, left in the source, undeleted), and the window of
+        # the ids it moved: never every message of the queue.
         self.seen: dict[str, _Seen] = {}
+        self.moved = _MovedIds(options.remember_moved)
+        self.target_names: dict[str, str] = {}
         self.held: dict[int, _Held] = {}
         self.batch_ids = itertools.count()
         self.blocked_groups: set[str] = set()
@@ -329,12 +404,14 @@ class _Drain:
         with self.cond:
             for message in messages:
                 seen = self.seen.get(message.message_id)
-                if seen is None:
-                    self.seen[message.message_id] = _Seen(_ACTIVE, message.receipt_handle)
-                    new.append(message)
-                else:
+                if seen is not None:
                     seen.receipt = message.receipt_handle  # the newest one deletes for sure
                     again.append((message, seen.state))
+                elif message.message_id in self.moved:
+                    again.append((message, _MOVED))  # deleted with its own, newest receipt
+                else:
+                    self.seen[message.message_id] = _Seen(_ACTIVE, message.receipt_handle)
+                    new.append(message)
             self.reserved -= want
             if self.remaining is not None:
                 self.remaining -= len(new)
@@ -447,12 +524,25 @@ class _Drain:
         if not messages:
             return {}
         with self.cond:
-            receipts = [(m.message_id, self.seen[m.message_id].receipt) for m in messages]
+            receipts = [(m.message_id, self._receipt_of(m)) for m in messages]
         deleter = self._settler(SqsDeleter, self.delete_policy)
         for message_id, receipt in receipts:
             deleter.delete(receipt, id=message_id)
         result = deleter.close()
         return {f.entry_id: f"{f.code}: {f.message}" for f in result.failed}
+
+    def _receipt_of(self, message: DlqMessage) -> str:
+        """Under the lock: the newest receipt handle of ``message``."""
+        seen = self.seen.get(message.message_id)
+        return message.receipt_handle if seen is None else seen.receipt
+
+    def _moved(self, message_id: str, target: str | None) -> None:
+        """Under the lock: ``message_id`` is delivered and deleted; the run owes it nothing
+        but recognising a copy delivered again (within the window)."""
+        self.seen.pop(message_id, None)
+        if target is not None:
+            target = self.target_names.setdefault(target, target)  # one string per queue
+        self.moved.add(message_id, target)
 
     def _settle(
         self,
@@ -489,19 +579,22 @@ class _Drain:
                     self._block_group_of(message_id, new)
                 elif message_id in outcome.expired:
                     report.expired[message_id] = outcome.expired[message_id]
-                    gone = self.options.delete_expired and message_id not in undeleted
-                    self.seen[message_id].state = _MOVED if gone else _PARKED
+                    if self.options.delete_expired and message_id not in undeleted:
+                        self._moved(message_id, None)
+                    else:
+                        self.seen[message_id].state = _PARKED
             for message in delivered:
                 message_id = message.message_id
-                self.seen[message_id].target = routes.get(message_id)
                 if message_id in undeleted:
-                    self.seen[message_id].state = _UNDELETED
+                    seen = self.seen[message_id]
+                    seen.state = _UNDELETED
+                    seen.target = routes.get(message_id)
                     report.undeleted[message_id] = (
                         f"delivered, but not deleted from the source ({undeleted[message_id]}); "
                         "a later run delivers it again"
                     )
                 else:
-                    self.seen[message_id].state = _MOVED
+                    self._moved(message_id, routes.get(message_id))
                     report.moved += 1
                     self._count_target(routes.get(message_id), 1)
             for message, state in again:
@@ -509,22 +602,28 @@ class _Drain:
                 if state not in (_MOVED, _UNDELETED):
                     continue
                 if message_id in undeleted:
-                    if state == _MOVED:  # our first delete did not take: it is still there
+                    if state == _MOVED and message_id not in self.seen:
+                        # our first delete did not take: it is still there
+                        target = self.moved.target(message_id)
                         report.moved -= 1
-                        self._count_target(self.seen[message_id].target, -1)
+                        self._count_target(target, -1)
                         report.undeleted[message_id] = (
                             f"delivered, but not deleted from the source "
                             f"({undeleted[message_id]}); a later run delivers it again"
                         )
-                        self.seen[message_id].state = _UNDELETED
+                        self.seen[message_id] = _Seen(_UNDELETED, message.receipt_handle, target)
                     continue
                 if state == _UNDELETED:
+                    owed = self.seen.get(message_id)
+                    if owed is None or owed.state != _UNDELETED:
+                        report.duplicates += 1  # another copy of it settled it already
+                        continue
                     report.undeleted.pop(message_id, None)
                     report.moved += 1
-                    self._count_target(self.seen[message_id].target, 1)
+                    self._count_target(owed.target, 1)
+                    self._moved(message_id, owed.target)
                 else:
                     report.duplicates += 1
-                self.seen[message_id].state = _MOVED
             report.resolved += outcome.resolved
             report.records += outcome.records
             report.resent += outcome.resent
@@ -569,8 +668,8 @@ class _Drain:
                         continue
                     held.extend_at = now + self.visibility / 2
                     for message_id in held.ids:
-                        seen = self.seen[message_id]
-                        if seen.state == _ACTIVE:
+                        seen = self.seen.get(message_id)  # a moved one is forgotten
+                        if seen is not None and seen.state == _ACTIVE:
                             receipts[message_id] = seen.receipt
             if receipts:
                 self._change_visibility(receipts, self.visibility, "extend")

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from resilient_aws._json import dumps_verbatim, loads_verbatim
 from resilient_aws.batch import EventBridgePutter
 from resilient_aws.errors import RedriveNotFoundError
-from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
+from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
 from resilient_aws.redrive._queues import describe_queue, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
@@ -139,6 +139,7 @@ def redrive_eventbridge(
     run_id: str | None = None,
     concurrency: int = 4,
     progress: Callable[[RedriveReport], None] | None = None,
+    remember_moved: int = DEFAULT_REMEMBER_MOVED,
 ) -> RedriveReport:
     """Put the events of an EventBridge target DLQ back on their event bus.
 
@@ -171,6 +172,7 @@ def redrive_eventbridge(
         concurrency=concurrency,
         fifo=source.fifo,
         progress=progress,
+        remember_moved=remember_moved,
     )
     report = start_report(
         source,

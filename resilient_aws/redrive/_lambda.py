@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from resilient_aws._json import dumps_verbatim
 from resilient_aws.errors import ConfigurationError
-from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
+from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
 from resilient_aws.redrive._queues import describe_queue, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
@@ -196,6 +196,7 @@ def redrive_lambda(
     run_id: str | None = None,
     concurrency: int = 4,
     progress: Callable[[RedriveReport], None] | None = None,
+    remember_moved: int = DEFAULT_REMEMBER_MOVED,
 ) -> RedriveReport:
     """Re-run failed asynchronous Lambda invocations from the queue that holds them.
 
@@ -206,7 +207,7 @@ def redrive_lambda(
     once Lambda has accepted the invocation (or the queue the message); one that is not of
     either shape is reported failed and stays. The options shared with :func:`redrive_sqs`
     (``filter``, ``dry_run``, ``max_messages``, ``rate``, ``visibility_timeout``,
-    ``concurrency``, ``progress``) work the same way. Lambda retries an asynchronous
+    ``concurrency``, ``progress``, ``remember_moved``) work the same way. Lambda retries an asynchronous
     invocation that fails again by itself; it comes back to the queue if it fails for good.
     """
     if function_name is not None and target_queue_url is not None:
@@ -234,6 +235,7 @@ def redrive_lambda(
         concurrency=concurrency,
         fifo=source.fifo,
         progress=progress,
+        remember_moved=remember_moved,
     )
     run_id = run_id or uuid.uuid4().hex
     report = start_report(

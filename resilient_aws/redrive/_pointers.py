@@ -32,7 +32,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from resilient_aws.errors import ConfigurationError, RetryError, StreamPointerExpiredError
-from resilient_aws.redrive._drain import DrainOptions, Outcome, drain
+from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
 from resilient_aws.redrive._queues import describe_queue, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
@@ -525,6 +525,7 @@ def redrive_stream_pointers(
     run_id: str | None = None,
     concurrency: int = 4,
     progress: Callable[[RedriveReport], None] | None = None,
+    remember_moved: int = DEFAULT_REMEMBER_MOVED,
 ) -> RedriveReport:
     """Resolve the stream pointers in an on-failure destination queue and deliver the records.
 
@@ -589,6 +590,7 @@ def redrive_stream_pointers(
         fifo=source.fifo,
         delete_expired=delete_expired,
         progress=progress,
+        remember_moved=remember_moved,
     )
     report = start_report(
         source,

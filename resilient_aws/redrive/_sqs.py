@@ -9,7 +9,13 @@ from typing import Any
 
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import AmbiguousTargetError, RedriveTargetError, TargetTypeMismatchError
-from resilient_aws.redrive._drain import Delivery, DrainOptions, Outcome, drain
+from resilient_aws.redrive._drain import (
+    DEFAULT_REMEMBER_MOVED,
+    Delivery,
+    DrainOptions,
+    Outcome,
+    drain,
+)
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter, message_attributes
 from resilient_aws.redrive._queues import QueueInfo, describe_queue, source_queues, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
@@ -161,6 +167,7 @@ def redrive_sqs(
     native: bool = False,
     poll_interval: float = 5.0,
     progress: Callable[[RedriveReport], None] | None = None,
+    remember_moved: int = DEFAULT_REMEMBER_MOVED,
 ) -> RedriveReport:
     """Move the messages of an SQS dead-letter queue back to its source queue (or any queue).
 
@@ -198,6 +205,12 @@ def redrive_sqs(
       ``MaxNumberOfMessagesPerSecond``; filters, dry runs and limits are not available there.
     - ``progress``: called with the report after every batch (and every poll of a native
       task); an exception it raises stops the run like an interruption.
+    - ``remember_moved``: how many moved message ids the run remembers (the newest; about 100
+      bytes each, ~10 MB at the default 100,000) so that a copy SQS delivers again is deleted
+      instead of delivered twice. What else the run keeps is what it still owes: the messages
+      it holds, and the receipt handles of those it leaves in the source (skipped, failed, dry
+      run) and of those delivered but not deleted. A copy of a message moved longer ago than the
+      window is delivered again and counted again.
     """
     policy = policy or DEFAULT_POLICY
     client = sqs_client(client, session)
@@ -244,6 +257,7 @@ def redrive_sqs(
         concurrency=concurrency,
         fifo=source.fifo,
         progress=progress,
+        remember_moved=remember_moved,
         route=router.route if router is not None else None,
     )
     report = start_report(
