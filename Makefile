@@ -55,9 +55,19 @@ dist: $(STAMP)
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/twine check --strict dist/*.whl dist/*.tar.gz
 
-# A Lambda layer of the core: resilient_aws and tenacity (the runtime ships boto3).
+# Lambda layers of the core: resilient_aws and tenacity (the runtime ships boto3), compiled, one
+# per Python version: dist/resilient-aws-layer-python3.X.zip for the venv's Python and for each
+# interpreter in LAYER_PYTHONS (e.g. make layer LAYER_PYTHONS="python3.12 python3.13").
+LAYER_PYTHONS ?=
 layer: $(STAMP)
-	$(BIN)/python scripts/build_layer.py --output dist/resilient-aws-layer.zip
+	$(BIN)/python scripts/build_layer.py --output 'dist/resilient-aws-layer-python{version}.zip' \
+		--python $(BIN)/python $(foreach python,$(LAYER_PYTHONS),--python $(python))
+
+# Mutation testing of the retry core and the batch engine (scripts/mutate.py): a few minutes on
+# 2 cores, so not part of `make test`. Works on temporary copies: the tree is never modified.
+.PHONY: mutate
+mutate: $(STAMP)
+	$(BIN)/python scripts/mutate.py
 
 clean:
 	rm -rf $(VENV) node_modules site dist build .mypy_cache .ruff_cache .pytest_cache

@@ -13,13 +13,19 @@ permanent ones at once, and account for every entry in a :class:`BatchResult`::
     # leaving the block flushes; entries that finally failed raise BatchWriteError(result)
 """
 
-from resilient_aws.batch._base import BatchSender
-from resilient_aws.batch._eventbridge import EventBridgePutter, event_size
-from resilient_aws.batch._firehose import FirehosePutter
-from resilient_aws.batch._kinesis import KinesisPutter
-from resilient_aws.batch._sns import SnsPublisher
-from resilient_aws.batch._sqs import SqsDeleter, SqsSender, SqsVisibilityChanger
-from resilient_aws.results import Answer, BatchResult, FailedEntry
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilient_aws.batch._base import BatchSender
+    from resilient_aws.batch._eventbridge import EventBridgePutter, event_size
+    from resilient_aws.batch._firehose import FirehosePutter
+    from resilient_aws.batch._kinesis import KinesisPutter
+    from resilient_aws.batch._sns import SnsPublisher
+    from resilient_aws.batch._sqs import SqsDeleter, SqsSender, SqsVisibilityChanger
+    from resilient_aws.results import Answer, BatchResult, FailedEntry
 
 __all__ = [
     "Answer",
@@ -35,3 +41,34 @@ __all__ = [
     "SqsVisibilityChanger",
     "event_size",
 ]
+
+# PEP 562: a public name is imported from its module when it is first asked for, so that
+# a handler pays only for what it uses.
+_MODULE_OF = {
+    "Answer": "resilient_aws.results",
+    "BatchResult": "resilient_aws.results",
+    "BatchSender": "resilient_aws.batch._base",
+    "EventBridgePutter": "resilient_aws.batch._eventbridge",
+    "FailedEntry": "resilient_aws.results",
+    "FirehosePutter": "resilient_aws.batch._firehose",
+    "KinesisPutter": "resilient_aws.batch._kinesis",
+    "SnsPublisher": "resilient_aws.batch._sns",
+    "SqsDeleter": "resilient_aws.batch._sqs",
+    "SqsSender": "resilient_aws.batch._sqs",
+    "SqsVisibilityChanger": "resilient_aws.batch._sqs",
+    "event_size": "resilient_aws.batch._eventbridge",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __import__(module)  # not importlib.import_module: -X importtime shows what this loads
+    value = getattr(sys.modules[module], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

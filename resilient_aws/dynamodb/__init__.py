@@ -13,13 +13,24 @@
             writer.put(order)                 # floats, dataclasses and pydantic models welcome
 """
 
-from resilient_aws.dynamodb._get import BatchGetResult, batch_get
-from resilient_aws.dynamodb._parallel import ParallelScan, parallel_scan
-from resilient_aws.dynamodb._read import Page, Read, ReadSummary, query, scan, scan_segment
-from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
-from resilient_aws.dynamodb._serialize import Numbers, deserialize_item, item_size, serialize_item
-from resilient_aws.dynamodb._write import BatchWriter
-from resilient_aws.results import BatchResult, FailedEntry
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilient_aws.dynamodb._get import BatchGetResult, batch_get
+    from resilient_aws.dynamodb._parallel import ParallelScan, parallel_scan
+    from resilient_aws.dynamodb._read import Page, Read, ReadSummary, query, scan, scan_segment
+    from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
+    from resilient_aws.dynamodb._serialize import (
+        Numbers,
+        deserialize_item,
+        item_size,
+        serialize_item,
+    )
+    from resilient_aws.dynamodb._write import BatchWriter
+    from resilient_aws.results import BatchResult, FailedEntry
 
 __all__ = [
     "BatchGetResult",
@@ -42,3 +53,41 @@ __all__ = [
     "scan_segment",
     "serialize_item",
 ]
+
+# PEP 562: a public name is imported from its module when it is first asked for, so that
+# a handler pays only for what it uses.
+_MODULE_OF = {
+    "BatchGetResult": "resilient_aws.dynamodb._get",
+    "BatchResult": "resilient_aws.results",
+    "BatchWriter": "resilient_aws.dynamodb._write",
+    "FailedEntry": "resilient_aws.results",
+    "KeySchema": "resilient_aws.dynamodb._schema",
+    "Numbers": "resilient_aws.dynamodb._serialize",
+    "Page": "resilient_aws.dynamodb._read",
+    "ParallelScan": "resilient_aws.dynamodb._parallel",
+    "Read": "resilient_aws.dynamodb._read",
+    "ReadSummary": "resilient_aws.dynamodb._read",
+    "batch_get": "resilient_aws.dynamodb._get",
+    "describe_key_schema": "resilient_aws.dynamodb._schema",
+    "deserialize_item": "resilient_aws.dynamodb._serialize",
+    "item_size": "resilient_aws.dynamodb._serialize",
+    "parallel_scan": "resilient_aws.dynamodb._parallel",
+    "query": "resilient_aws.dynamodb._read",
+    "scan": "resilient_aws.dynamodb._read",
+    "scan_segment": "resilient_aws.dynamodb._read",
+    "serialize_item": "resilient_aws.dynamodb._serialize",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __import__(module)  # not importlib.import_module: -X importtime shows what this loads
+    value = getattr(sys.modules[module], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -10,18 +10,24 @@ Records are the ones Powertools for AWS Lambda writes (same attributes, same key
 both libraries can share a table during a migration without running anything twice.
 """
 
-from resilient_aws.errors import (
-    IdempotencyError,
-    IdempotencyInProgressError,
-    IdempotencyKeyError,
-    IdempotencyResultError,
-    IdempotencyTableError,
-    IdempotencyValidationError,
-)
-from resilient_aws.idempotency._decorator import idempotent
-from resilient_aws.idempotency._key import hash_json
-from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
-from resilient_aws.idempotency._store import IdempotencyStore
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilient_aws.errors import (
+        IdempotencyError,
+        IdempotencyInProgressError,
+        IdempotencyKeyError,
+        IdempotencyResultError,
+        IdempotencyTableError,
+        IdempotencyValidationError,
+    )
+    from resilient_aws.idempotency._decorator import idempotent
+    from resilient_aws.idempotency._key import hash_json
+    from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
+    from resilient_aws.idempotency._store import IdempotencyStore
 
 __all__ = [
     "COMPLETED",
@@ -37,3 +43,34 @@ __all__ = [
     "hash_json",
     "idempotent",
 ]
+
+# PEP 562: a public name is imported from its module when it is first asked for, so that
+# a handler pays only for what it uses.
+_MODULE_OF = {
+    "COMPLETED": "resilient_aws.idempotency._record",
+    "INPROGRESS": "resilient_aws.idempotency._record",
+    "IdempotencyError": "resilient_aws.errors",
+    "IdempotencyInProgressError": "resilient_aws.errors",
+    "IdempotencyKeyError": "resilient_aws.errors",
+    "IdempotencyRecord": "resilient_aws.idempotency._record",
+    "IdempotencyResultError": "resilient_aws.errors",
+    "IdempotencyStore": "resilient_aws.idempotency._store",
+    "IdempotencyTableError": "resilient_aws.errors",
+    "IdempotencyValidationError": "resilient_aws.errors",
+    "hash_json": "resilient_aws.idempotency._key",
+    "idempotent": "resilient_aws.idempotency._decorator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __import__(module)  # not importlib.import_module: -X importtime shows what this loads
+    value = getattr(sys.modules[module], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

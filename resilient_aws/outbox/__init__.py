@@ -7,28 +7,34 @@ delivered at least once, in order per aggregate.
 >>> handler = relay_handler(outbox, SqsTarget(queue_url))  # doctest: +SKIP
 """
 
-from resilient_aws.errors import (
-    OutboxError,
-    TransactionCanceledError,
-    TransactionConditionFailedError,
-    TransactionTooLargeError,
-)
-from resilient_aws.outbox._actions import ConditionCheck, Delete, Put, Update
-from resilient_aws.outbox._deliver import DeliveryReport, deliver
-from resilient_aws.outbox._event import OutboxEvent, envelope
-from resilient_aws.outbox._layout import BLOCKED, DELIVERED, PENDING, Layout, StoredEvent
-from resilient_aws.outbox._outbox import Outbox
-from resilient_aws.outbox._relay import events_from_stream, relay_handler
-from resilient_aws.outbox._sweeper import OutboxSweeper
-from resilient_aws.outbox._targets import (
-    CallableTarget,
-    EventBridgeTarget,
-    KinesisTarget,
-    Router,
-    SnsTarget,
-    SqsTarget,
-    Target,
-)
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilient_aws.errors import (
+        OutboxError,
+        TransactionCanceledError,
+        TransactionConditionFailedError,
+        TransactionTooLargeError,
+    )
+    from resilient_aws.outbox._actions import ConditionCheck, Delete, Put, Update
+    from resilient_aws.outbox._deliver import DeliveryReport, deliver
+    from resilient_aws.outbox._event import OutboxEvent, envelope
+    from resilient_aws.outbox._layout import BLOCKED, DELIVERED, PENDING, Layout, StoredEvent
+    from resilient_aws.outbox._outbox import Outbox
+    from resilient_aws.outbox._relay import events_from_stream, relay_handler
+    from resilient_aws.outbox._sweeper import OutboxSweeper
+    from resilient_aws.outbox._targets import (
+        CallableTarget,
+        EventBridgeTarget,
+        KinesisTarget,
+        Router,
+        SnsTarget,
+        SqsTarget,
+        Target,
+    )
 
 __all__ = [
     "BLOCKED",
@@ -60,3 +66,50 @@ __all__ = [
     "events_from_stream",
     "relay_handler",
 ]
+
+# PEP 562: a public name is imported from its module when it is first asked for, so that
+# a handler pays only for what it uses.
+_MODULE_OF = {
+    "BLOCKED": "resilient_aws.outbox._layout",
+    "CallableTarget": "resilient_aws.outbox._targets",
+    "ConditionCheck": "resilient_aws.outbox._actions",
+    "DELIVERED": "resilient_aws.outbox._layout",
+    "Delete": "resilient_aws.outbox._actions",
+    "DeliveryReport": "resilient_aws.outbox._deliver",
+    "EventBridgeTarget": "resilient_aws.outbox._targets",
+    "KinesisTarget": "resilient_aws.outbox._targets",
+    "Layout": "resilient_aws.outbox._layout",
+    "Outbox": "resilient_aws.outbox._outbox",
+    "OutboxError": "resilient_aws.errors",
+    "OutboxEvent": "resilient_aws.outbox._event",
+    "OutboxSweeper": "resilient_aws.outbox._sweeper",
+    "PENDING": "resilient_aws.outbox._layout",
+    "Put": "resilient_aws.outbox._actions",
+    "Router": "resilient_aws.outbox._targets",
+    "SnsTarget": "resilient_aws.outbox._targets",
+    "SqsTarget": "resilient_aws.outbox._targets",
+    "StoredEvent": "resilient_aws.outbox._layout",
+    "Target": "resilient_aws.outbox._targets",
+    "TransactionCanceledError": "resilient_aws.errors",
+    "TransactionConditionFailedError": "resilient_aws.errors",
+    "TransactionTooLargeError": "resilient_aws.errors",
+    "Update": "resilient_aws.outbox._actions",
+    "deliver": "resilient_aws.outbox._deliver",
+    "envelope": "resilient_aws.outbox._event",
+    "events_from_stream": "resilient_aws.outbox._relay",
+    "relay_handler": "resilient_aws.outbox._relay",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    __import__(module)  # not importlib.import_module: -X importtime shows what this loads
+    value = getattr(sys.modules[module], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

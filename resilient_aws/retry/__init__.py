@@ -13,26 +13,32 @@ per-call :class:`Deadline` (Lambda-aware) that no sleep overruns, a shared
 'ok'
 """
 
-from resilient_aws.retry._budget import RetryBudget
-from resilient_aws.retry._classify import (
-    ErrorClass,
-    classify,
-    classify_entry,
-    register_entry_codes,
-)
-from resilient_aws.retry._deadline import Deadline
-from resilient_aws.retry._decorator import retry
-from resilient_aws.retry._events import RetryEvent, RetryListener, add_listener, remove_listener
-from resilient_aws.retry._pacer import Pacer
-from resilient_aws.retry._partial import (
-    FailedEntry,
-    PartialOutcome,
-    SendResult,
-    arun_partial,
-    run_partial,
-)
-from resilient_aws.retry._policy import DEFAULT_POLICY, RetryPolicy
-from resilient_aws.retry._wait import Jitter, wait_jittered
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from resilient_aws.retry._budget import RetryBudget
+    from resilient_aws.retry._classify import (
+        ErrorClass,
+        classify,
+        classify_entry,
+        register_entry_codes,
+    )
+    from resilient_aws.retry._deadline import Deadline
+    from resilient_aws.retry._decorator import retry
+    from resilient_aws.retry._events import RetryEvent, RetryListener, add_listener, remove_listener
+    from resilient_aws.retry._pacer import Pacer
+    from resilient_aws.retry._partial import (
+        FailedEntry,
+        PartialOutcome,
+        SendResult,
+        arun_partial,
+        run_partial,
+    )
+    from resilient_aws.retry._policy import DEFAULT_POLICY, RetryPolicy
+    from resilient_aws.retry._wait import Jitter, wait_jittered
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -57,3 +63,44 @@ __all__ = [
     "run_partial",
     "wait_jittered",
 ]
+
+# PEP 562: a public name is imported from its module when it is first asked for, so that a
+# handler importing RetryPolicy loads neither the batch engine nor tenacity.
+_MODULE_OF = {
+    "DEFAULT_POLICY": "_policy",
+    "Deadline": "_deadline",
+    "ErrorClass": "_classify",
+    "FailedEntry": "_partial",
+    "Jitter": "_wait",
+    "Pacer": "_pacer",
+    "PartialOutcome": "_partial",
+    "RetryBudget": "_budget",
+    "RetryEvent": "_events",
+    "RetryListener": "_events",
+    "RetryPolicy": "_policy",
+    "SendResult": "_partial",
+    "add_listener": "_events",
+    "arun_partial": "_partial",
+    "classify": "_classify",
+    "classify_entry": "_classify",
+    "register_entry_codes": "_classify",
+    "remove_listener": "_events",
+    "retry": "_decorator",
+    "run_partial": "_partial",
+    "wait_jittered": "_wait",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = f"{__name__}.{module}"
+    __import__(module)  # not importlib.import_module: -X importtime shows what this loads
+    value = getattr(sys.modules[module], name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

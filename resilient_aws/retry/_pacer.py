@@ -39,7 +39,6 @@ import threading
 from typing import TYPE_CHECKING
 
 from resilient_aws.errors import ConfigurationError
-from resilient_aws.retry._wait import wait_jittered
 
 if TYPE_CHECKING:
     from resilient_aws.retry._policy import RetryPolicy
@@ -225,7 +224,9 @@ def backoff(policy: RetryPolicy, stalls: int, *, throttle: bool) -> float:
     A ``wait=`` strategy given to the policy is asked as tenacity would ask it; otherwise the
     policy's jittered exponential backoff, from its throttle base after a throttle.
     """
-    from tenacity import RetryCallState
+    from tenacity import RetryCallState  # a stall is a retry: tenacity is loaded by then
+
+    from resilient_aws.retry._wait import wait_jittered
 
     if policy.wait is not None:
         # A strategy of the user's, asked as tenacity would ask it, with the attempt number

@@ -16,8 +16,7 @@ from resilient_aws.errors import ConfigurationError
 from resilient_aws.retry._budget import RetryBudget
 from resilient_aws.retry._deadline import Deadline, LambdaContextLike
 from resilient_aws.retry._events import RetryListener
-from resilient_aws.retry._pacer import Pacer
-from resilient_aws.retry._wait import JITTERS, Jitter, wait_jittered
+from resilient_aws.retry._wait import JITTERS, Jitter
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -25,7 +24,9 @@ if TYPE_CHECKING:
     from tenacity.wait import wait_base
 
     from resilient_aws.retry._classify import ErrorClass
+    from resilient_aws.retry._pacer import Pacer
     from resilient_aws.retry._partial import FailedEntry, PartialOutcome, SendResult
+    from resilient_aws.retry._wait import wait_jittered
 
 __all__ = ["DEFAULT_POLICY", "RetryPolicy"]
 
@@ -118,7 +119,7 @@ class RetryPolicy:
             raise ConfigurationError(
                 "deadline", f"must be a Deadline, got {type(self.deadline).__name__}"
             )
-        if self.pacer is not None and not isinstance(self.pacer, Pacer):
+        if self.pacer is not None and not _is_pacer(self.pacer):
             raise ConfigurationError("pacer", f"must be a Pacer, got {type(self.pacer).__name__}")
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError(
@@ -151,7 +152,8 @@ class RetryPolicy:
 
     @functools.cached_property
     def _jittered(self) -> wait_jittered:
-        return wait_jittered(
+        # asked for when a call is retried: the first use makes the tenacity class
+        return _wait.wait_jittered(
             self.base_delay,
             self.max_delay,
             self.jitter,
@@ -231,7 +233,17 @@ class RetryPolicy:
 
         See :func:`resilient_aws.retry.run_partial`.
         """
+        from resilient_aws.retry import _partial  # the batch engine, loaded by its first user
+
         return _partial.run_partial(self, send, entries, entry_id=entry_id, operation=operation)
+
+
+def _is_pacer(value: object) -> bool:
+    # a Pacer given to a policy was made, so its module is loaded; a policy without one never
+    # loads it
+    from resilient_aws.retry._pacer import Pacer
+
+    return isinstance(value, Pacer)
 
 
 def _finite_non_negative(value: object) -> bool:
@@ -245,5 +257,6 @@ def _finite_non_negative(value: object) -> bool:
 
 DEFAULT_POLICY = RetryPolicy()
 
-# The engine needs the policy type and the policy runs the engine: bind the modules late.
-from resilient_aws.retry import _partial, _run  # noqa: E402
+# The engine needs the policy type and the policy runs the engine: bind the module late. (The
+# per-entry engine, ``_partial``, is imported by ``run_partial`` on first use.)
+from resilient_aws.retry import _run, _wait  # noqa: E402

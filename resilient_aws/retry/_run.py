@@ -1,14 +1,14 @@
-"""The one retry loop of the library: tenacity, driven by a RetryPolicy."""
+"""The one retry loop of the library: tenacity, driven by a RetryPolicy.
+
+A call that succeeds at once never builds a :class:`Run`; tenacity is imported when the first
+call fails (``_tenacity()``), so that a cold start pays nothing for it.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from tenacity import AsyncRetrying, RetryCallState, Retrying
-from tenacity.retry import retry_base
-from tenacity.stop import stop_base
 
 from resilient_aws.errors import (
     AttemptsExhaustedError,
@@ -22,6 +22,10 @@ from resilient_aws.retry._events import RetryEvent, emit
 from resilient_aws.retry._wait import retry_after
 
 if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState, Retrying
+    from tenacity.retry import retry_base
+    from tenacity.stop import stop_base
+
     from resilient_aws.retry._policy import RetryPolicy
 
 T = TypeVar("T")
@@ -132,21 +136,23 @@ class Run:
         return give_up
 
     def retrying(self) -> Retrying:
-        return Retrying(
+        retrying, _, stop, retry = _tenacity()
+        return retrying(
             sleep=self.policy.sleep,
             wait=self.wait,
-            stop=_Stop(self),
-            retry=_Retry(self),
+            stop=stop(self),
+            retry=retry(self),
             before_sleep=self.before_sleep,
             reraise=True,
         )
 
     def async_retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
+        _, async_retrying, stop, retry = _tenacity()
+        return async_retrying(
             sleep=self.policy.async_sleep or _asyncio_sleep,
             wait=self.wait,
-            stop=_Stop(self),
-            retry=_Retry(self),
+            stop=stop(self),
+            retry=retry(self),
             before_sleep=self.before_sleep,
             reraise=True,
         )
@@ -181,20 +187,31 @@ class Run:
         )
 
 
-class _Stop(stop_base):
-    def __init__(self, run: Run) -> None:
-        self.run = run
+@functools.cache
+def _tenacity() -> tuple[
+    type[Retrying], type[AsyncRetrying], Callable[[Run], stop_base], Callable[[Run], retry_base]
+]:
+    """tenacity's loops, and the stop and retry strategies that ask a :class:`Run`, made on
+    first use."""
+    from tenacity import AsyncRetrying, Retrying
+    from tenacity.retry import retry_base
+    from tenacity.stop import stop_base
 
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.run.should_stop(retry_state)
+    class _Stop(stop_base):
+        def __init__(self, run: Run) -> None:
+            self.run = run
 
+        def __call__(self, retry_state: RetryCallState) -> bool:
+            return self.run.should_stop(retry_state)
 
-class _Retry(retry_base):
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    class _Retry(retry_base):
+        def __init__(self, run: Run) -> None:
+            self.run = run
 
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.run.is_retryable(retry_state)
+        def __call__(self, retry_state: RetryCallState) -> bool:
+            return self.run.is_retryable(retry_state)
+
+    return Retrying, AsyncRetrying, _Stop, _Retry
 
 
 async def _asyncio_sleep(seconds: float) -> None:

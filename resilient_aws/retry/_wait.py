@@ -17,15 +17,15 @@ backoff, so that a wrong header cannot park a caller.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Literal
-
-from tenacity.wait import wait_base
+from typing import TYPE_CHECKING, Any, Literal
 
 from resilient_aws.retry._classify import ErrorClass, classify
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
+    from tenacity.wait import wait_base
 
 __all__ = [
     "Jitter",
@@ -45,13 +45,10 @@ RETRY_AFTER_MAX_EXTRA = 5.0  # seconds; botocore's _RETRY_AFTER_MAX_ADDITIONAL
 _MAX_EXPONENT = 64
 
 
-class wait_jittered(wait_base):  # noqa: N801 - tenacity's naming, so that it composes alike
-    """Capped exponential backoff with one of the four jitters; composes like any tenacity wait.
-
-    ``throttle_base`` (default: ``base``) replaces ``base`` when the error that ended the last
-    attempt is a throttle, as judged by ``classifier`` (default :func:`classify`); an
-    ``x-amz-retry-after`` header on that error is honoured within bounds (see the module).
-    """
+class _Jittered:
+    """The backoff arithmetic of :class:`wait_jittered`, without tenacity: tenacity is imported
+    only when a call first fails (a call that succeeds never needs it), and ``wait_jittered``,
+    a tenacity ``wait_base``, is made from this class on first use (see ``__getattr__``)."""
 
     def __init__(
         self,
@@ -116,6 +113,50 @@ class wait_jittered(wait_base):  # noqa: N801 - tenacity's naming, so that it co
             previous=retry_state.upcoming_sleep,
             retry_after=retry_after(error),
         )
+
+
+_WAIT_JITTERED_DOC = """Capped exponential backoff with one of the four jitters; composes like any tenacity wait.
+
+    ``throttle_base`` (default: ``base``) replaces ``base`` when the error that ended the last
+    attempt is a throttle, as judged by ``classifier`` (default :func:`classify`); an
+    ``x-amz-retry-after`` header on that error is honoured within bounds (see the module).
+    """
+
+if TYPE_CHECKING:
+
+    class wait_jittered(_Jittered, wait_base):  # noqa: N801 - tenacity's naming, so that it composes alike
+        """Capped exponential backoff with one of the four jitters; composes like any tenacity wait.
+
+        ``throttle_base`` (default: ``base``) replaces ``base`` when the error that ended the last
+        attempt is a throttle, as judged by ``classifier`` (default :func:`classify`); an
+        ``x-amz-retry-after`` header on that error is honoured within bounds (see the module).
+        """
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        # PEP 562: ``wait_jittered`` subclasses tenacity's ``wait_base``, so the class is made
+        # when it is first asked for; from then on it is a plain attribute of the module.
+        if name == "wait_jittered":
+            return _make_wait_jittered()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_make_lock = threading.Lock()
+
+
+def _make_wait_jittered() -> type[_Jittered]:
+    with _make_lock:
+        made: type[_Jittered] | None = globals().get("wait_jittered")
+        if made is None:
+            from tenacity.wait import wait_base
+
+            class wait_jittered(_Jittered, wait_base):  # noqa: N801
+                __doc__ = _WAIT_JITTERED_DOC
+
+            wait_jittered.__qualname__ = "wait_jittered"
+            made = globals()["wait_jittered"] = wait_jittered
+        return made
 
 
 def retry_after(error: BaseException | None) -> float | None:

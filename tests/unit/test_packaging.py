@@ -10,6 +10,7 @@ import) does.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import runpy
@@ -25,19 +26,38 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYER_BUDGET_BYTES = 1024 * 1024
 OPTIONAL = ("pydantic", "aws_lambda_powertools", "moto", "pytest")
 
-# milliseconds, cumulative for the subpackage on top of boto3; measured 1-60 ms (see performance.md)
-IMPORT_BUDGET_MS = {
-    "resilient_aws": 20,
-    "resilient_aws.errors": 20,
-    "resilient_aws.limits": 20,
-    "resilient_aws.results": 100,
-    "resilient_aws.retry": 100,
-    "resilient_aws.dynamodb": 150,
-    "resilient_aws.batch": 150,
-    "resilient_aws.idempotency": 150,
-    "resilient_aws.outbox": 200,
-    "resilient_aws.redrive": 200,
+# What a handler imports (the README's and docstrings' examples), on top of boto3: milliseconds,
+# the sum of every module's own time after ``import boto3`` (subpackages resolve their names
+# lazily, so ``import resilient_aws.outbox`` alone would prove nothing). Measured from the
+# compiled layer, best of 5: 0.3 / 3.6 / 6.7 / 10.4 / 11.5 / 16 / 18 ms (docs/performance.md);
+# the budgets are 2.5-3 times that, for a loaded CI machine.
+IMPORTS = {
+    "resilient_aws": "import resilient_aws",
+    "resilient_aws.errors": "import resilient_aws.errors",
+    "resilient_aws.limits": "import resilient_aws.limits",
+    "resilient_aws.results": "from resilient_aws.results import BatchResult, FailedEntry",
+    "resilient_aws.retry": "from resilient_aws.retry import RetryPolicy",
+    "resilient_aws.idempotency": "from resilient_aws.idempotency import IdempotencyStore, idempotent",
+    "resilient_aws.batch": "from resilient_aws.batch import SqsSender",
+    "resilient_aws.dynamodb": "from resilient_aws.dynamodb import BatchWriter, scan",
+    "resilient_aws.redrive": "from resilient_aws.redrive import redrive_sqs",
+    "resilient_aws.outbox": (
+        "from resilient_aws.outbox import Outbox, OutboxEvent, SqsTarget, relay_handler"
+    ),
 }
+IMPORT_BUDGET_MS = {
+    "resilient_aws": 3,
+    "resilient_aws.errors": 6,
+    "resilient_aws.limits": 6,
+    "resilient_aws.results": 10,
+    "resilient_aws.retry": 12,
+    "resilient_aws.idempotency": 20,
+    "resilient_aws.batch": 30,
+    "resilient_aws.dynamodb": 30,
+    "resilient_aws.redrive": 40,
+    "resilient_aws.outbox": 45,
+}
+MARK = "--- boto3 imported ---"
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +72,14 @@ def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return zip_path
 
 
-def _runtime_python(layer: Path, code: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    """A fresh interpreter without site-packages: the layer first, then boto3's directory."""
+def _runtime_python(
+    layer: Path, code: str, *flags: str, first: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter without site-packages: the layer first, then boto3's directory
+    (``first``, if given, before both)."""
     boto3_site = Path(boto3.__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(layer.parent / "unpacked" / "python"), str(boto3_site)]),
-    }
+    path = [str(layer.parent / "unpacked" / "python"), str(boto3_site)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([first, *path] if first else path)}
     return subprocess.run(
         [sys.executable, "-S", *flags, "-c", code],
         capture_output=True,
@@ -80,39 +101,125 @@ def test_layer_holds_the_package_and_tenacity_only(layer: Path) -> None:
     assert {"resilient_aws", "tenacity"} <= tops
     assert all(top in {"resilient_aws", "tenacity"} or top.startswith("tenacity-") for top in tops)
     assert all(name.startswith("python/") for name in names)
-    assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
     assert "python/resilient_aws/py.typed" in names
+
+
+def test_layer_ships_unchecked_bytecode_of_every_module_for_the_builders_python(
+    layer: Path,
+) -> None:
+    tag = sys.implementation.cache_tag
+    with zipfile.ZipFile(layer) as zf:
+        names = set(zf.namelist())
+        sources = sorted(name for name in names if name.endswith(".py"))
+        pycs = {name for name in names if name.endswith(".pyc")}
+        expected = set()
+        for source in sources:
+            folder, _, filename = source.rpartition("/")
+            expected.add(f"{folder}/__pycache__/{filename[:-3]}.{tag}.pyc")
+        assert pycs == expected
+        for pyc in pycs:
+            header = zf.read(pyc)[:8]
+            assert header[:4] == importlib.util.MAGIC_NUMBER
+            # PEP 552 flags: hash-based (bit 0), source not checked (bit 1 clear): Lambda's
+            # read-only /opt uses it whatever the unpacked files' timestamps say
+            assert int.from_bytes(header[4:8], "little") == 0b01
+
+
+def test_the_layer_build_is_reproducible(layer: Path, tmp_path: Path) -> None:
+    build_layer = runpy.run_path(str(ROOT / "scripts" / "build_layer.py"))["build_layer"]
+    build_layer(tmp_path / "again.zip")
+    assert (tmp_path / "again.zip").read_bytes() == layer.read_bytes()
+
+
+def test_importing_from_the_layer_compiles_nothing(layer: Path) -> None:
+    code = "import boto3; " + "; ".join(IMPORTS.values())
+    result = _runtime_python(layer, code, "-v", "-B")
+    unpacked = str(layer.parent / "unpacked")
+    compiled = [
+        line
+        for line in result.stderr.splitlines()
+        if line.startswith("# code object from") and unpacked in line and ".pyc" not in line
+    ]
+    from_bytecode = [
+        line for line in result.stderr.splitlines() if unpacked in line and "matches" in line
+    ]
+    assert compiled == []
+    assert len(from_bytecode) > 20
 
 
 @pytest.mark.parametrize("module", sorted(IMPORT_BUDGET_MS))
 def test_every_subpackage_imports_from_the_layer_alone(layer: Path, module: str) -> None:
     code = (
-        "import json, sys, boto3, importlib; m = importlib.import_module(sys.argv[1]);"
+        f"import json, sys, boto3; {IMPORTS[module]}; m = sys.modules[{module!r}];"
         "print(json.dumps([m.__file__, sorted(sys.modules)]))"
     )
-    out = _runtime_python(layer, code.replace("sys.argv[1]", repr(module)))
+    out = _runtime_python(layer, code)
     path, modules = json.loads(out.stdout)
     assert Path(path).is_relative_to(layer.parent / "unpacked" / "python")
     heavy = [name for name in modules if name.split(".")[0] in OPTIONAL]
     assert heavy == []
+    # tenacity is imported when a call is first retried, not before
+    assert [name for name in modules if name.split(".")[0] == "tenacity"] == []
+
+
+def test_tenacity_is_imported_by_the_first_retry_only(layer: Path) -> None:
+    code = (
+        "import sys\n"
+        "from resilient_aws.retry import RetryPolicy\n"
+        "policy = RetryPolicy(sleep=lambda s: None)\n"
+        "assert policy.call(lambda: 'ok') == 'ok'\n"
+        "assert 'tenacity' not in sys.modules\n"
+        "from botocore.exceptions import ClientError\n"
+        "fails = [ClientError({'Error': {'Code': 'Throttling'}}, 'Get')]\n"
+        "def flaky():\n"
+        "    if fails:\n"
+        "        raise fails.pop()\n"
+        "    return 'ok'\n"
+        "assert policy.call(flaky) == 'ok'\n"
+        "import tenacity\n"
+        "from resilient_aws.retry import wait_jittered\n"
+        "assert issubclass(wait_jittered, tenacity.wait.wait_base)\n"
+        "print('tenacity' in sys.modules)\n"
+    )
+    assert _runtime_python(layer, code).stdout.split() == ["True"]
 
 
 @pytest.mark.parametrize("module", sorted(IMPORT_BUDGET_MS))
 def test_cold_import_stays_within_budget(layer: Path, module: str) -> None:
     timings = []
-    for _ in range(3):  # the best of three: the budget is about the code, not the machine's load
-        result = _runtime_python(layer, f"import boto3; import {module}", "-X", "importtime")
-        timings.append(_import_time_ms(result.stderr, module))
+    for _ in range(5):  # the best of five: the budget is about the code, not the machine's load
+        timings.append(_cold_import_ms(layer, IMPORTS[module]))
     assert min(timings) <= IMPORT_BUDGET_MS[module], (module, timings)
 
 
-def _import_time_ms(stderr: str, module: str) -> float:
-    """Cumulative microseconds of ``module``'s own line in ``-X importtime`` output, in ms."""
-    for line in stderr.splitlines():
+def test_idempotency_imports_faster_than_powertools_idempotency(layer: Path) -> None:
+    """Both compiled, both on top of boto3, interleaved: ours costs no more than Powertools'."""
+    pytest.importorskip("aws_lambda_powertools")
+    powertools_site = Path(boto3.__file__).resolve().parents[1]  # installed, with bytecode
+    ours, theirs = [], []
+    for _ in range(5):
+        ours.append(_cold_import_ms(layer, IMPORTS["resilient_aws.idempotency"]))
+        theirs.append(
+            _cold_import_ms(
+                layer,
+                "import aws_lambda_powertools.utilities.idempotency",
+                first=str(powertools_site),
+            )
+        )
+    assert min(ours) <= min(theirs), (ours, theirs)
+
+
+def _cold_import_ms(layer: Path, statement: str, first: str | None = None) -> float:
+    """Milliseconds ``statement`` takes after ``import boto3`` in a fresh interpreter: the sum
+    of the own time of every module it loads (``-X importtime``)."""
+    code = f"import boto3, sys; sys.stderr.write({MARK!r} + '\\n'); sys.stderr.flush(); {statement}"
+    result = _runtime_python(layer, code, "-B", "-X", "importtime", first=first)
+    _, found, after = result.stderr.partition(MARK + "\n")
+    assert found, result.stderr
+    total = 0
+    for line in after.splitlines():
         # "import time:       412 |      20631 |   resilient_aws.results"
-        if not line.startswith("import time:") or "|" not in line:
-            continue
-        _, cumulative, name = line.split("|")
-        if name.strip() == module and cumulative.strip().isdigit():
-            return int(cumulative) / 1000
-    raise AssertionError(f"{module} not in the -X importtime output")
+        if line.startswith("import time:") and "|" in line:
+            own = line.removeprefix("import time:").split("|")[0].strip()
+            total += int(own) if own.isdigit() else 0
+    return total / 1000
