@@ -9,7 +9,14 @@ from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError
 
-from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
+from resilient_aws._batching import (
+    DEFAULT_MAX_ANSWERS,
+    BatchEngine,
+    Entry,
+    KeepAnswers,
+    Sent,
+    botocore_retries,
+)
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import BatchResult
@@ -40,6 +47,12 @@ class BatchSender:
     ``raise_on_failure=False``; :attr:`result` accounts for every entry and holds the
     service's answer (message id, sequence number, event id) of each one that succeeded.
 
+    Answers are compact by default (``keep_answers=True``): the entry's id and the service's
+    identifiers, ``Answer.entry`` is ``None``; ``keep_answers="full"`` keeps the caller's entry
+    and the whole response, ``keep_answers=False`` nothing. ``result.answers`` holds the newest
+    ``max_answers`` (default 10,000; ``None`` for all): a long-lived sender stays flat in memory.
+    Failed entries keep the caller's entry (``FailedEntry.entry``), to be sent again.
+
     Entries the service withholds go back to the front of the buffer and ride in the next
     full request, paced by the sender's :class:`~resilient_aws.retry.Pacer` (``pacer=`` shares
     one); an entry is given up only at the policy's deadline or ``max_elapsed``, or after
@@ -63,8 +76,9 @@ class BatchSender:
         on_invalid: Literal["raise", "report"] = "raise",
         limits: BatchLimits | None = None,
         flush_interval: float | None = None,
-        keep_answers: bool = True,
+        keep_answers: KeepAnswers = True,
         pacer: Pacer | None = None,
+        max_answers: int | None = DEFAULT_MAX_ANSWERS,
     ) -> None:
         if on_invalid not in ("raise", "report"):
             raise ConfigurationError(
@@ -87,6 +101,7 @@ class BatchSender:
             keep_answers=keep_answers,
             flush_interval=flush_interval,
             pacer=pacer,
+            max_answers=max_answers,
         )
 
     client_name = ""
@@ -147,13 +162,12 @@ class BatchSender:
 
 
 def _client(service: str, client: Any, session: Any) -> Any:
+    """``client``, else the shared default client of ``service`` (per environment or session)."""
     if client is not None:
         return client
-    if session is not None:
-        return session.client(service)
-    import boto3
+    from resilient_aws._clients import default_client
 
-    return boto3.client(service)  # type: ignore[call-overload]
+    return default_client(service, session)
 
 
 def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Sent[Any]:

@@ -1,4 +1,4 @@
-"""Bring your own client, or get one lazily from a session."""
+"""Bring your own client, or share the default one (per environment or session)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from resilient_aws._clients import default_client
 from resilient_aws.errors import ConfigurationError, UnknownTableError
 
 
 def dynamodb_client(client: Any = None, session: Any = None) -> Any:
-    """``client`` if given, else a DynamoDB client from ``session`` (or boto3's default one)."""
+    """``client`` if given, else the shared default DynamoDB client of ``session`` (or of the
+    environment): made once, with botocore's retries off (see :mod:`resilient_aws._clients`),
+    so its key-schema cache is shared by every writer and read."""
     if client is not None:
         return client
-    if session is not None:
-        return session.client("dynamodb")
-    import boto3
-
-    return boto3.client("dynamodb")
+    return default_client("dynamodb", session)
 
 
 def table_name(table: Any) -> str:

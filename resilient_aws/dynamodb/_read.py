@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from resilient_aws.dynamodb._client import dynamodb_client, missing_table, table_name
 from resilient_aws.dynamodb._cursor import decode_cursor, encode_cursor
+from resilient_aws.dynamodb._expressions import prepare_expressions
 from resilient_aws.dynamodb._schema import position_attributes
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item
 from resilient_aws.errors import ConfigurationError
@@ -106,7 +107,7 @@ class Read:
         self.numbers = numbers
         self.segment = segment
         self.total_segments = total_segments
-        self.params = params
+        self.params = prepare_expressions(params)
         self.filter_warning_ratio = filter_warning_ratio
         self.filter_warning_min_scanned = filter_warning_min_scanned
         self.scope: dict[str, Any] = {"op": operation, "t": table}
@@ -242,8 +243,10 @@ def scan(
 ) -> Read:
     """Scan ``table``, following every page; iterate for items (plain Python values).
 
-    ``params`` are the ``Scan`` API's own (``FilterExpression``, ``ExpressionAttributeValues``
-    in wire format, ``IndexName``, ``ProjectionExpression``, ``ConsistentRead``...). ``page_size``
+    ``params`` are the ``Scan`` API's own (``FilterExpression``, ``ExpressionAttributeValues``,
+    ``IndexName``, ``ProjectionExpression``, ``ConsistentRead``...). ``FilterExpression`` may be
+    a boto3 condition (``Attr("city").eq("Milan")``) and attribute values plain Python
+    (``{":c": "Milan"}``) or wire format (``{":c": {"S": "Milan"}}``). ``page_size``
     sets ``Limit`` per request; ``max_items`` caps the items across pages. ``cursor`` resumes
     a previous read (from ``Read.cursor`` or ``Page.cursor``).
     """
@@ -275,7 +278,11 @@ def query(
     numbers: Numbers = "decimal",
     **params: Any,
 ) -> Read:
-    """Query ``table`` (``KeyConditionExpression`` in ``params``), following every page."""
+    """Query ``table`` (``KeyConditionExpression`` in ``params``), following every page.
+
+    ``KeyConditionExpression`` and ``FilterExpression`` may be boto3 conditions
+    (``Key("pk").eq("o-1")``), attribute values plain Python or wire format, as for :func:`scan`.
+    """
     if "KeyConditionExpression" not in params and "KeyConditions" not in params:
         raise ConfigurationError("KeyConditionExpression", "a query needs a key condition")
     return Read(

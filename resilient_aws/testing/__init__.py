@@ -8,7 +8,17 @@ fixtures ``chaos`` and ``moto_server`` (see :mod:`resilient_aws.testing.pytest_p
 
 from resilient_aws.testing._chaos import Chaos, ChaosStats, chaos
 from resilient_aws.testing._clock import FakeClock
+from resilient_aws.testing._defaults import chaos_defaults, clear_default_clients
 from resilient_aws.testing._lambda import FakeLambdaContext
 from resilient_aws.testing._moto import MotoServer
 
-__all__ = ["Chaos", "ChaosStats", "FakeClock", "FakeLambdaContext", "MotoServer", "chaos"]
+__all__ = [
+    "Chaos",
+    "ChaosStats",
+    "FakeClock",
+    "FakeLambdaContext",
+    "MotoServer",
+    "chaos",
+    "chaos_defaults",
+    "clear_default_clients",
+]

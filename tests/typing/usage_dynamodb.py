@@ -74,3 +74,34 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 got: BatchGetResult = batch_get("orders", [{"pk": "a"}], keep_order=True, projection=["total"])
 amounts: list[Decimal] = [i["total"] for i in got.items]
+
+
+# issue 16: boto3 conditions, plain values, default clients, JSON answers, chaos on defaults
+def new_user_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from boto3.dynamodb.conditions import Attr, Key
+
+    from resilient_aws import json as rjson
+
+    p = policy.for_lambda(context, margin_s=1.0)
+    with BatchWriter("orders", policy=p) as writer:  # the shared default client
+        writer.put_many(event["orders"])
+    milan = list(scan("orders", policy=p, FilterExpression=Attr("city").eq("Milan")))
+    plain = query(
+        "orders",
+        KeyConditionExpression=Key("pk").eq("o-1"),
+        FilterExpression="total > :t",
+        ExpressionAttributeValues={":t": 10},
+    ).count()
+    number: int | float | str = rjson.decimal_to_json(Decimal("9.99"))
+    body: str = rjson.dumps({"orders": milan, "count": plain, "n": number}, sort_keys=True)
+    return {"statusCode": 200, "body": body}
+
+
+def new_user_test() -> None:
+    from resilient_aws.testing import ChaosStats, chaos_defaults, clear_default_clients
+
+    clear_default_clients()
+    with chaos_defaults(partial=0.3, throttle=0.05, seed=1, services={"dynamodb"}) as faults:
+        new_user_handler({"orders": []}, None)
+    stats: ChaosStats = faults.stats
+    assert stats.faults >= 0

@@ -145,6 +145,8 @@ def test_testing_exports() -> None:
         "FakeLambdaContext",
         "MotoServer",
         "chaos",
+        "chaos_defaults",
+        "clear_default_clients",
     ]
 
 
