@@ -58,11 +58,13 @@ class Context:
         return self._clients[service]
 
     def _client(self, service: str) -> Any:
-        return self.session.client(
-            service,
-            endpoint_url=getattr(self.args, "endpoint_url", None),
-            config=self.policy.botocore_config(),
+        endpoint_url = getattr(self.args, "endpoint_url", None)
+        client = self.session.client(
+            service, endpoint_url=endpoint_url, config=self.policy.botocore_config()
         )
+        if endpoint_url is None:
+            _check_region(self.session, service, client)
+        return client
 
     def progress(
         self,
@@ -108,3 +110,34 @@ class Context:
                 out.write(line + "\n")
         out.flush()
         return code
+
+
+def _check_region(session: Any, service: str, client: Any) -> None:
+    """Fail fast, as bad usage, on a region botocore does not know whose endpoint does not
+    resolve either (``--region mars-1``): retrying a name that does not exist only wastes time.
+
+    A known region is never looked up (a moto-backed run may have no DNS at all); an unknown
+    one that resolves (a region newer than botocore) is used as given.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from resilient_aws.cli._exit import UsageError
+
+    region = client.meta.region_name
+    try:
+        partition = client.meta.partition
+        known = set(session.get_available_regions(service, partition_name=partition))
+    except Exception:  # no endpoint data for this service: nothing to check against
+        return
+    if not known or region in known:
+        return
+    url = client.meta.endpoint_url
+    host = urlsplit(url).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        raise UsageError(
+            f"region {region!r} is not a region botocore knows, and its endpoint {url} does not "
+            "resolve: check --region, the profile's region or AWS_DEFAULT_REGION"
+        ) from None

@@ -3,31 +3,80 @@ the same injected faults, each counting that nothing was lost, doubled or invent
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from resilient_aws.retry import RetryPolicy
 from resilient_aws.testing import chaos
 
-IDEMPOTENCY_TABLE = "resilient-aws-demo-idempotency"
-OUTBOX_TABLE = "resilient-aws-demo-outbox"
-EVENTS_QUEUE = "resilient-aws-demo-order-events.fifo"
-WORK_QUEUE = "resilient-aws-demo-work"
-DLQ = "resilient-aws-demo-work-dlq"
+
+@dataclass(frozen=True)
+class DemoNames:
+    """The tables and queues of one run: fresh names, so that a second run against the same
+    server counts only what it wrote itself (an earlier run's messages are not its own)."""
+
+    run: str
+    table: str
+    queue: str
+    idempotency_table: str
+    outbox_table: str
+    events_queue: str
+    work_queue: str
+    dlq: str
+
+    @classmethod
+    def fresh(cls) -> DemoNames:
+        run = secrets.token_hex(4)
+        prefix = "resilient-aws-demo"
+        return cls(
+            run=run,
+            table=f"{prefix}-orders-{run}",
+            queue=f"{prefix}-events-{run}",
+            idempotency_table=f"{prefix}-idempotency-{run}",
+            outbox_table=f"{prefix}-outbox-{run}",
+            events_queue=f"{prefix}-order-events-{run}.fifo",
+            work_queue=f"{prefix}-work-{run}",
+            dlq=f"{prefix}-work-dlq-{run}",
+        )
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return (self.table, self.idempotency_table, self.outbox_table)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        return (self.queue, self.events_queue, self.work_queue, self.dlq)
+
+
+def clean_up(dynamodb: Any, sqs: Any, names: DemoNames) -> None:
+    """Delete the run's tables and queues (best effort: a server shared by runs stays small)."""
+    for table in names.tables:
+        with contextlib.suppress(Exception):  # never created, or the server is gone
+            dynamodb.delete_table(TableName=table)
+    for queue in names.queues:
+        with contextlib.suppress(Exception):
+            sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+
+
 # No "partial" here: these acts make single calls (and their own batches go through the
 # batch engine, already shown); whole-call faults are what they must survive.
 CALL_FAULTS: dict[str, Any] = {"throttle": 0.1, "error5xx": 0.03, "reset": 0.02}
 
 
-def demo_idempotency(dynamodb: Any, policy: RetryPolicy, *, orders: int, seed: int) -> bool:
+def demo_idempotency(
+    dynamodb: Any, policy: RetryPolicy, names: DemoNames, *, orders: int, seed: int
+) -> bool:
     """Every order delivered three times; each charged once."""
     from resilient_aws.idempotency import IdempotencyStore, idempotent
 
-    create_table(dynamodb, policy, IDEMPOTENCY_TABLE, [("id", "S")])
+    create_table(dynamodb, policy, names.idempotency_table, [("id", "S")])
     charged: list[str] = []
 
     @idempotent(
-        IdempotencyStore(IDEMPOTENCY_TABLE, client=dynamodb, policy=policy),
+        IdempotencyStore(names.idempotency_table, client=dynamodb, policy=policy),
         key="id",
         key_prefix="demo-charge",
     )
@@ -50,19 +99,21 @@ def demo_idempotency(dynamodb: Any, policy: RetryPolicy, *, orders: int, seed: i
     return len(set(charged)) == orders and doubled == 0 and consistent
 
 
-def demo_outbox(dynamodb: Any, sqs: Any, policy: RetryPolicy, *, orders: int, seed: int) -> bool:
+def demo_outbox(
+    dynamodb: Any, sqs: Any, policy: RetryPolicy, names: DemoNames, *, orders: int, seed: int
+) -> bool:
     """Orders and their events in one transaction each; a sweep publishes them, in order."""
     from resilient_aws.dynamodb import scan
     from resilient_aws.errors import ResilientAWSError
     from resilient_aws.outbox import Outbox, OutboxEvent, OutboxSweeper, Put, SqsTarget
 
-    _create_outbox_table(dynamodb, policy)
+    _create_outbox_table(dynamodb, policy, names.outbox_table)
     queue = policy.call(
         sqs.create_queue,
-        QueueName=EVENTS_QUEUE,
+        QueueName=names.events_queue,
         Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "false"},
     )["QueueUrl"]
-    outbox = Outbox(OUTBOX_TABLE, client=dynamodb, policy=policy)
+    outbox = Outbox(names.outbox_table, client=dynamodb, policy=policy)
     refused = 0
     with chaos(dynamodb, seed=seed, **CALL_FAULTS) as faults:
         for i in range(orders):
@@ -75,14 +126,14 @@ def demo_outbox(dynamodb: Any, sqs: Any, policy: RetryPolicy, *, orders: int, se
             except ResilientAWSError:
                 refused += 1  # reported to the caller: no order, no event
         report = OutboxSweeper(outbox, SqsTarget(queue, client=sqs, policy=policy), grace_s=0).run()
-    received = [json.loads(body) for body in _drain(sqs, queue, policy)]
+    received = [json.loads(body) for body in drain(sqs, queue, policy)]
     sequences: dict[str, list[int]] = {}
     for event in received:
         sequences.setdefault(event["aggregate_id"], []).append(event["sequence"])
     in_order = all(s == sorted(s) for s in sequences.values())
     # Ground truth is the table: a write whose response was lost may have committed all the
     # same, and then its order and its event are both there.
-    items = list(scan(OUTBOX_TABLE, client=dynamodb, policy=policy))
+    items = list(scan(names.outbox_table, client=dynamodb, policy=policy))
     orders_stored = sum(item["sk"] == "order" for item in items)
     events_stored = {item["outbox_event_id"] for item in items if "outbox_event_id" in item}
     print(
@@ -93,16 +144,19 @@ def demo_outbox(dynamodb: Any, sqs: Any, policy: RetryPolicy, *, orders: int, se
     )
     return (
         {event["event_id"] for event in received} == events_stored
+        and len(received) == len(events_stored)  # none twice
         and len(events_stored) == orders_stored
         and in_order
     )
 
 
-def demo_redrive(sqs: Any, policy: RetryPolicy, *, messages: int, seed: int) -> bool:
+def demo_redrive(
+    sqs: Any, policy: RetryPolicy, names: DemoNames, *, messages: int, seed: int
+) -> bool:
     """A DLQ full of messages moved back to its source queue; deleted only once copied."""
     from resilient_aws.redrive import redrive_sqs
 
-    dlq = policy.call(sqs.create_queue, QueueName=DLQ)["QueueUrl"]
+    dlq = policy.call(sqs.create_queue, QueueName=names.dlq)["QueueUrl"]
     dlq_arn = policy.call(sqs.get_queue_attributes, QueueUrl=dlq, AttributeNames=["QueueArn"])
     redrive_policy = {
         "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"],
@@ -110,7 +164,7 @@ def demo_redrive(sqs: Any, policy: RetryPolicy, *, messages: int, seed: int) -> 
     }
     work = policy.call(
         sqs.create_queue,
-        QueueName=WORK_QUEUE,
+        QueueName=names.work_queue,
         Attributes={"RedrivePolicy": json.dumps(redrive_policy)},
     )["QueueUrl"]
     for start in range(0, messages, 10):
@@ -121,17 +175,20 @@ def demo_redrive(sqs: Any, policy: RetryPolicy, *, messages: int, seed: int) -> 
         policy.call(sqs.send_message_batch, QueueUrl=dlq, Entries=entries)
     with chaos(sqs, seed=seed, partial=0.3, **CALL_FAULTS) as faults:
         report = redrive_sqs(dlq, client=sqs, policy=policy, visibility_timeout=30)
-    back = {json.loads(body)["job"] for body in _drain(sqs, work, policy)}
-    left = len(_drain(sqs, dlq, policy))
+    jobs = [json.loads(body)["job"] for body in drain(sqs, work, policy)]
+    back = set(jobs)
+    left = len(drain(sqs, dlq, policy))
     print(
         f"redrive: {report}; {len(back)} of {messages} jobs back in the work queue, {left} left "
         f"in the DLQ; chaos injected {faults.stats.faults} faults, withheld "
         f"{faults.stats.withheld_entries} entries"
     )
-    return back == set(range(messages)) and (left == 0 or not report.ok)
+    # both directions: every job back, none twice, none that was never in the DLQ
+    return back == set(range(messages)) and len(jobs) == messages and (left == 0 or not report.ok)
 
 
-def _drain(sqs: Any, queue: str, policy: RetryPolicy) -> list[str]:
+def drain(sqs: Any, queue: str, policy: RetryPolicy) -> list[str]:
+    """Receive and delete every message of the queue; their bodies."""
     bodies: list[str] = []
     while True:
         messages = policy.call(
@@ -172,12 +229,12 @@ def create_table(
     )
 
 
-def _create_outbox_table(dynamodb: Any, policy: RetryPolicy) -> None:
+def _create_outbox_table(dynamodb: Any, policy: RetryPolicy, name: str) -> None:
     """The outbox table of docs/outbox.md: the sparse pending index the sweeper reads."""
     create_table(
         dynamodb,
         policy,
-        OUTBOX_TABLE,
+        name,
         [("pk", "S"), ("sk", "S")],
         attributes={"outbox_pending_aggregate": "S", "outbox_sequence": "N"},
         GlobalSecondaryIndexes=[

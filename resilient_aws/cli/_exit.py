@@ -13,6 +13,7 @@ __all__ = [
     "USAGE",
     "UsageError",
     "classify_error",
+    "stops_the_run",
 ]
 
 OK = 0
@@ -49,6 +50,44 @@ _NOT_FOUND = frozenset(
 )
 
 
+# Service error codes that no retry and no other line can fix: the identity, its permissions or
+# the target are wrong. A run that meets one stops at once (exit 3) rather than send every
+# remaining request into the same refusal.
+_STOP_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthFailure",
+        "AuthorizationError",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "NotAuthorized",
+        "RequestExpired",
+        "ResourceNotFoundException",
+        "SignatureDoesNotMatch",
+        "UnauthorizedOperation",
+        "UnrecognizedClientException",
+    }
+)
+
+
+def stops_the_run(code: str | None) -> bool:
+    """True for a service error code that every further request would meet too (access
+    denied, an unknown or expired identity, a table deleted under the run): stop, exit 3."""
+    return code in _STOP_CODES
+
+
 class UsageError(Exception):
     """Bad usage the command detected itself (a file that cannot be read, a wrong token)."""
 
@@ -60,6 +99,7 @@ def classify_error(error: BaseException) -> tuple[int, str]:
     """
     from botocore.exceptions import (
         ClientError,
+        ConnectTimeoutError,
         EndpointConnectionError,
         NoCredentialsError,
         NoRegionError,
@@ -72,6 +112,16 @@ def classify_error(error: BaseException) -> tuple[int, str]:
 
     if isinstance(error, UsageError):
         return USAGE, str(error)
+    cause = error.__cause__
+    if (
+        isinstance(error, ResilientAWSError)
+        and isinstance(cause, ClientError)
+        and stops_the_run(str(cause.response.get("Error", {}).get("Code", "")))
+        and not isinstance(error, LookupError)
+    ):
+        # e.g. DescribeTable refused while reading the key schema: access denied is AWS
+        # stopping the run, not bad usage.
+        return STOPPED, str(error)
     if isinstance(error, ResilientAWSError) and isinstance(error, (ValueError, LookupError)):
         # Invalid options and entries, unknown tables and queues, a target of the wrong type,
         # a bad cursor: each is also a ValueError or a LookupError, raised before sending.
@@ -92,8 +142,13 @@ def classify_error(error: BaseException) -> tuple[int, str]:
         operation = getattr(error, "operation_name", "")
         message = f"{operation}: {code}: {details.get('Message', '')}".strip(": ")
         return (USAGE if code in _NOT_FOUND else STOPPED), message
-    if isinstance(error, (RetryError, EndpointConnectionError)):
+    if isinstance(error, RetryError):
+        last = error.last_error
+        if isinstance(last, (EndpointConnectionError, ConnectTimeoutError)):
+            return STOPPED, f"{error}: {last}"  # name the endpoint that could not be reached
         return STOPPED, str(error)
+    if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
+        return STOPPED, f"{type(error).__name__}: {error}"
     if isinstance(error, ParamValidationError):
         # botocore's report quotes each value it refused: name the parameters only
         names = ", ".join(dict.fromkeys(_PARAMETER.findall(str(error))))

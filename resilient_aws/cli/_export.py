@@ -88,8 +88,8 @@ def run_export(ctx: Context) -> int:
         "elapsed_s": round(time.monotonic() - started, 3),
     }
     text = [
-        f"exported {exported:,} items from {table} ({segments} segments, "
-        f"{read.summary.pages:,} pages)" + ("" if complete else "; stopped before the end")
+        f"exported {exported:,} items from {table} ({_plural(segments, 'segment')}, "
+        f"{_plural(read.summary.pages, 'page')})" + ("" if complete else "; stopped before the end")
     ]
     code = OK
     if stopped is not None:
@@ -102,6 +102,10 @@ def run_export(ctx: Context) -> int:
         text.append(f"resume with: {_resume_command(ctx, table, segments, fmt, token)} >> FILE")
     # stdout holds the items: the report goes to stderr.
     return ctx.report(report, text, ok=complete, stream=ctx.stderr, exit_code=code)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def _resume_command(ctx: Context, table: str, segments: int, fmt: str, token: str) -> str:

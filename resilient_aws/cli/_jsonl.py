@@ -71,7 +71,7 @@ def _wire_value(value: Any, path: str) -> dict[str, Any]:
     if kind == "B":
         return {"B": _unbase64(data, path)}
     if kind == "BS":
-        return {"BS": [_unbase64(v, path) for v in _list(data, path)]}
+        return {"BS": _distinct([_unbase64(v, path) for v in _list(data, path)], kind, path)}
     if kind == "M":
         if not isinstance(data, dict):
             raise ValueError(f"attribute {path!r}: M holds an object")
@@ -83,8 +83,10 @@ def _wire_value(value: Any, path: str) -> dict[str, Any]:
     if kind in ("SS", "NS") and not all(isinstance(v, str) for v in _list(data, path)):
         raise ValueError(f"attribute {path!r}: {kind} holds a list of strings")
     if kind == "NS":
-        for number in data:
-            _decimal(number, path)
+        # "1" and "1.0" are one number to DynamoDB, which refuses the set
+        _distinct([_decimal(number, path).normalize() for number in data], kind, path)
+    if kind == "SS":
+        _distinct(data, kind, path)
     if kind == "N":
         _decimal(data, path)
     if kind in ("BOOL", "NULL") and not isinstance(data, bool):
@@ -98,11 +100,19 @@ def _list(data: Any, path: str) -> list[Any]:
     return data
 
 
-def _decimal(text: str, path: str) -> None:
+def _decimal(text: str, path: str) -> Decimal:
     try:
-        Decimal(text)
+        return Decimal(text)
     except ArithmeticError:
         raise ValueError(f"attribute {path!r}: not a number") from None
+
+
+def _distinct(values: list[Any], kind: str, path: str) -> list[Any]:
+    """The values of a set; DynamoDB refuses a set written with a value twice (a ValidationException
+    for the whole batch), so the line is refused here rather than loaded with one value less."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"attribute {path!r}: {kind} holds the same value twice")
+    return values
 
 
 def _unbase64(data: Any, path: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import sys
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from resilient_aws.cli._context import Context
-from resilient_aws.cli._exit import INTERRUPTED, UsageError
+from resilient_aws.cli._exit import INTERRUPTED, STOPPED, UsageError, stops_the_run
 from resilient_aws.cli._jsonl import Format, parse_item
 from resilient_aws.cli._progress import Progress
 from resilient_aws.dynamodb import BatchWriter, describe_key_schema
@@ -75,26 +76,39 @@ def run_load(ctx: Context) -> int:
             on_invalid="report",  # a bad item is a failed line, not the end of the run
         )
         progress = ctx.progress(f"load {table}", total=total, unit="lines")
-        tally = _Tally()
+        tally = _Tally(keys=schema.attributes)
         with writer:
             try:
-                _feed(ctx, source, writer, fmt, tally, rejects, progress)
+                _feed(ctx, source, writer, fmt, tally, progress)
             except KeyboardInterrupt:  # the second Ctrl-C: stop reading, still settle and report
                 tally.interrupted = True
             # Leaving the block sends what is buffered, also after a stop request.
         result = writer.result
+        stop = tally.stop or _first_stop(result.failed, 0)
         lines, blank, interrupted = tally.lines, tally.blank, tally.interrupted
-        failures = tally.bad + [
+        refused = [
             LineFailure(_line_of(f.entry), f.entry_id, f.code, f.message or (f.gave_up or ""))
             for f in result.failed
+            if stop is None or f.code != stop.code
         ]
-        failures.sort(key=lambda f: f.line)
+        # Lines that met the error that stopped the run are counted, not listed one by one.
+        stopped_lines = len(result.failed) - len(refused)
+        failures = sorted(tally.bad + refused, key=lambda f: f.line)
         if rejects is not None:
+            raw_of = dict(tally.raw_bad)
             for failed in result.failed:
                 if isinstance(failed.entry, _Line) and failed.entry.raw is not None:
-                    rejects.write(_ended(failed.entry.raw))
+                    raw_of[failed.entry.number] = failed.entry.raw
+            for number in sorted(raw_of):  # in the order of the input
+                rejects.write(_ended(raw_of[number]))
+        failed_count = len(failures) + stopped_lines
+        # A line whose key an earlier line of the file already had replaced that line: the
+        # writer counts those within one batch, the rest were sent and overwritten.
+        replaced = tally.repeated
+        loaded = max(0, result.succeeded + result.deduplicated - tally.repeated)
         progress.update(
-            result.succeeded + result.deduplicated + len(failures) + blank, failed=len(failures)
+            result.succeeded + result.deduplicated + failed_count + len(tally.bad) + blank,
+            failed=failed_count,
         )
         progress.finish()
     elapsed = time.monotonic() - started
@@ -107,9 +121,9 @@ def run_load(ctx: Context) -> int:
         "lines": lines,
         "blank": blank,
         "items": items,
-        "loaded": result.succeeded,
-        "replaced": result.deduplicated,
-        "failed": len(failures),
+        "loaded": loaded,
+        "replaced": replaced,
+        "failed": failed_count,
         "failures": [f.to_dict() for f in failures],
         "requests": result.requests,
         "resent": result.resent,
@@ -117,35 +131,80 @@ def run_load(ctx: Context) -> int:
         "elapsed_s": round(elapsed, 3),
     }
     text = [
-        f"loaded {result.succeeded:,} of {items:,} items from {lines:,} lines into {table}"
-        + (f"; {len(failures):,} failed" if failures else "")
-        + (
-            f"; {result.deduplicated:,} replaced by a later line of the same key"
-            if result.deduplicated
-            else ""
-        )
+        f"loaded {loaded:,} of {items:,} items from {lines:,} lines into {table}"
+        + (f"; {failed_count:,} failed" if failed_count else "")
+        + (f"; {replaced:,} replaced by a later line of the same key" if replaced else "")
         + f" ({result.requests:,} requests, {result.resent:,} items re-sent)"
     ]
+    code: int | None = INTERRUPTED if interrupted else None
+    if stop is not None:
+        message = f"{stop.code}: {stop.message}" if stop.message else stop.code
+        report["error"] = {"type": stop.code, "message": message}
+        report["stopped_lines"] = stopped_lines
+        text.append(
+            f"error: {message} — stopped at line {lines:,}; {stopped_lines:,} lines sent "
+            "before it came back were refused the same way (not listed)"
+        )
+        code = STOPPED
     text += [str(f) for f in failures[:_SHOWN]]
     if len(failures) > _SHOWN:
         text.append(f"... and {len(failures) - _SHOWN:,} more (--json lists them all)")
-    if args.rejects and failures:
-        text.append(f"failed lines written to {args.rejects}")
+    if args.rejects and failed_count:
+        text.append(f"failed lines written to {args.rejects}, in the order of the input")
     if interrupted:
         text.append(
             f"interrupted after line {lines:,}: lines up to it were sent; the rest of the file "
             "was not read (loading again is safe: a put of the same item is idempotent)"
         )
-    ok = not failures and not interrupted
-    return ctx.report(report, text, ok=ok, exit_code=INTERRUPTED if interrupted else None)
+    ok = not failed_count and not interrupted and stop is None
+    return ctx.report(report, text, ok=ok, exit_code=code)
+
+
+@dataclass(frozen=True)
+class _Stop:
+    code: str
+    message: str
+
+
+def _first_stop(failed: list[Any], start: int) -> _Stop | None:
+    """The first failure from ``start`` on whose error every further request would meet."""
+    for failure in failed[start:]:
+        if stops_the_run(failure.code):
+            return _Stop(str(failure.code), failure.message or "")
+    return None
 
 
 @dataclass
 class _Tally:
+    keys: tuple[str, ...] = ()
     lines: int = 0
     blank: int = 0
     interrupted: bool = False
+    stop: _Stop | None = None
+    repeated: int = 0
     bad: list[LineFailure] = field(default_factory=list)
+    raw_bad: list[tuple[int, bytes]] = field(default_factory=list)
+    # 8-byte digests of the keys put so far: a later line of the same key replaces the item
+    seen: set[bytes] = field(default_factory=set)
+
+    def note_key(self, item: dict[str, Any]) -> None:
+        digest = hashlib.blake2b(
+            repr([_key_part(item.get(name)) for name in self.keys]).encode(), digest_size=8
+        ).digest()
+        if digest in self.seen:
+            self.repeated += 1
+        else:
+            self.seen.add(digest)
+
+
+def _key_part(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return ("N", str(value.normalize()))  # "1" and "1.0" are one key to DynamoDB
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("N", str(Decimal(value).normalize()))
+    return (type(value).__name__, value if not hasattr(value, "value") else value.value)
 
 
 def _feed(
@@ -154,10 +213,12 @@ def _feed(
     writer: BatchWriter,
     fmt: Format,
     tally: _Tally,
-    rejects: IO[bytes] | None,
     progress: Progress,
 ) -> None:
-    """Hand every line to the writer, until the end or a stop request."""
+    """Hand every line to the writer, until the end, a stop request or an error that every
+    further request would meet too (access denied...)."""
+    checked = 0
+    keep_raw = bool(ctx.args.rejects)  # the raw line is kept only to write it to --rejects
     for number, raw in enumerate(source, 1):
         if ctx.stop.requested:
             tally.interrupted = True
@@ -170,13 +231,25 @@ def _feed(
             item = parse_item(raw, fmt)
         except ValueError as error:
             tally.bad.append(LineFailure(number, None, "InvalidLine", str(error)))
-            if rejects is not None:
-                rejects.write(_ended(raw))
+            if keep_raw:
+                tally.raw_bad.append((number, raw))
             continue
-        writer.put(_Line(item, number, raw if rejects is not None else None))
         result = writer.result
+        failed_before = len(result.failed)
+        writer.put(_Line(item, number, raw if keep_raw else None))
+        if len(result.failed) == failed_before or not _rejected_here(result.failed, number):
+            tally.note_key(item)  # refused before sending (an invalid item) replaces nothing
+        if len(result.failed) > checked:
+            tally.stop = _first_stop(result.failed, checked)
+            checked = len(result.failed)
+            if tally.stop is not None:
+                return
         settled = result.succeeded + result.deduplicated + len(result.failed) + len(tally.bad)
         progress.update(settled + tally.blank, failed=len(result.failed) + len(tally.bad))
+
+
+def _rejected_here(failed: list[Any], number: int) -> bool:
+    return any(isinstance(f.entry, _Line) and f.entry.number == number for f in failed[-4:])
 
 
 def _line_of(entry: Any) -> int:

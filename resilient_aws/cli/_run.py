@@ -44,8 +44,12 @@ def run(
         return PIPE_CLOSED
     except Exception as error:
         code, message = classify_error(error)
-        err.write(f"resilient-aws {command}: error: {message}\n")
-        if getattr(args, "json", False):
+        as_json = bool(getattr(args, "json", False))
+        data_on_stdout = bool(getattr(args, "data_on_stdout", False))
+        if not (as_json and data_on_stdout):
+            # with --json, a command whose report goes to stderr (export) writes JSON only there
+            err.write(f"resilient-aws {command}: error: {message}\n")
+        if as_json:
             from resilient_aws._json import dumps
 
             report = {
@@ -54,7 +58,7 @@ def run(
                 "exit_code": code,
                 "error": {"type": type(error).__name__, "message": message},
             }
-            stream = err if getattr(args, "data_on_stdout", False) else out
+            stream = err if data_on_stdout else out
             try:
                 stream.write(dumps(report) + "\n")
                 stream.flush()

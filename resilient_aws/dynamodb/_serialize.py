@@ -36,13 +36,48 @@ def to_python(item: Any, entry_id: str = "item") -> dict[str, Any]:
         return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
     dump = getattr(item, "model_dump", None)  # pydantic v2, duck-typed: never imported here
     if callable(dump):
-        return _converted(item, entry_id, lambda: dump(mode="python"), "model_dump")
+        return _converted(item, entry_id, lambda: _pydantic_dump(dump), "model_dump")
     as_dict = getattr(item, "_asdict", None)
     if callable(as_dict):
         return _converted(item, entry_id, as_dict, "_asdict")
     raise UnsupportedValueError(
         entry_id, f"cannot store a {type(item).__name__}: pass a dict, dataclass or pydantic model"
     )
+
+
+def _pydantic_dump(dump: Any) -> dict[str, Any]:
+    """A model's fields with DynamoDB's own types kept (``Decimal``, ``bytes``, sets, numbers)
+    and every other value as pydantic writes it in JSON mode: a ``datetime`` becomes its ISO
+    8601 text, a ``UUID`` or an ``Enum`` its value, exactly as ``model_dump_json`` shows them.
+    """
+    native = dump(mode="python")
+    if all(_is_native(value) for value in native.values()):
+        return dict(native)
+    return dict(_keep_native(native, dump(mode="json")))
+
+
+_NATIVE_LEAVES = (str, int, float, Decimal, bytes, bytearray, Binary, type(None))
+
+
+def _is_native(value: Any) -> bool:
+    if isinstance(value, _NATIVE_LEAVES):  # bool is an int
+        return True
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_native(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, Set)):
+        return all(_is_native(v) for v in value)
+    return False
+
+
+def _keep_native(python: Any, json: Any) -> Any:
+    """``python`` where it is made of DynamoDB types, ``json`` (the same field) elsewhere."""
+    if _is_native(python):
+        return python
+    if isinstance(python, Mapping) and isinstance(json, Mapping):
+        return {k: _keep_native(v, json.get(str(k), v)) for k, v in python.items()}
+    if isinstance(python, (list, tuple)) and isinstance(json, list) and len(json) == len(python):
+        return [_keep_native(p, j) for p, j in zip(python, json, strict=True)]
+    return json  # a set of non-native values, a datetime, a UUID...: pydantic's JSON form
 
 
 def _converted(item: Any, entry_id: str, convert: Any, name: str) -> dict[str, Any]:

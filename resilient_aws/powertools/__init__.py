@@ -18,12 +18,20 @@ Importing this subpackage imports ``aws_lambda_powertools``; ``import resilient_
 retry core never do.
 """
 
-from resilient_aws.powertools._logger import attach_logger
-from resilient_aws.powertools._metrics import (
-    DIMENSIONS,
-    METRICS,
-    Dimension,
-    PowertoolsMetricsListener,
-)
+try:
+    from resilient_aws.powertools._logger import attach_logger
+    from resilient_aws.powertools._metrics import (
+        DIMENSIONS,
+        METRICS,
+        Dimension,
+        PowertoolsMetricsListener,
+    )
+except ModuleNotFoundError as missing:  # the extra is not installed: say how to install it
+    if not (missing.name or "").startswith("aws_lambda_powertools"):
+        raise
+    raise ModuleNotFoundError(
+        "resilient_aws.powertools needs aws-lambda-powertools: pip install 'resilient-aws[lambda]'",
+        name=missing.name,
+    ) from missing
 
 __all__ = ["DIMENSIONS", "METRICS", "Dimension", "PowertoolsMetricsListener", "attach_logger"]

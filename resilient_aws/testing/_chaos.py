@@ -8,10 +8,13 @@ request: the service (moto, an emulator, AWS) never applied them.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import random
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -63,13 +66,13 @@ class ChaosStats:
 
 # -- how each batch API carries its entries and reports per-entry failures ----------------------
 
-_Split = Callable[[dict[str, Any], Callable[[], bool]], Any]
+_Withhold = Callable[[Any], bool]
+"""Asked once per entry of a batch call, with the entry: True withholds it."""
+_Split = Callable[[dict[str, Any], _Withhold], Any]
 _Inject = Callable[[dict[str, Any], Any], int]
 
 
-def _split_table_lists(
-    params: dict[str, Any], withhold: Callable[[], bool]
-) -> dict[str, list[Any]]:
+def _split_table_lists(params: dict[str, Any], withhold: _Withhold) -> dict[str, list[Any]]:
     # Build new containers: the nested objects belong to the caller and must not change.
     withheld: dict[str, list[Any]] = {}
     kept_items: dict[str, list[Any]] = {}
@@ -77,7 +80,7 @@ def _split_table_lists(
         kept: list[Any] = []
         held: list[Any] = []
         for request in requests:
-            (held if withhold() else kept).append(request)
+            (held if withhold((table, request)) else kept).append(request)
         if held:
             withheld[table] = held
         if kept:
@@ -93,16 +96,14 @@ def _inject_unprocessed_items(parsed: dict[str, Any], withheld: dict[str, list[A
     return sum(len(r) for r in withheld.values())
 
 
-def _split_table_keys(
-    params: dict[str, Any], withhold: Callable[[], bool]
-) -> dict[str, dict[str, Any]]:
+def _split_table_keys(params: dict[str, Any], withhold: _Withhold) -> dict[str, dict[str, Any]]:
     withheld: dict[str, dict[str, Any]] = {}
     kept_items: dict[str, dict[str, Any]] = {}
     for table, spec in params.get("RequestItems", {}).items():
         kept: list[Any] = []
         held: list[Any] = []
         for key in spec.get("Keys", []):
-            (held if withhold() else kept).append(key)
+            (held if withhold((table, key)) else kept).append(key)
         if held:
             withheld[table] = {**spec, "Keys": held}
         if kept:
@@ -123,9 +124,14 @@ def _inject_unprocessed_keys(parsed: dict[str, Any], withheld: dict[str, dict[st
 
 
 def _split_list(name: str) -> _Split:
-    def split(params: dict[str, Any], withhold: Callable[[], bool]) -> list[tuple[int, Any]]:
+    def split(params: dict[str, Any], withhold: _Withhold) -> list[tuple[int, Any]]:
         entries = params.get(name, [])
-        held = [(i, e) for i, e in enumerate(entries) if withhold()]
+        # The caller's "Id" is a position in the request for some senders: not the identity.
+        held = [
+            (i, e)
+            for i, e in enumerate(entries)
+            if withhold({k: v for k, v in e.items() if k != "Id"} if isinstance(e, dict) else e)
+        ]
         held_ids = {i for i, _ in held}
         params[name] = [e for i, e in enumerate(entries) if i not in held_ids]
         return held
@@ -244,8 +250,14 @@ class Chaos:
     request before it is sent; ``lost_response`` lets a request be applied and then drops the
     response (the caller sees a read timeout for a write that happened, as on a real network);
     ``partial`` withholds each entry of a batch call with that probability and reports it failed
-    the way the service does. The same ``seed`` and the same sequence of calls give the same
-    faults. ``stats`` counts what was injected.
+    the way the service does. ``stats`` counts what was injected.
+
+    Every decision is a function of the ``seed``, the operation, what is decided on — an entry
+    of a batch call for ``partial``, the request's parameters for the other rates — and how many
+    times that same entry or request was decided on before: never of the order in which threads
+    reach the client. The same seed and the same requests give the same faults at any
+    concurrency, so a failing seeded test reproduces. (A request whose content changes from run
+    to run — a timestamp in an item — draws afresh each run.)
     """
 
     def __init__(
@@ -279,13 +291,18 @@ class Chaos:
         self.lost_response = lost_response
         self.operations = frozenset(operations) if operations is not None else None
         self.stats = ChaosStats()
-        self._rng = random.Random(seed)
+        self.seed = seed if seed is not None else random.SystemRandom().getrandbits(63)
+        self._salt = repr(self.seed).encode("ascii")
+        # (kind, operation, digest of the content) -> how many times it was decided on
+        self._seen: dict[tuple[str, str, bytes], int] = {}
         self._lock = threading.Lock()
         self._service = client.meta.service_model.service_id.hyphenize()
         self._unique = f"resilient_aws-chaos-{next(_ids)}"
         # Per instance: several Chaos on one client (a fixture and a with block) must not mix.
         self._withheld_key = f"{_CONTEXT_KEY}.{self._unique}"
         self._all_withheld_key = f"{_ALL_WITHHELD_KEY}.{self._unique}"
+        self._call_key = f"{_CONTEXT_KEY}.call.{self._unique}"
+        self._lost_key = f"{_CONTEXT_KEY}.lost.{self._unique}"
         self._installed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -324,24 +341,43 @@ class Chaos:
     def _applies(self, model: Any) -> bool:
         return self.operations is None or model.name in self.operations
 
-    def _draw(self) -> float:
+    def _draw(self, kind: str, operation: str, content: Any) -> float:
+        """A number in [0, 1) fixed by the seed, the operation, the content and how many times
+        this content was drawn for before (its attempt number): not by thread interleaving."""
+        text = content if isinstance(content, bytes) else _canonical(content)
+        digest = hashlib.blake2b(text, digest_size=16).digest()
+        key = (kind, operation, digest)
         with self._lock:
-            return self._rng.random()
+            attempt = self._seen.get(key, 0)
+            self._seen[key] = attempt + 1
+        word = hashlib.blake2b(
+            b"%s|%s|%s|%d|" % (self._salt, kind.encode(), operation.encode(), attempt) + digest,
+            digest_size=8,
+        ).digest()
+        return int.from_bytes(word, "big") / 2.0**64
 
     def _before_parameter_build(
         self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any
     ) -> None:
-        if not self._applies(model) or self.partial <= 0:
+        if not self._applies(model):
             return
         spec = _BATCH_OPERATIONS.get((self._service, model.name))
-        if spec is None:
-            return
         original = dict(params)
-        withheld = spec.split(params, lambda: self._draw() < self.partial)
+        withheld = None
+        if spec is not None and self.partial > 0:
+            withheld = spec.split(
+                params, lambda entry: self._draw("partial", model.name, entry) < self.partial
+            )
+        all_withheld = bool(withheld) and not _entries_left(params)
+        # The whole-request draws are decided on what is sent (after the split; the request as
+        # given when nothing is left of it), before botocore serializes the parameters.
+        sent = _canonical(original if all_withheld else params)
+        context[self._call_key] = self._draw("call", model.name, sent)
+        context[self._lost_key] = sent
         if not withheld:
             return
         context[self._withheld_key] = withheld
-        if not _entries_left(params):
+        if all_withheld:
             # botocore rejects an empty list before sending: send nothing, answer in before-call.
             params.update(original)
             context[self._all_withheld_key] = True
@@ -354,7 +390,9 @@ class Chaos:
         with self._lock:
             self.stats.calls += 1
             self.stats.by_operation[model.name] = self.stats.by_operation.get(model.name, 0) + 1
-        draw = self._draw()
+        draw = context.pop(self._call_key, None)
+        if draw is None:  # not built through this client's parameter build: decide on the body
+            draw = self._draw("call", model.name, params.get("body", b""))
         url = params.get("url", "")
         if draw < self.throttle:
             code, status = _THROTTLE_CODES.get(self._service, ("ThrottlingException", 400))
@@ -399,13 +437,36 @@ class Chaos:
             with self._lock:
                 self.stats.partial_calls += 1
                 self.stats.withheld_entries += count
-        if self.lost_response and self._draw() < self.lost_response:
+        if (
+            self.lost_response
+            and self._draw("lost", model.name, context.get(self._lost_key, b""))
+            < self.lost_response
+        ):
             self._count("lost_responses")
             raise ReadTimeoutError(endpoint_url=getattr(http_response, "url", ""))
 
     def _count(self, name: str) -> None:
         with self._lock:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+
+def _canonical(value: Any) -> bytes:
+    """The same bytes for the same content, whatever the order of its dicts and sets."""
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, AbstractSet):
+        return sorted((_plain(v) for v in value), key=repr)
+    if isinstance(value, (bytes, bytearray)):
+        return {"$b": bytes(value).hex()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
 
 
 def _error_response(
