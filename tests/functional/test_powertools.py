@@ -92,7 +92,7 @@ def test_entries_given_up_are_the_entries_the_writer_reports_failed(
     policy = FakeClock(seed=5).policy(max_attempts=2, max_stalled=0, listeners=(retry_metrics,))
 
     with (
-        chaos(ddb, seed=5, partial=0.6) as injected,
+        chaos(ddb, seed=5, partial=0.9) as injected,
         retry_metrics.capture(install=False),
         pytest.raises(BatchWriteError) as caught,
         BatchWriter(table, client=ddb, policy=policy) as writer,
@@ -109,7 +109,10 @@ def test_entries_given_up_are_the_entries_the_writer_reports_failed(
     writes = totals["BatchWriteItem"]
     assert writes["RetryGiveUpEntries"] == len(result.failed)
     assert writes["PartialFailureEntries"] == injected.stats.withheld_entries
-    assert writes["RetryGiveUp"] == injected.stats.partial_calls - writes["RetryAttempt"]
+    # every response that withheld entries sent them back (one RetryAttempt) or gave them up
+    # (one RetryGiveUp per reason), or both when it did each to some of them
+    assert writes["RetryAttempt"] <= injected.stats.partial_calls
+    assert writes["RetryAttempt"] + writes["RetryGiveUp"] >= injected.stats.partial_calls
     assert writer.result is result
 
 

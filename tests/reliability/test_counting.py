@@ -82,7 +82,9 @@ def test_dynamodb_writes_under_every_fault_lose_nothing(table: Any, seed: int) -
     assert failed == []
     assert injected.stats.withheld_entries > 300
     assert injected.stats.throttled > 0
-    assert injected.stats.resets > 0
+    # withheld entries ride in full requests now: ~220 requests, where a 1% reset rate may draw
+    # none; some whole-request fault besides throttling must have been met
+    assert injected.stats.resets + injected.stats.errors_5xx + injected.stats.lost_responses > 0
 
 
 def test_a_deadline_reports_what_it_left_undone(table: Any) -> None:
