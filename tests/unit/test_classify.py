@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from botocore.exceptions import (
     ConnectTimeoutError,
@@ -8,8 +10,32 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
-from resilient_aws.retry import classify, classify_entry, register_entry_codes
+from resilient_aws.retry import _classify, classify, classify_entry, register_entry_codes
 from tests.unit.helpers import client_error
+
+
+def _entry_codes() -> dict[str, dict[str, bool]]:
+    """A copy of the process-wide registry of per-entry codes (``register_entry_codes``)."""
+    with _classify._entry_lock:
+        return {service: dict(codes) for service, codes in _classify._ENTRY_CODES.items()}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registry_unchanged_after_the_module() -> Iterator[None]:
+    """The registry is global: other modules must find it as this one found it."""
+    before = _entry_codes()
+    yield
+    assert _entry_codes() == before, "tests in test_classify.py left entry codes registered"
+
+
+@pytest.fixture(autouse=True)
+def _restore_entry_codes() -> Iterator[None]:
+    """Whatever a test registers is gone after it."""
+    saved = _entry_codes()
+    yield
+    with _classify._entry_lock:
+        _classify._ENTRY_CODES.clear()
+        _classify._ENTRY_CODES.update(saved)
 
 
 @pytest.mark.parametrize(
@@ -127,3 +153,36 @@ def test_new_entry_codes_can_be_registered() -> None:
     register_entry_codes("testsvc", retryable=("BrandNewThrottle",), permanent=("Nope",))
     assert classify_entry("testsvc", "BrandNewThrottle").retryable
     assert not classify_entry("testsvc", "Nope").retryable
+
+
+def test_registering_codes_for_a_known_service_keeps_its_other_codes() -> None:
+    register_entry_codes("kinesis", permanent=("InternalFailure",))
+    assert not classify_entry("kinesis", "InternalFailure").retryable
+    assert classify_entry("kinesis", "ProvisionedThroughputExceededException").retryable
+
+
+def test_codes_registered_by_an_earlier_test_are_gone() -> None:
+    # runs after the two tests above (pytest keeps a module's order): their codes were undone
+    assert not classify_entry("testsvc", "BrandNewThrottle").retryable
+    assert classify_entry("kinesis", "InternalFailure").retryable
+
+
+@pytest.mark.parametrize(
+    ("service", "code", "kind"),
+    [
+        ("kinesis", "ProvisionedThroughputExceededException", "throttle"),
+        ("kinesis", "KMSThrottlingException", "throttle"),
+        ("kinesis", "InternalFailure", "transient"),
+        ("kinesis", "KMSAccessDeniedException", "permanent"),
+        ("firehose", "ServiceUnavailableException", "transient"),
+        ("events", "ThrottlingException", "throttle"),
+        ("events", "InternalFailure", "transient"),
+        ("sqs", "InternalError", "transient"),
+        ("sqs", "SomethingNew", "permanent"),
+        ("dynamodb", "Unprocessed", "throttle"),
+    ],
+)
+def test_entry_codes_have_the_kind_that_decides_their_backoff(
+    service: str, code: str, kind: str
+) -> None:
+    assert classify_entry(service, code).kind == kind

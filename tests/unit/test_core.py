@@ -135,6 +135,68 @@ def test_max_elapsed_caps_the_time_spent(fake_clock: FakeClock) -> None:
     assert fake_clock.now - start <= 2.0
 
 
+# The lower bound of max_elapsed: the core keeps retrying while the next sleep still ends within
+# it. A policy that gave up after the first failure would pass the upper-bound test above.
+
+
+def test_max_elapsed_keeps_retrying_while_the_next_sleep_still_fits(fake_clock: FakeClock) -> None:
+    policy = fake_clock.policy(
+        max_attempts=100, base_delay=0.5, max_delay=0.5, jitter="none", max_elapsed=2.0
+    )
+    flaky = Flaky(*[client_error("InternalError", 500) for _ in range(100)])
+    with pytest.raises(ElapsedTimeExceededError) as caught:
+        policy.call(flaky)
+    # four sleeps of 0.5 s end exactly at max_elapsed (allowed); a fifth would end at 2.5 s
+    assert fake_clock.slept == [0.5] * 4
+    assert flaky.calls == 5
+    assert caught.value.attempts == 5
+    assert caught.value.reason == "elapsed"
+
+
+def test_max_elapsed_counts_the_time_spent_in_requests_from_the_first_one(
+    fake_clock: FakeClock,
+) -> None:
+    # each request costs 0.05 s: sleeps of 0.1, 0.2 and 0.4 s end at 0.15, 0.4 and 0.85 s; the
+    # fourth request ends at 0.9 s and a sleep of 0.8 s would end at 1.7 s, past max_elapsed
+    policy = fake_clock.policy(
+        max_attempts=100, base_delay=0.1, max_delay=10.0, jitter="none", max_elapsed=1.0
+    )
+    errors = [client_error("InternalError", 500) for _ in range(100)]
+    flaky = Flaky(*errors, clock=fake_clock, cost=0.05)
+    with pytest.raises(ElapsedTimeExceededError) as caught:
+        policy.call(flaky)
+    assert fake_clock.slept == pytest.approx([0.1, 0.2, 0.4])
+    assert flaky.calls == 4
+    assert caught.value.attempts == 4
+
+
+def test_a_call_that_recovers_within_max_elapsed_succeeds(fake_clock: FakeClock) -> None:
+    policy = fake_clock.policy(
+        max_attempts=100, base_delay=0.5, max_delay=0.5, jitter="none", max_elapsed=2.0
+    )
+    flaky = Flaky(*[client_error("InternalError", 500) for _ in range(4)])
+    assert policy.call(flaky) == "ok"
+    assert flaky.calls == 5
+    assert fake_clock.total_slept == pytest.approx(2.0)
+
+
+async def test_max_elapsed_lower_bound_holds_for_async_calls(fake_clock: FakeClock) -> None:
+    policy = fake_clock.policy(
+        max_attempts=100, base_delay=0.5, max_delay=0.5, jitter="none", max_elapsed=2.0
+    )
+    calls = 0
+
+    async def always() -> None:
+        nonlocal calls
+        calls += 1
+        raise client_error("InternalError", 500)
+
+    with pytest.raises(ElapsedTimeExceededError):
+        await policy.acall(always)
+    assert calls == 5
+    assert fake_clock.slept == [0.5] * 4
+
+
 def test_the_budget_refuses_retries_when_many_calls_fail(fake_clock: FakeClock) -> None:
     budget = RetryBudget(12, retry_cost=5, throttle_cost=5)
     policy = fake_clock.policy(max_attempts=50, budget=budget)
@@ -309,3 +371,82 @@ async def test_a_classifier_applies_to_async_calls(fake_clock: FakeClock) -> Non
         return "ok"
 
     assert await policy.acall(attempt) == "ok"
+
+
+def test_a_permanent_error_after_retries_is_raised_unchanged(fake_clock: FakeClock) -> None:
+    permanent = client_error("ValidationException")
+    flaky = Flaky(client_error("Throttling"), permanent)
+    with pytest.raises(ClientError) as caught:
+        fake_clock.policy().call(flaky)
+    assert caught.value is permanent
+    assert flaky.calls == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ClientError({"Error": {"Code": "Throttling"}}, "Op"),  # no ResponseMetadata at all
+        client_error("Throttling", retry_attempts=0),
+        ConnectionClosedError(endpoint_url="http://x"),
+    ],
+)
+def test_an_error_without_botocore_retries_counts_as_one_attempt(
+    fake_clock: FakeClock, error: Exception
+) -> None:
+    flaky = Flaky(*[error] * 5)
+    with pytest.raises(AttemptsExhaustedError) as caught:
+        fake_clock.policy(max_attempts=3).call(flaky)
+    assert flaky.calls == 3
+    assert caught.value.attempts == 3
+
+
+def test_one_botocore_retry_counts_as_one_more_attempt(fake_clock: FakeClock) -> None:
+    flaky = Flaky(*[client_error("Throttling", retry_attempts=1) for _ in range(5)])
+    with pytest.raises(AttemptsExhaustedError) as caught:
+        fake_clock.policy(max_attempts=4).call(flaky)
+    assert flaky.calls == 2
+    assert caught.value.attempts == 4
+
+
+def test_a_retry_count_that_is_not_a_number_counts_as_none(fake_clock: FakeClock) -> None:
+    error = client_error("Throttling")
+    error.response["ResponseMetadata"]["RetryAttempts"] = "2"  # type: ignore[typeddict-item]
+    flaky = Flaky(*[error] * 5)
+    with pytest.raises(AttemptsExhaustedError):
+        fake_clock.policy(max_attempts=3).call(flaky)
+    assert flaky.calls == 3
+
+
+async def test_an_async_call_that_recovers_returns_its_retry_tokens_and_says_so(
+    fake_clock: FakeClock,
+) -> None:
+    budget = RetryBudget(100, retry_cost=10, throttle_cost=5, success_refund=1)
+    seen: list[RetryEvent] = []
+    policy = fake_clock.policy(budget=budget, listeners=(seen.append,))
+    errors = [client_error("Throttling")]
+
+    async def attempt() -> str:
+        if errors:
+            raise errors.pop()
+        return "ok"
+
+    assert await policy.acall(attempt) == "ok"
+    assert budget.available == 100  # the retry's 5 tokens came back
+    assert [e.kind for e in seen] == ["retry", "recovered"]
+
+    budget.try_acquire(50)
+    assert await policy.acall(attempt) == "ok"  # at once: the success refund
+    assert budget.available == 51
+
+
+@pytest.mark.parametrize(
+    ("error", "left"),
+    [(client_error("InternalError", 500), 90), (client_error("Throttling"), 95)],
+)
+def test_a_retry_costs_the_budget_by_the_kind_of_error(
+    fake_clock: FakeClock, error: Exception, left: int
+) -> None:
+    budget = RetryBudget(100, retry_cost=10, throttle_cost=5)
+    with pytest.raises(AttemptsExhaustedError):
+        fake_clock.policy(max_attempts=2, budget=budget).call(Flaky(error, error))
+    assert budget.available == left  # one retry, paid for and never given back

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import pytest
 
@@ -115,3 +116,58 @@ def test_botocore_config_leaves_every_retry_to_the_core() -> None:
 def test_budget_rejects_negative_settings() -> None:
     with pytest.raises(ConfigurationError, match="capacity"):
         RetryBudget(-1)
+
+
+def test_botocore_config_with_one_attempt_is_not_deprecated() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = RetryPolicy(max_attempts=3).botocore_config(max_attempts=1)
+    assert config.retries == {"mode": "legacy", "total_max_attempts": 1}
+
+
+def test_botocore_config_with_a_share_warns_at_the_caller_and_is_capped() -> None:
+    with pytest.warns(DeprecationWarning, match="deprecated") as caught:
+        config = RetryPolicy(max_attempts=3).botocore_config(max_attempts=5)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert caught[0].filename == __file__  # stacklevel: the line that asked for it
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        assert RetryPolicy(max_attempts=3).botocore_config(max_attempts=2).retries == {
+            "mode": "standard",
+            "total_max_attempts": 2,
+        }
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0])
+def test_botocore_config_refuses_a_share_that_is_not_a_positive_int(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="max_attempts"):
+        RetryPolicy().botocore_config(max_attempts=bad)  # type: ignore[arg-type]
+
+
+def test_deadline_from_lambda_context_keeps_one_second_by_default_and_may_keep_none() -> None:
+    clock = FakeClock()
+    default = Deadline.from_lambda_context(_Context(5000), clock=clock.monotonic)
+    assert default.remaining() == pytest.approx(4.0)
+    none = Deadline.from_lambda_context(_Context(5000), margin_s=0, clock=clock.monotonic)
+    assert none.remaining() == pytest.approx(5.0)
+
+
+def test_deadline_allows_a_sleep_only_if_it_ends_before_the_deadline() -> None:
+    clock = FakeClock()
+    deadline = clock.deadline(2.0)
+    assert deadline.allows(1.999)
+    assert not deadline.allows(2.0)
+    assert not deadline.expired
+    assert deadline.remaining() == pytest.approx(2.0)
+    clock.advance(2.0)
+    assert deadline.expired
+    assert deadline.remaining() == 0.0
+    clock.advance(1.0)
+    assert deadline.remaining() == 0.0  # never negative
+
+
+def test_the_sooner_deadline_wins_either_way_round() -> None:
+    clock = FakeClock()
+    soon, late = clock.deadline(1.0), clock.deadline(5.0)
+    assert soon.earliest(late) is soon
+    assert late.earliest(soon) is soon
+    assert late.earliest(None) is late
