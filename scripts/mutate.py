@@ -1,10 +1,16 @@
 """Mutation testing of the retry core and the batch engine (``make mutate``).
 
 Applies one small change at a time to a *copy* of ``resilient_aws/retry/`` and
-``resilient_aws/_batching.py`` -- a flipped comparison, ``and`` for ``or``, a dropped call or
-operand, a changed constant, ``min`` for ``max`` -- runs the unit tests and the pressure tests
+``resilient_aws/_batching.py`` -- a flipped comparison, ``and`` for ``or``, a dropped ``not``,
+call or operand, a changed constant, ``min`` for ``max``, a negated condition -- runs the tests
 against it, and reports which changes the tests caught (*killed*) and which they did not
 (*survived*). A mutant that makes the tests hang past the time limit counts as killed.
+
+The tests are ``tests/unit`` and ``tests/reliability/test_pressure.py``. They run once first,
+under coverage, to learn which test runs which line (and to check that they pass); each mutant
+is then tested by the tests that run its lines only, the ones that killed its neighbours first,
+stopping at the first failure. Each worker is a process that imports the heavy dependencies
+once and forks a child per mutant.
 
 The working tree is never modified: each worker has its own copy of the project in a temporary
 directory, removed at the end, also on Ctrl-C or SIGTERM.
@@ -14,7 +20,7 @@ deadlines, the budget: ``CRITICAL`` below); ``--all`` mutates every function of 
 
     python scripts/mutate.py                 # the critical lines, 2 workers
     python scripts/mutate.py --list          # the mutants, without running anything
-    python scripts/mutate.py --only _batching.py:_send_back --jobs 1
+    python scripts/mutate.py --only _batching.py:BatchEngine._send_back --jobs 1
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import argparse
 import ast
 import contextlib
 import fnmatch
+import functools
 import importlib.util
 import json
 import os
@@ -396,11 +403,12 @@ def _enter(copy: Path) -> None:
 
 
 def coverage_pass(copy: Path, out: Path) -> int:
-    """Run the tests once on the unmutated ``copy``, recording which test runs which line of
-    the targets (and how long each test takes); written to ``out`` as JSON."""
+    """Run the tests listed in ``out`` (JSON) once on the unmutated ``copy``, recording which
+    test runs which line of the targets and how long each test takes; written to ``out``."""
     import coverage
     import pytest
 
+    tests = json.loads(out.read_text())
     _enter(copy)
     targets = [str(copy / path.relative_to(ROOT)) for path in TARGETS]
     cov = coverage.Coverage(data_file=None, include=targets, config_file=False)
@@ -424,7 +432,7 @@ def coverage_pass(copy: Path, out: Path) -> int:
 
     cov.start()
     try:
-        code = pytest.main(_pytest_args(TESTS), plugins=[Contexts()])
+        code = pytest.main(_pytest_args(tests), plugins=[Contexts()])
     finally:
         cov.stop()
     data = cov.get_data()
@@ -470,46 +478,64 @@ class Coverage:
         return [t for m in sorted(modules, key=cost.__getitem__) for t in modules[m]]
 
 
-def measure(copy: Path, workdir: Path) -> Coverage:
-    out = workdir / "coverage.json"
-    command = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--coverage-pass",
-        str(copy),
-        str(out),
-    ]
-    subprocess.run(command, env=_environment(), check=True, stdout=subprocess.DEVNULL)
-    raw = json.loads(out.read_text())
+def measure(copies: list[Path], workdir: Path) -> Coverage:
+    """The coverage pass, the test files shared out between the copies (one process each)."""
+    runs: list[tuple[Path, subprocess.Popen[bytes]]] = []
+    try:
+        for n, copy in enumerate(copies):
+            out = workdir / f"coverage-{n}.json"
+            out.write_text(json.dumps(TESTS[n :: len(copies)]))
+            command = [sys.executable, str(Path(__file__).resolve()), "--coverage-pass"]
+            process = subprocess.Popen(
+                [*command, str(copy), str(out)], env=_environment(), stdout=subprocess.DEVNULL
+            )
+            runs.append((out, process))
+        for _, process in runs:
+            if process.wait() != 0:
+                raise SystemExit("the coverage pass crashed")
+    finally:
+        for _, process in runs:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    code, order, failed = 0, [], []
+    durations: dict[str, float] = {}
+    lines: dict[str, dict[int, list[str]]] = {}
+    for out, _ in runs:
+        part = json.loads(out.read_text())
+        code = code or part["code"]
+        order += part["order"]
+        failed += part["failed"]
+        durations.update(part["durations"])
+        for path, by_line in part["lines"].items():
+            mine = lines.setdefault(path, {})
+            for n, tests in by_line.items():
+                mine.setdefault(int(n), []).extend(tests)
     flaky: set[str] = set()
-    if raw["code"] != 0:
-        failed = raw["failed"]
+    if code != 0:
         listed = "".join(f"\n  {test}" for test in failed)
         again = subprocess.run(
             [sys.executable, "-m", "pytest", *_pytest_args(failed)] if failed else ["false"],
-            cwd=copy,
-            env={**_environment(), "PYTHONPATH": str(copy)},
+            cwd=copies[0],
+            env={**_environment(), "PYTHONPATH": str(copies[0])},
             stdout=subprocess.DEVNULL,
             check=False,
         )
         if again.returncode != 0:
             raise SystemExit(
-                f"the tests fail without any mutant (pytest exit {raw['code']}): fix them first"
-                + listed
+                f"the tests fail without any mutant (pytest exit {code}): fix them first{listed}"
             )
         # failed once, passed when run again (a timing test on a busy machine): never asked
         print(f"  left out, failed once then passed (flaky):{listed}", flush=True)
         flaky = set(failed)
-    if not raw["lines"]:
+    if not lines:
         raise SystemExit(
             "the tests never ran the copy's resilient_aws: is it importable from there?"
         )
-    lines = {
-        path: {int(n): [t for t in tests if t not in flaky] for n, tests in by_line.items()}
-        for path, by_line in raw["lines"].items()
-    }
-    order = [t for t in raw["order"] if t not in flaky]
-    return Coverage(order, raw["durations"], lines)
+    for by_line in lines.values():
+        for n, tests in by_line.items():
+            by_line[n] = [t for t in tests if t not in flaky]
+    return Coverage([t for t in order if t not in flaky], durations, lines)
 
 
 def _environment() -> dict[str, str]:
@@ -531,6 +557,13 @@ def serve(copy: Path) -> int:
     import pytest
     import tenacity  # noqa: F401
 
+    killer = copy / ".mutate-killer"  # the test that killed the mutant, written by the child
+
+    class FirstFailure:
+        def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+            if report.failed and not killer.exists():
+                killer.write_text(report.nodeid)
+
     _enter(copy)
     for line in sys.stdin:
         job = json.loads(line)
@@ -543,19 +576,26 @@ def serve(copy: Path) -> int:
                 original[: job["start"]] + job["replacement"].encode() + original[job["end"] :]
             )
             compiled.unlink(missing_ok=True)  # never a stale .pyc of another mutant
-            # -x: the first failure kills the mutant; a test that hangs fails after 20 s
+            # -x: the first failure kills the mutant; a test that hangs fails after 10 s
             # (pytest-timeout), a child that hangs anyway is killed at the job's timeout
-            args = _pytest_args(["-x", "-o", "timeout=20", *job["tests"]])
-            outcome = _run_child(args, job["timeout"], pytest.main)
+            args = _pytest_args(["-x", "-o", "timeout=10", *job["tests"]])
+            killer.unlink(missing_ok=True)
+            outcome = _run_child(
+                functools.partial(pytest.main, args, plugins=[FirstFailure()]), job["timeout"]
+            )
         finally:
             target.write_bytes(original)
             compiled.unlink(missing_ok=True)
-        answer = {"outcome": outcome, "seconds": time.monotonic() - started}
+        answer = {
+            "outcome": outcome,
+            "seconds": time.monotonic() - started,
+            "killer": killer.read_text() if killer.exists() else None,
+        }
         print(json.dumps(answer), flush=True)
     return 0
 
 
-def _run_child(args: list[str], timeout: float, run: Callable[[list[str]], object]) -> str:
+def _run_child(run: Callable[[], object], timeout: float) -> str:
     pid = os.fork()
     if pid == 0:  # the child: run the tests, say nothing, exit with pytest's code
         code = 3
@@ -563,7 +603,7 @@ def _run_child(args: list[str], timeout: float, run: Callable[[list[str]], objec
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            result = run(args)
+            result = run()
             code = int(result) if isinstance(result, int) else 3
         finally:
             os._exit(code)
@@ -609,6 +649,26 @@ class Workers:
         done: Callable[[Mutant, str, float], None],
     ) -> None:
         queue = list(reversed(jobs))
+        # The tests that killed mutants of a function (or a file) kill its next ones likeliest:
+        # they run first, the most recent first.
+        killers: dict[tuple[Path, str], list[str]] = {}
+
+        def first_the_killers(mutant: Mutant, tests: list[str]) -> list[str]:
+            known = [
+                *killers.get((mutant.path, mutant.function), ()),
+                *killers.get((mutant.path, ""), ()),
+            ]
+            chosen = set(tests)
+            front = list(dict.fromkeys(t for t in known if t in chosen))
+            return front + [t for t in tests if t not in set(front)]
+
+        def learn(mutant: Mutant, test: str) -> None:
+            for key in ((mutant.path, mutant.function), (mutant.path, "")):
+                seen = killers.setdefault(key, [])
+                if test in seen:
+                    seen.remove(test)
+                seen.insert(0, test)
+                del seen[8:]
 
         def work(server: subprocess.Popen[str]) -> None:
             assert server.stdin is not None
@@ -618,6 +678,7 @@ class Workers:
                     if self.stopping or not queue:
                         return
                     mutant, tests, timeout = queue.pop()
+                    tests = first_the_killers(mutant, tests)
                 job = {
                     "path": str(mutant.path.relative_to(ROOT)),
                     "start": mutant.start,
@@ -637,6 +698,9 @@ class Workers:
                         self.stopping = True
                     return
                 outcome = json.loads(answer)
+                if outcome["killer"]:
+                    with self.lock:
+                        learn(mutant, outcome["killer"])
                 done(mutant, outcome["outcome"], outcome["seconds"])
 
         threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in self.servers]
@@ -682,10 +746,10 @@ def run(args: argparse.Namespace) -> int:
             copies.append(workdir / f"w{n}")
             shutil.copytree(ROOT, copies[-1], ignore=IGNORED)
         print(f"{len(mutants)} mutants; measuring which tests run which line...", flush=True)
-        coverage = measure(copies[0], workdir)
+        coverage = measure(copies, workdir)
         print(
-            f"  {len(coverage.order)} tests in {sum(coverage.durations.values()):.0f} s "
-            f"({time.monotonic() - started:.0f} s with coverage)",
+            f"  {len(coverage.order)} tests, {sum(coverage.durations.values()):.0f} s of tests, "
+            f"measured with coverage in {time.monotonic() - started:.0f} s",
             flush=True,
         )
         work: list[tuple[Mutant, list[str], float]] = []
@@ -695,13 +759,13 @@ def run(args: argparse.Namespace) -> int:
                 results[mutant] = "uncovered"
                 continue
             seconds = sum(coverage.durations[t] for t in tests)
-            work.append((mutant, tests, 30.0 + 3 * seconds))
+            work.append((mutant, tests, 10.0 + 2 * seconds))
         total = len(mutants)
 
         def done(mutant: Mutant, outcome: str, seconds: float) -> None:
             results[mutant] = outcome
             spent[outcome] = spent.get(outcome, 0.0) + seconds
-            if outcome not in ("killed", "timeout"):
+            if outcome != "killed":
                 print(f"  {outcome} ({seconds:.1f} s): {mutant.label()}", flush=True)
             if len(results) % 50 == 0 or len(results) == total:
                 print(f"[{len(results)}/{total}] {time.monotonic() - started:.0f} s", flush=True)

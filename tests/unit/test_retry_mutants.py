@@ -735,3 +735,61 @@ def test_an_entry_sent_back_never_overwrites_a_newer_write_of_its_key() -> None:
         [{"N": "2"}],
     ]
     assert (writer.result.succeeded, writer.result.deduplicated, writer.result.failed) == (1, 1, [])
+
+
+# -- an interrupt while an answer is handled loses nothing and counts nothing twice ------------
+
+
+class Interrupt(BaseException):
+    """Stands for KeyboardInterrupt: raised by a listener, it is not swallowed like a bug."""
+
+
+def interrupt_on(kind: str) -> Callable[[RetryEvent], None]:
+    def listener(event: RetryEvent) -> None:
+        if event.kind == kind:
+            raise Interrupt
+
+    return listener
+
+
+def test_an_interrupt_while_a_failed_request_is_handled_leaves_every_entry_accounted() -> None:
+    # _send: what handling a whole-request error left unsettled is reported, not lost
+    clock = FakeClock()
+    queue = Queue(clock, raise_error(client_error("ThrottlingException")))
+
+    def wait(state: Any) -> float:  # asked for the stall's backoff, before any entry went back
+        raise Interrupt
+
+    policy = clock.policy(wait=wait)
+    sender = SqsSender(QUEUE, client=queue, policy=policy, concurrency=1)
+    with pytest.raises(Interrupt), sender:
+        sender.send_message("a", id="a")
+        sender.send_message("b", id="b")
+    result = sender.result
+    assert balanced(result)
+    assert sorted(f.entry_id for f in result.failed) == ["a", "b"]
+    assert result.succeeded == 0
+
+
+def test_an_interrupt_after_an_answer_was_counted_counts_nothing_twice() -> None:
+    # _answered marks what succeeded as settled before sending the rest back: an interrupt
+    # raised then (by the retry event) must not count "a" again
+    clock = FakeClock()
+
+    def first(entries: list[dict[str, Any]]) -> dict[str, Any]:
+        a, b = entries
+        return {
+            "Successful": [{"Id": a["Id"], "MessageId": "ma"}],
+            "Failed": [{"Id": b["Id"], "Code": "InternalError", "SenderFault": False}],
+        }
+
+    queue = Queue(clock, first, accept_all)
+    policy = clock.policy(listeners=(interrupt_on("retry"),))
+    sender = SqsSender(QUEUE, client=queue, policy=policy, concurrency=1)
+    with pytest.raises(Interrupt), sender:
+        sender.send_message("a", id="a")
+        sender.send_message("b", id="b")
+    result = sender.result
+    assert balanced(result)
+    assert result.succeeded + len(result.failed) == 2
+    assert "a" not in [f.entry_id for f in result.failed]
