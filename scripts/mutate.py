@@ -794,7 +794,7 @@ def report(
     survivors = [m for m in mutants if results[m] not in ("killed", "timeout")]
     print()
     if survivors:
-        print("survived (uncovered: no test runs the line):")
+        print("survivors (uncovered: no test runs the line):")
         for mutant in survivors:
             print(f"  {results[mutant]:9} {mutant.label()}")
         print()

@@ -793,3 +793,19 @@ def test_an_interrupt_after_an_answer_was_counted_counts_nothing_twice() -> None
     assert balanced(result)
     assert result.succeeded + len(result.failed) == 2
     assert "a" not in [f.entry_id for f in result.failed]
+
+
+def test_an_interrupt_during_the_backoff_reports_the_entries_it_held_back() -> None:
+    # _send: entries waiting for the pacer's sleep when it is interrupted are reported NotSent
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        raise Interrupt
+
+    queue = Queue(clock, withhold_all())
+    sender = SqsSender(QUEUE, client=queue, policy=clock.policy(sleep=sleep), concurrency=1)
+    with pytest.raises(Interrupt), sender:
+        sender.send_message("a", id="a")
+    assert len(queue.requests) == 1
+    assert [(f.entry_id, f.code) for f in sender.result.failed] == [("a", "NotSent")]
+    assert balanced(sender.result)
