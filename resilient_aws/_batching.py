@@ -38,6 +38,7 @@ from resilient_aws.results import Answer, BatchResult, FailedEntry
 from resilient_aws.retry import Pacer, RetryEvent, RetryPolicy, classify
 from resilient_aws.retry._classify import THROTTLING_CODES
 from resilient_aws.retry._events import emit
+from resilient_aws.retry._run import _botocore_retries
 
 __all__ = [
     "DEFAULT_MAX_ANSWERS",
@@ -910,15 +911,6 @@ def _error_message(error: BaseException) -> str:
         names = ", ".join(dict.fromkeys(_PARAMETER.findall(str(error))))
         return f"Parameter validation failed (values not shown): {names}"
     return str(error)
-
-
-def _botocore_retries(error: BaseException) -> int:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        attempts = response.get("ResponseMetadata", {}).get("RetryAttempts", 0)
-        if isinstance(attempts, int) and attempts > 0:
-            return attempts
-    return 0
 
 
 def _outcome_unknown(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:

@@ -12,8 +12,9 @@ both libraries can share a table during a migration without running anything twi
 
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from resilient_aws._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from resilient_aws.errors import (
@@ -62,15 +63,4 @@ _MODULE_OF = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    __import__(module)  # not importlib.import_module: -X importtime shows what this loads
-    value = getattr(sys.modules[module], name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF)
