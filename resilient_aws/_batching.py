@@ -27,11 +27,12 @@ import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import Answer, BatchResult, FailedEntry
@@ -66,33 +67,71 @@ DEFAULT_MAX_ANSWERS = 10_000
 ANSWER_FIELDS = ("MessageId", "SequenceNumber", "ShardId", "EventId", "RecordId")
 
 
-@dataclass(eq=False, slots=True)
 class Entry(Generic[S]):
     """One entry ready to send: the caller's ``source``, its wire ``payload`` and bookkeeping.
 
     ``group`` orders entries (at most one per group per request, never two requests of a group
     in flight); ``dedupe`` replaces an earlier pending entry with the same value. Read-only by
     convention, but for the engine's own bookkeeping at the end: one is built per entry on the
-    hot path, and a frozen dataclass costs three times as much to build
-    (``object.__setattr__`` per field).
+    hot path, so it is a plain slotted class (a frozen one costs three times as much to build,
+    ``object.__setattr__`` per field; a slotted dataclass twice a class at import). Its repr
+    names the entry, never its payload.
     """
+
+    __slots__ = (
+        "dedupe",
+        "entry_id",
+        "first_sent",
+        "group",
+        "payload",
+        "sends",
+        "settled",
+        "size",
+        "slot",
+        "source",
+        "stalled",
+    )
 
     source: S
     entry_id: str
     payload: Any
     size: int
-    group: Hashable | None = None
-    dedupe: Hashable | None = None
+    group: Hashable | None
+    dedupe: Hashable | None
     # the engine's: where it sits in the buffer, how often it was sent, how often in a request
     # that completed nothing, and when it was first sent
-    slot: Hashable = None
-    sends: int = 0
-    stalled: int = 0
-    first_sent: float = 0.0
-    settled: bool = False
+    slot: Hashable
+    sends: int
+    stalled: int
+    first_sent: float
+    settled: bool
+
+    def __init__(
+        self,
+        source: S,
+        entry_id: str,
+        payload: Any,
+        size: int,
+        group: Hashable | None = None,
+        dedupe: Hashable | None = None,
+    ) -> None:
+        self.source = source
+        self.entry_id = entry_id
+        self.payload = payload
+        self.size = size
+        self.group = group
+        self.dedupe = dedupe
+        self.slot = None
+        self.sends = 0
+        self.stalled = 0
+        self.first_sent = 0.0
+        self.settled = False
+
+    def __repr__(self) -> str:
+        return f"Entry({self.entry_id!r}, size={self.size}, sends={self.sends})"
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class Sent(Generic[S]):
     """What one request did: the entries that succeeded (with the service's answer) and failed."""
 
@@ -850,12 +889,14 @@ class BatchEngine(Generic[S]):
                     # and keep flushing on time: one bad request must not stall the rest
 
 
-@dataclass(slots=True)
 class _Closed:
     """What a closed engine keeps of its adapter: its name and limits; it sends nothing."""
 
-    operation: str
-    limits: BatchLimits
+    __slots__ = ("limits", "operation")
+
+    def __init__(self, operation: str, limits: BatchLimits) -> None:
+        self.operation = operation
+        self.limits = limits
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         raise ConfigurationError("closed", "the writer is closed")

@@ -10,7 +10,7 @@ stricter budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from resilient_aws._dataclass import lean_dataclass
 
 __all__ = [
     "DYNAMODB_BATCH_GET",
@@ -31,7 +31,7 @@ MB = 1000 * 1000
 MiB = 1024 * 1024
 
 
-@dataclass(frozen=True, kw_only=True)
+@lean_dataclass(frozen=True, kw_only=True)
 class BatchLimits:
     """What one batch request of a service may hold."""
 

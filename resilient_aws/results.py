@@ -1,19 +1,21 @@
 """What a batch writer or reader reports when it is done: every entry accounted for.
 
-It imports nothing of the library: errors, the retry core and the batch engine all build on it.
+It imports nothing of the library but the dataclass helper: errors, the retry core and the batch engine all build on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, field
 from typing import Any, Generic, TypeVar
+
+from resilient_aws._dataclass import lean_dataclass
 
 __all__ = ["Answer", "BatchResult", "FailedEntry"]
 
 E = TypeVar("E")
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class FailedEntry(Generic[E]):
     """An entry the service did not accept, with the service's ``code`` and ``message``.
 
@@ -33,7 +35,6 @@ class FailedEntry(Generic[E]):
     gave_up: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class Answer(Generic[E]):
     """The service's answer for one entry that succeeded (message id, sequence number...).
 
@@ -41,14 +42,48 @@ class Answer(Generic[E]):
     ``response`` holds only the service's identifiers (``MessageId``, ``SequenceNumber``,
     ``ShardId``, ``EventId``, ``RecordId``), so that a result never holds the caller's payloads.
     ``keep_answers="full"`` keeps the caller's entry and the whole response.
+
+    Immutable, compared by value; one is built per entry, so it is a plain slotted class.
     """
 
-    entry: E | None = field(repr=False)
+    __slots__ = ("entry", "entry_id", "response")
+
+    entry: E | None
     entry_id: str
     response: Any
 
+    def __init__(self, entry: E | None, entry_id: str, response: Any) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "entry", entry)
+        setattr_(self, "entry_id", entry_id)
+        setattr_(self, "response", response)
 
-@dataclass
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: Any) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.entry, self.entry_id, self.response) == (
+            other.entry,
+            other.entry_id,
+            other.response,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.entry, self.entry_id, self.response))
+
+    def __repr__(self) -> str:
+        return f"Answer(entry_id={self.entry_id!r}, response={self.response!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Answer, (self.entry, self.entry_id, self.response))
+
+
+@lean_dataclass
 class BatchResult(Generic[E]):
     """The account of one writer or reader: ``submitted == succeeded + len(failed) + deduplicated``.
 

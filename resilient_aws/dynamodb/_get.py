@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
 from resilient_aws._batching import BatchEngine, Entry, Sent, botocore_retries
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.dynamodb._client import dynamodb_client, table_name
 from resilient_aws.dynamodb._schema import ItemKey, KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item, serialize_item
@@ -21,7 +22,7 @@ __all__ = ["BatchGetResult", "batch_get"]
 _UNPROCESSED = classify_entry("dynamodb", "Unprocessed")
 
 
-@dataclass
+@lean_dataclass
 class BatchGetResult(BatchResult[Any]):
     """The items found, the keys not found, and (in ``failed``) the keys that could not be read."""
 
@@ -29,7 +30,7 @@ class BatchGetResult(BatchResult[Any]):
     missing: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class _Key:
     identity: ItemKey
     wire: dict[str, Any]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.dynamodb._client import dynamodb_client, missing_table, table_name
 from resilient_aws.dynamodb._cursor import decode_cursor, encode_cursor
 from resilient_aws.dynamodb._expressions import prepare_expressions
@@ -24,7 +25,7 @@ logger = logging.getLogger("resilient_aws.dynamodb")
 Operation = Literal["Scan", "Query"]
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class Page:
     """One response: its ``items`` (plain values), DynamoDB's counts, and where to resume.
 
@@ -38,7 +39,7 @@ class Page:
     cursor: str | None = None
 
 
-@dataclass
+@lean_dataclass
 class ReadSummary:
     """What a read cost: pages, items scanned by DynamoDB, items returned after the filter."""
 

@@ -6,13 +6,13 @@ import hashlib
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import Binary
 from botocore.exceptions import ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.dynamodb._serialize import raw_bytes
 from resilient_aws.errors import ConfigurationError, InvalidKeyError, UnknownTableError
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
@@ -22,7 +22,7 @@ __all__ = ["KeySchema", "describe_key_schema", "position_attributes"]
 ItemKey = tuple[Any, ...]
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class KeySchema:
     """The key attributes of a table (hash, then range) and their types (``S``, ``N``, ``B``)."""
 
@@ -83,7 +83,7 @@ class KeySchema:
         return f"{self.table}[{','.join(values)}]"
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class _TableKeys:
     schema: KeySchema
     indexes: dict[str, tuple[str, ...]]

@@ -8,11 +8,11 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
 from botocore.exceptions import ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import (
     ConfigurationError,
     IdempotencyError,
@@ -150,7 +150,7 @@ def idempotent(
     return decorate
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class _Options:
     key: KeySelector
     payload: str | None
@@ -167,7 +167,7 @@ class _Options:
     margin_s: float
 
 
-@dataclass
+@lean_dataclass
 class _Call:
     """One call's state; never stored on the decorator."""
 

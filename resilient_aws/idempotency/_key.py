@@ -31,6 +31,7 @@ from typing import Any
 import jmespath
 from jmespath.exceptions import JMESPathError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import ConfigurationError, IdempotencyKeyError
 from resilient_aws.idempotency._functions import KeyFunctions
 
@@ -92,7 +93,7 @@ def _is_missing(selected: Any) -> bool:
     return not selected
 
 
-@dataclasses.dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class KeySpec:
     """How one decorated function turns its payload into a key and a validation hash."""
 

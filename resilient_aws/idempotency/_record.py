@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from resilient_aws._dataclass import lean_dataclass
 
 __all__ = ["COMPLETED", "INPROGRESS", "IdempotencyRecord"]
 
@@ -10,7 +10,7 @@ INPROGRESS = "INPROGRESS"
 COMPLETED = "COMPLETED"
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class IdempotencyRecord:
     """What the table holds for one key.
 

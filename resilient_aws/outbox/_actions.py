@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from resilient_aws._dataclass import lean_dataclass
 
 __all__ = ["ConditionCheck", "Delete", "Put", "Update"]
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class Put:
     """Put ``item`` (plain Python values) into ``table`` (default: the outbox's table)."""
 
@@ -20,7 +22,7 @@ class Put:
     values: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class Update:
     """Update the item at ``key`` with an ``expression`` (``"SET #s = :s"``)."""
 
@@ -32,7 +34,7 @@ class Update:
     values: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class Delete:
     """Delete the item at ``key``."""
 
@@ -43,7 +45,7 @@ class Delete:
     values: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class ConditionCheck:
     """Require ``condition`` to hold on the item at ``key`` for the transaction to apply."""
 

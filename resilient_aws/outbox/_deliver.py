@@ -12,9 +12,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.outbox._event import OutboxEvent
 from resilient_aws.outbox._layout import BLOCKED, DELIVERED
 
@@ -30,7 +31,7 @@ logger = logging.getLogger("resilient_aws.outbox")
 _MARKING_THREADS = 8
 
 
-@dataclass
+@lean_dataclass
 class DeliveryReport:
     """What became of every event handed to a relay or sweep run (by event id).
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import dumps
 
 __all__ = ["OutboxEvent", "envelope"]
@@ -20,7 +21,7 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class OutboxEvent:
     """A domain event written in the same transaction as the change it describes.
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import dumps
 from resilient_aws.errors import ConfigurationError, UnsupportedValueError
 from resilient_aws.outbox._event import OutboxEvent
@@ -47,7 +47,7 @@ A_BLOCKED_EVENT = "outbox_blocked_event"
 MARKER_SORT_KEY = "BLOCKED"
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class StoredEvent:
     """An event as read back from its record, with its delivery state."""
 
@@ -57,7 +57,7 @@ class StoredEvent:
     last_error: str | None = None
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class Layout:
     """Key attribute names and index of the outbox table."""
 

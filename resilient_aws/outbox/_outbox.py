@@ -13,6 +13,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import deserialize_item, item_size, serialize_item
 from resilient_aws.errors import (
@@ -90,7 +91,7 @@ def classify_transaction(error: BaseException) -> ErrorClass:
     return classify(error)
 
 
-@dataclasses.dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class _Action:
     name: str
     identity: tuple[Any, ...]

@@ -33,9 +33,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol, TypeVar
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.batch import SqsDeleter, SqsVisibilityChanger
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.redrive._message import DlqMessage
@@ -57,7 +58,7 @@ _SIGNAL_CHECK_S = 0.2
 DEFAULT_REMEMBER_MOVED = 100_000
 
 
-@dataclass
+@lean_dataclass
 class Outcome:
     """What a delivery did with one batch: every message not named here was delivered.
 
@@ -79,7 +80,7 @@ class Delivery(Protocol):
     def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome: ...
 
 
-@dataclass(frozen=True, kw_only=True)
+@lean_dataclass(frozen=True, kw_only=True)
 class DrainOptions:
     """The knobs of a drain run, validated when they are made."""
 
@@ -130,13 +131,15 @@ class _AbortedError(Exception):
     """Another worker failed or the run was interrupted: stop at this step."""
 
 
-@dataclass(slots=True)
 class _Seen:
     """A message the run still owes something: held, left in the source, or undeleted."""
 
-    state: str
-    receipt: str
-    target: str | None = None
+    __slots__ = ("receipt", "state", "target")
+
+    def __init__(self, state: str, receipt: str, target: str | None = None) -> None:
+        self.state = state
+        self.receipt = receipt
+        self.target = target
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -185,7 +188,7 @@ class _MovedIds:
         return len(self.targets)
 
 
-@dataclass
+@lean_dataclass
 class _Held:
     ids: list[str]
     extend_at: float

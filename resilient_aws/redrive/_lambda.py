@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import dumps_verbatim
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, DrainOptions, Outcome, drain
@@ -44,7 +45,7 @@ _DLQ_ATTRIBUTES = ("RequestID", "ErrorCode", "ErrorMessage")
 _POINTERS = ("DDBStreamBatchInfo", "KinesisBatchInfo")
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class LambdaFailure:
     """A failed asynchronous invocation read from a DLQ message.
 

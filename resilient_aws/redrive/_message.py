@@ -5,15 +5,16 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, TypeAlias
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import ConfigurationError
 
 __all__ = ["DlqMessage", "Filter", "compile_filter", "message_attributes"]
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class DlqMessage:
     """One message as ``ReceiveMessage`` returned it (all system and message attributes).
 

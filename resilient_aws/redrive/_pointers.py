@@ -26,11 +26,11 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import ConfigurationError, RetryError, StreamPointerExpiredError
 from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, DrainOptions, Outcome, drain
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
@@ -60,7 +60,7 @@ Deliver = Callable[[list[dict[str, Any]], "StreamPointer"], Any]
 delivers them all or raises."""
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class StreamPointer:
     """Where a failed batch of an event source mapping lies in its stream.
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import QueueNotFoundError
 from resilient_aws.retry import RetryPolicy
 
@@ -15,7 +15,7 @@ __all__ = ["QueueInfo", "describe_queue", "is_missing_queue", "sqs_client", "sou
 _MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class QueueInfo:
     url: str
     arn: str

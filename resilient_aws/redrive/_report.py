@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
+
+from resilient_aws._dataclass import lean_dataclass
 
 if TYPE_CHECKING:
     from resilient_aws.redrive._queues import QueueInfo
@@ -14,7 +16,7 @@ __all__ = ["RedriveReport", "start_report"]
 _SHOWN = 5
 
 
-@dataclass
+@lean_dataclass
 class RedriveReport:
     """The account of one redrive run: every message received is in exactly one bucket.
 

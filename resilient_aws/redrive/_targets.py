@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import loads_verbatim
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import RedriveNotFoundError, RetryError
@@ -117,7 +117,7 @@ def _batch_item_failures(text: bytes) -> int:
     return 0
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class QueueItem:
     """One message to send: ``entry_id`` names it in the result."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from botocore.exceptions import (
@@ -18,12 +17,14 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from resilient_aws._dataclass import lean_dataclass
+
 __all__ = ["ErrorClass", "ErrorKind", "classify", "classify_entry", "register_entry_codes"]
 
 ErrorKind = Literal["throttle", "transient", "timeout", "connection", "permanent"]
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class ErrorClass:
     """The verdict on one error: ``retryable``, its ``kind`` and its service ``code``."""
 

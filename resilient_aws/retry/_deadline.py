@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import ConfigurationError
 
 __all__ = ["Deadline", "LambdaContextLike"]
@@ -18,7 +19,7 @@ class LambdaContextLike(Protocol):
     def get_remaining_time_in_millis(self) -> int: ...
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class Deadline:
     """An absolute deadline on a monotonic clock.
 

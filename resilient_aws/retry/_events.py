@@ -6,8 +6,9 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from resilient_aws._dataclass import lean_dataclass
 
 __all__ = ["RetryEvent", "RetryListener", "add_listener", "remove_listener"]
 
@@ -16,7 +17,7 @@ logger = logging.getLogger("resilient_aws.retry")
 EventKind = Literal["retry", "give_up", "budget_refused", "recovered", "partial_failure"]
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class RetryEvent:
     """One thing the retry core did.
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.results import FailedEntry
 from resilient_aws.retry._classify import ErrorClass, classify
 from resilient_aws.retry._run import Run, _areplaying, _replaying
@@ -21,7 +22,7 @@ __all__ = ["FailedEntry", "PartialOutcome", "SendResult", "arun_partial", "run_p
 E = TypeVar("E")
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class PartialOutcome(Generic[E]):
     """What became of a set of entries: every entry not in ``failed`` succeeded."""
 
@@ -40,7 +41,7 @@ class PartialOutcome(Generic[E]):
         return not self.failed
 
 
-@dataclass(frozen=True)
+@lean_dataclass(frozen=True)
 class SendResult(Generic[E]):
     """What ``send`` may return instead of a plain list: the failed entries, and how many
     times botocore already retried the request (``ResponseMetadata.RetryAttempts``), so that

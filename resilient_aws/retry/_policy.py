@@ -9,9 +9,10 @@ import random
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.retry._budget import RetryBudget
 from resilient_aws.retry._deadline import Deadline, LambdaContextLike
@@ -34,7 +35,7 @@ T = TypeVar("T")
 E = TypeVar("E")
 
 
-@dataclass(frozen=True, kw_only=True)
+@lean_dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
     """How to retry: attempts, backoff with jitter, time caps, deadline and shared budget.
 

@@ -15,12 +15,13 @@ import random
 import threading
 from collections.abc import Callable, Collection, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, NamedTuple
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
+from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import ConfigurationError
 
 __all__ = ["Chaos", "ChaosStats", "chaos"]
@@ -40,7 +41,7 @@ _THROTTLE_CODES = {
 }
 
 
-@dataclass
+@lean_dataclass
 class ChaosStats:
     """What a :class:`Chaos` injected so far."""
 

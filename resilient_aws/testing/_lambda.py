@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from resilient_aws._dataclass import lean_dataclass
 
 __all__ = ["FakeLambdaContext"]
 
 
-@dataclass
+@lean_dataclass
 class FakeLambdaContext:
     """What a handler reads from the Lambda context; the remaining time runs on ``clock``.
 
