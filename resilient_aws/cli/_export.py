@@ -25,6 +25,11 @@ def run_export(ctx: Context) -> int:
     with nothing skipped.
     """
     args = ctx.args
+    if getattr(args, "native", False):
+        from resilient_aws.cli._native_export import run_native_export
+
+        return run_native_export(ctx)
+    _refuse_native_options(args)
     table: str = args.table
     segments: int = args.segments
     fmt: Format = args.format
@@ -102,6 +107,18 @@ def run_export(ctx: Context) -> int:
         text.append(f"resume with: {_resume_command(ctx, table, segments, fmt, token)} >> FILE")
     # stdout holds the items: the report goes to stderr.
     return ctx.report(report, text, ok=complete, stream=ctx.stderr, exit_code=code)
+
+
+def _refuse_native_options(args: Any) -> None:
+    for option, name in (
+        ("--s3-bucket", "s3_bucket"),
+        ("--s3-prefix", "s3_prefix"),
+        ("--export-time", "export_time"),
+        ("--export-arn", "export_arn"),
+        ("--no-download", "no_download"),
+    ):
+        if getattr(args, name, None):
+            raise UsageError(f"{option} goes with --native")
 
 
 def _plural(count: int, noun: str) -> str:

@@ -54,6 +54,17 @@ class LineFailure:
 def run_load(ctx: Context) -> int:
     """Put every line of the file into the table; report each line that failed by number."""
     args = ctx.args
+    if getattr(args, "native", False):
+        from resilient_aws.cli._native_load import run_native_load
+
+        return run_native_load(ctx)
+    for option, name in (
+        ("--s3-bucket", "s3_bucket"),
+        ("--s3-prefix", "s3_prefix"),
+        ("--key", "key"),
+    ):
+        if getattr(args, name, None):
+            raise UsageError(f"{option} goes with --native")
     table: str = args.table
     fmt: Format = args.format
     started = time.monotonic()

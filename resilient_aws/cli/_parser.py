@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 
 from resilient_aws import __version__
 
@@ -162,6 +163,24 @@ def _load(
         metavar="PATH",
         help="write every line that failed here, as it was read, to fix and load again",
     )
+    native = load.add_argument_group(
+        "--native: DynamoDB's ImportTable (creates a NEW table from S3; see docs/cli.md)"
+    )
+    native.add_argument(
+        "--native",
+        action="store_true",
+        help="upload FILE to S3 as gzipped DynamoDB JSON and create TABLE from it with "
+        "ImportTable (TABLE must not exist; no write capacity used)",
+    )
+    _s3_options(native, "where FILE is uploaded")
+    native.add_argument(
+        "--key",
+        type=key_schema,
+        metavar="NAME:TYPE[,NAME:TYPE]",
+        help="the new table's key: partition key, then sort key; TYPE is S, N or B "
+        "(e.g. pk:S,sk:N); required with --native",
+    )
+    _poll_interval(native)
     load.set_defaults(handler="resilient_aws.cli._load:run_load")
 
 
@@ -198,8 +217,88 @@ def _export(
         metavar="TOKEN",
         help="continue an interrupted export from the token it printed (append to the same file)",
     )
+    native = export.add_argument_group(
+        "--native: DynamoDB's ExportTableToPointInTime (to S3, then read back; see docs/cli.md)"
+    )
+    native.add_argument(
+        "--native",
+        action="store_true",
+        help="let DynamoDB export the table to S3 (needs point-in-time recovery; no read "
+        "capacity used), then write its items to stdout as above",
+    )
+    _s3_options(native, "where DynamoDB writes the export")
+    native.add_argument(
+        "--export-time",
+        type=export_time,
+        metavar="ISO8601",
+        help="the point in time to export (default: now), e.g. 2024-05-01T12:00:00Z",
+    )
+    native.add_argument(
+        "--export-arn",
+        metavar="ARN",
+        help="follow and read this export instead of starting one (after Ctrl-C, or one "
+        "started elsewhere)",
+    )
+    native.add_argument(
+        "--no-download",
+        action="store_true",
+        help="wait for the export, print where it is and its counts; write no items",
+    )
+    _poll_interval(native)
     # stdout holds the items: every report, an error's too, goes to stderr
     export.set_defaults(handler="resilient_aws.cli._export:run_export", data_on_stdout=True)
+
+
+def _s3_options(group: argparse._ArgumentGroup, where: str) -> None:
+    group.add_argument("--s3-bucket", metavar="BUCKET", help=f"the S3 bucket {where}")
+    group.add_argument(
+        "--s3-prefix", metavar="PREFIX", help=f"the key prefix {where} (default: the table name)"
+    )
+
+
+def _poll_interval(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds between status polls (default 10)",
+    )
+
+
+_KEY_TYPES = ("S", "N", "B")
+
+
+def key_schema(text: str) -> tuple[tuple[str, str], ...]:
+    """``pk:S`` or ``pk:S,sk:N``: the key attributes of a table to create, with their types."""
+    parts = [part.strip() for part in text.split(",")]
+    if not 1 <= len(parts) <= 2:
+        raise argparse.ArgumentTypeError(
+            "a partition key and at most one sort key: NAME:TYPE[,NAME:TYPE]"
+        )
+    keys: list[tuple[str, str]] = []
+    for part in parts:
+        name, colon, kind = part.rpartition(":")
+        kind = kind.strip().upper()
+        if not colon or not name or kind not in _KEY_TYPES:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected NAME:TYPE with TYPE one of {', '.join(_KEY_TYPES)}"
+            )
+        keys.append((name, kind))
+    if len(keys) == 2 and keys[0][0] == keys[1][0]:
+        raise argparse.ArgumentTypeError("the sort key must differ from the partition key")
+    return tuple(keys)
+
+
+def export_time(text: str) -> datetime.datetime:
+    """An ISO 8601 time; without a UTC offset it is read as UTC."""
+    try:
+        value = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value
 
 
 def non_negative_int(text: str) -> int:
