@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from resilient_aws.consumer._processor import BatchProcessor
+from resilient_aws.consumer._records import DynamoDBStreamRecord
 from resilient_aws.dynamodb._serialize import deserialize_item
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.outbox._deliver import DeliveryReport, deliver
@@ -16,8 +18,20 @@ from resilient_aws.retry import Deadline
 __all__ = ["events_from_stream", "relay_handler"]
 
 
-class EventNotDelivered(Exception):  # noqa: N818  # Powertools reports it per record
+class EventNotDelivered(Exception):  # noqa: N818  # the batch processor reports it per record
     """Raised for a stream record whose event must come back (failed, or held behind one)."""
+
+
+# Delivery already kept the order per aggregate and the deadline: the processor only names the
+# records to hand back, each on its own (not every record after the first, as for a stream
+# consumer), from light records (Powertools is not imported).
+_PROCESSOR: list[BatchProcessor] = []
+
+
+def _processor() -> BatchProcessor:
+    if not _PROCESSOR:
+        _PROCESSOR.append(BatchProcessor(source="dynamodb", ordered=False, records="light"))
+    return _PROCESSOR[0]
 
 
 def events_from_stream(outbox: Outbox, event: dict[str, Any]) -> dict[str, OutboxEvent]:
@@ -56,17 +70,11 @@ def relay_handler(
     answers with a partial batch response (turn on ``ReportBatchItemFailures``): only records
     whose event failed, or waits behind one that failed, come back. Events of an aggregate with a
     blocked (poison) event are left pending for the sweeper, so one poison event never blocks the
-    stream. The response is built by Powertools' batch utilities (``lambda`` extra).
+    stream. The response is built by :class:`resilient_aws.consumer.BatchProcessor`.
     """
     check_target(target)
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        from aws_lambda_powertools.utilities.batch import (
-            BatchProcessor,
-            EventType,
-            process_partial_response,
-        )
-
         by_sequence = events_from_stream(outbox, event)
         deadline = None
         if callable(getattr(context, "get_remaining_time_in_millis", None)):
@@ -78,16 +86,12 @@ def relay_handler(
             on_report(report)
         to_retry = report.to_retry
 
-        def record_handler(record: Any) -> None:
-            outbox_event = by_sequence.get(str(record.dynamodb.sequence_number))
+        def record_handler(record: DynamoDBStreamRecord) -> None:
+            outbox_event = by_sequence.get(record.dynamodb.sequence_number)
             if outbox_event is not None and outbox_event.id in to_retry:
                 raise EventNotDelivered(outbox_event.describe())
 
-        processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
-        return dict(
-            process_partial_response(
-                event=event, record_handler=record_handler, processor=processor, context=context
-            )
-        )
+        # no context: delivery is done, so no record is left unprocessed for want of time
+        return _processor().process(event, record_handler).response
 
     return handler
