@@ -8,11 +8,13 @@ not help, the text is compiled again at every import.
 
 ``lean_dataclass`` lets :mod:`dataclasses` do the field analysis (so ``dataclasses.fields``,
 ``replace``, ``asdict`` and ``is_dataclass`` work as on any dataclass) but asks it to generate
-nothing, then installs methods made from closures over the field list: nothing is compiled.
-They behave as the generated ones (same arguments, errors, repr, equality, hash and frozenness;
-``tests/unit/test_lean_dataclass.py`` compares them side by side) and cost a few microseconds more per
-instance, so hot per-entry objects stay hand-written classes. Not supported (refused):
-``InitVar`` fields, ``order=True``, ``slots=True``.
+nothing. ``__repr__``, ``__eq__``, ``__hash__`` and a frozen class's ``__setattr__`` and
+``__delattr__`` are closures over the field list: nothing to compile. ``__init__`` is compiled
+when the first instance is made (one small function instead of six, and only for the classes a
+run uses), so instances are built as fast as a dataclass's. They behave as the generated ones
+(same arguments, errors, repr, equality, hash and frozenness; ``tests/unit/test_lean_dataclass.py``
+compares them side by side). Not supported (refused): ``InitVar`` fields, ``order=True``,
+``slots=True``.
 
 Type checkers see :func:`dataclasses.dataclass` itself.
 """
@@ -29,6 +31,16 @@ __all__ = ["lean_dataclass"]
 T = TypeVar("T")
 
 _MISSING: Any = dataclasses.MISSING
+
+
+class _Factory:
+    """The default of a parameter whose field has a default_factory (shown as dataclasses do)."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY: Any = _Factory()
 
 if TYPE_CHECKING:
     from dataclasses import dataclass as lean_dataclass
@@ -65,7 +77,6 @@ def _make(cls: type[T], *, frozen: bool, kw_only: bool, eq: bool, repr_: bool) -
     if len(every) != len(cls.__dataclass_fields__):  # type: ignore[attr-defined]
         raise TypeError(f"lean_dataclass {cls.__qualname__}: InitVar fields are not supported")
     init_fields = [f for f in every if f.init]
-    positional = tuple(f.name for f in init_fields if not f.kw_only)
     seen_default = False
     for f in init_fields:
         if f.kw_only:
@@ -74,7 +85,7 @@ def _make(cls: type[T], *, frozen: bool, kw_only: bool, eq: bool, repr_: bool) -
         if seen_default and not has_default:
             raise TypeError(f"non-default argument {f.name!r} follows default argument")
         seen_default = seen_default or has_default
-    _set(cls, "__init__", _init(cls, every, positional, frozen))
+    _set(cls, "__init__", _init(cls, every, frozen))
     if repr_:
         _set(cls, "__repr__", _repr(tuple(f.name for f in every if f.repr)))
     if eq:
@@ -102,65 +113,64 @@ def _set(cls: type, name: str, method: Callable[..., Any], *, replace: bool = Fa
     setattr(cls, name, method)
 
 
-def _init(
-    cls: type, every: tuple[dataclasses.Field[Any], ...], positional: tuple[str, ...], frozen: bool
-) -> Callable[..., None]:
-    accepted = frozenset(f.name for f in every if f.init)
-    # (name, in __init__, default, default_factory) in declaration order
-    plan: tuple[tuple[str, bool, Any, Any], ...] = tuple(
-        (f.name, f.init, f.default, f.default_factory) for f in every
-    )
-    post_init = getattr(cls, "__post_init__", None) is not None
-    n_positional = len(positional)
-    qualname = cls.__qualname__
-    assign = object.__setattr__
+def _init(cls: Any, every: tuple[dataclasses.Field[Any], ...], frozen: bool) -> Callable[..., None]:
+    """A stand-in ``__init__`` that compiles the real one on the first instance, then hands
+    over: only classes that are used pay for a compile, once, and every instance after is
+    built at a dataclass's speed."""
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
-        if len(args) > n_positional:
-            raise TypeError(
-                f"{qualname}.__init__() takes {n_positional + 1} positional arguments but "
-                f"{len(args) + 1} were given"
-            )
-        if kwargs:
-            for name in kwargs:
-                if name not in accepted:
-                    raise TypeError(
-                        f"{qualname}.__init__() got an unexpected keyword argument {name!r}"
-                    )
-            for name in positional[: len(args)]:
-                if name in kwargs:
-                    raise TypeError(
-                        f"{qualname}.__init__() got multiple values for argument {name!r}"
-                    )
-        given = dict(zip(positional, args, strict=False)) if args else {}
-        if kwargs:
-            given.update(kwargs)
-        missing = []
-        for name, in_init, default, factory in plan:
-            if in_init and name in given:
-                value = given[name]
-            elif default is not _MISSING:
-                value = default
-            elif factory is not _MISSING:
-                value = factory()
-            elif in_init:
-                missing.append(name)
-                continue
-            else:
-                continue  # init=False without a default: left unset, as dataclasses does
-            if frozen:
-                assign(self, name, value)
-            else:
-                setattr(self, name, value)
-        if missing:
-            raise TypeError(
-                f"{qualname}.__init__() missing {len(missing)} required argument"
-                f"{'s' if len(missing) > 1 else ''}: " + ", ".join(repr(m) for m in missing)
-            )
-        if post_init:
-            self.__post_init__()
+        compiled = _compile_init(cls, every, frozen)
+        if cls.__dict__.get("__init__") is __init__:  # two threads may both compile: harmless
+            cls.__init__ = compiled
+        compiled(self, *args, **kwargs)
 
     return __init__
+
+
+def _compile_init(
+    cls: Any, every: tuple[dataclasses.Field[Any], ...], frozen: bool
+) -> Callable[..., None]:
+    namespace: dict[str, Any] = {
+        "__lean_setattr__": object.__setattr__,
+        "__lean_factory__": _FACTORY,
+    }
+    positional: list[str] = []
+    keyword: list[str] = []
+    body: list[str] = []
+    for i, f in enumerate(every):
+        name = f.name
+        if f.default is not _MISSING:
+            namespace[f"__lean_default_{i}__"] = f.default
+        elif f.default_factory is not _MISSING:
+            namespace[f"__lean_factory_{i}__"] = f.default_factory
+        if f.init:
+            if f.default is not _MISSING:
+                parameter, value = f"{name}=__lean_default_{i}__", name
+            elif f.default_factory is not _MISSING:
+                parameter = f"{name}=__lean_factory__"
+                value = f"__lean_factory_{i}__() if {name} is __lean_factory__ else {name}"
+            else:
+                parameter, value = name, name
+            (keyword if f.kw_only else positional).append(parameter)
+        elif f.default is not _MISSING:
+            value = f"__lean_default_{i}__"
+        elif f.default_factory is not _MISSING:
+            value = f"__lean_factory_{i}__()"
+        else:
+            continue  # init=False without a default: left unset, as dataclasses does
+        if frozen:
+            body.append(f"__lean_setattr__(__lean_self__, {name!r}, {value})")
+        else:
+            body.append(f"__lean_self__.{name} = {value}")
+    if getattr(cls, "__post_init__", None) is not None:
+        body.append("__lean_self__.__post_init__()")
+    parameters = ", ".join(["__lean_self__", *positional, *(["*", *keyword] if keyword else [])])
+    source = f"def __init__({parameters}):\n    " + "\n    ".join(body or ["pass"])
+    exec(source, namespace)  # built from field names only, as dataclasses does
+    init: Callable[..., None] = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = {f.name: f.type for f in every if f.init} | {"return": None}
+    return init
 
 
 def _repr(names: tuple[str, ...]) -> Callable[[Any], str]:

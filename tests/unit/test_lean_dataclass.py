@@ -201,3 +201,13 @@ def test_an_undocumented_class_is_named_by_its_fields() -> None:
         other: str = ""
 
     assert Bare.__doc__ == "Bare(value, other)"
+
+
+def test_init_is_compiled_by_the_first_instance_with_the_dataclass_signature() -> None:
+    import inspect
+
+    theirs, ours = _pair(kw_only=True)
+    stand_in = ours.__dict__["__init__"]
+    ours(name="a")
+    assert ours.__dict__["__init__"] is not stand_in  # compiled once, then used directly
+    assert str(inspect.signature(ours)) == str(inspect.signature(theirs))
