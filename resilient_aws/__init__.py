@@ -21,6 +21,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _SUBMODULES = (
     "batch",
     "cli",
+    "consumer",
     "dynamodb",
     "errors",
     "idempotency",
@@ -38,6 +39,7 @@ __all__ = ["__version__", *_SUBMODULES]
 if TYPE_CHECKING:
     from resilient_aws import batch as batch
     from resilient_aws import cli as cli
+    from resilient_aws import consumer as consumer
     from resilient_aws import dynamodb as dynamodb
     from resilient_aws import errors as errors
     from resilient_aws import idempotency as idempotency

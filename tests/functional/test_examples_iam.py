@@ -28,6 +28,10 @@ from resilient_aws.testing import Chaos, FakeClock, FakeLambdaContext
 from tests.examples_template import EXAMPLES, functions, referenced, template
 
 sys.path.insert(0, str(EXAMPLES))
+import consumer_fifo_handler as fifo_consumer
+import consumer_kinesis_handler as kinesis_consumer
+import consumer_sqs_handler as sqs_consumer
+import consumer_stream_handler as stream_consumer
 import first_handler
 import idempotent_sqs_handler as consumer
 import outbox_api_handler as api
@@ -37,6 +41,7 @@ import scan_segment_handler as scan_segment
 import scheduled_redrive
 
 MODULES = [consumer, api, relay, sweeper, first_handler, scheduled_redrive]
+CONSUMERS = [sqs_consumer, fifo_consumer, kinesis_consumer, stream_consumer]
 
 # The actions SAM documents for each policy template (on the table and its indexes, the queue).
 SAM_POLICY_TEMPLATES: dict[str, tuple[str, list[str]]] = {
@@ -90,6 +95,14 @@ LOCAL_NAMES = {
     "OrderLinesTable": "order-lines",
     "OrderEventsQueue": "order-events",
     "OrderEventsDLQ": "order-events-dlq",
+    "ShipmentsTable": "shipments",
+    "ShipmentHistoryTable": "shipment-history",
+    "StockTable": "stock",
+    "ShipmentRequestsQueue": "shipment-requests",
+    "ShipmentRequestsDLQ": "shipment-requests-dlq",
+    "StockCountsQueue": "stock-counts.fifo",
+    "StockCountsDLQ": "stock-counts-dlq.fifo",
+    "StreamFailuresQueue": "stream-failures",
 }
 
 _TRANSACT_ACTIONS = {
@@ -147,7 +160,10 @@ def needed(service: str, operation: str, params: dict[str, Any]) -> list[tuple[s
             target += f"/index/{params['IndexName']}"
         return [(f"dynamodb:{operation}", target)]
     if service == "sqs":
-        return [(f"sqs:{operation}", f"queue/{params['QueueUrl'].rsplit('/', 1)[-1]}")]
+        # IAM authorises SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch
+        # as SendMessage, DeleteMessage and ChangeMessageVisibility: there is no batch action.
+        action = operation.removesuffix("Batch")
+        return [(f"sqs:{action}", f"queue/{params['QueueUrl'].rsplit('/', 1)[-1]}")]
     raise AssertionError(f"no IAM mapping for {service}:{operation} yet: add it")
 
 
@@ -184,21 +200,28 @@ def recorder(monkeypatch: pytest.MonkeyPatch, fake_clock: FakeClock) -> Iterator
     monkeypatch.setattr(boto3, "client", recorder.client)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("SWEEP_GRACE_S", "0")
-    for module in MODULES:
+    for module in MODULES + CONSUMERS:
         monkeypatch.setattr(module, "POLICY", fake_clock.policy(module.POLICY))
         module.app.cache_clear()
     first_handler.dynamodb.cache_clear()
     monkeypatch.setattr(consumer, "charged", [])
     with mock_aws():
-        dynamodb = boto3.client("dynamodb")
+        dynamodb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
         api.create_orders_table(dynamodb)
         first_handler.create_tables(dynamodb)  # the idempotency table and the order lines
-        queue, dlq = consumer.create_queue_with_dlq(boto3.client("sqs"), "order-events")
+        queue, dlq = consumer.create_queue_with_dlq(sqs, "order-events")
         monkeypatch.setenv("EVENTS_QUEUE_URL", queue)
         monkeypatch.setenv("TARGET_QUEUE_URL", queue)
         monkeypatch.setenv("DLQ_URL", dlq)
+        # the batch consumers' tables, queues and stream
+        sqs_consumer.create_shipments_table(dynamodb)
+        stream_consumer.create_history_table(dynamodb)
+        fifo_consumer.create_stock_table(dynamodb)
+        consumer.create_queue_with_dlq(sqs, "shipment-requests")
+        fifo_consumer.create_fifo_queue_with_dlq(sqs, "stock-counts")
+        boto3.client("kinesis").create_stream(StreamName="tracking", ShardCount=1)
         yield recorder
-    for module in MODULES:
+    for module in MODULES + CONSUMERS:
         module.app.cache_clear()
     first_handler.dynamodb.cache_clear()
 
@@ -288,6 +311,91 @@ def redrive(recorder: Recorder, chaos: Callable[..., Chaos]) -> None:
     assert (report["received"], report["moved"], report["skipped"]) == (2, 1, 1)
 
 
+def queue_url(name: str) -> str:
+    return str(boto3.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def identifiers(response: dict[str, Any]) -> list[str]:
+    return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
+
+
+def changed_visibility(recorder: Recorder) -> bool:
+    return any(operation == "ChangeMessageVisibilityBatch" for _, operation, _ in recorder.calls)
+
+
+def create_shipments(recorder: Recorder, chaos: Callable[..., Chaos]) -> None:
+    sqs, url = boto3.client("sqs"), queue_url("shipment-requests")
+    requests = [sqs_consumer.shipment_request(n) for n in ("1", "1", "2")]  # "1" delivered twice
+    requests.append(sqs_consumer.shipment_request("3", address=None))  # malformed
+    for body in requests:
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    event = sqs_consumer.receive_event(sqs, url)
+    assert len(event["Records"]) == 4
+    with recorder.recording():
+        response = sqs_consumer.handler(event, context())
+    bad = [r["messageId"] for r in event["Records"] if r["body"] == requests[-1]]
+    assert response == {"batchItemFailures": [{"itemIdentifier": bad[0]}]}  # that one only
+    assert changed_visibility(recorder)  # the failed message backed off
+    shipments = boto3.client("dynamodb").scan(TableName="shipments")["Items"]
+    assert sorted(item["order_id"]["S"] for item in shipments) == ["1", "2"]
+
+
+def record_stock_counts(recorder: Recorder, chaos: Callable[..., Chaos]) -> None:
+    sqs, url = boto3.client("sqs"), queue_url("stock-counts.fifo")
+    counts = [("sku-a", 3), ("sku-b", 5), ("sku-a", -1), ("sku-b", 4), ("sku-a", 2)]
+    for n, (sku, on_hand) in enumerate(counts):
+        fifo_consumer.send_count(sqs, url, sku, on_hand, f"2024-05-01T0{n}:00:00Z")
+    event = sqs_consumer.receive_event(sqs, url)
+    assert [json.loads(r["body"])["on_hand"] for r in event["Records"]] == [3, 5, -1, 4, 2]
+    with recorder.recording():
+        response = fifo_consumer.handler(event, context())
+    # the bad count of sku-a and the later one of its group; sku-b goes on
+    ids = [r["messageId"] for r in event["Records"]]
+    assert identifiers(response) == [ids[2], ids[4]]
+    assert changed_visibility(recorder)
+    stock = boto3.client("dynamodb").scan(TableName="stock")["Items"]
+    assert {i["sku"]["S"]: i["on_hand"]["N"] for i in stock} == {"sku-a": "3", "sku-b": "4"}
+
+
+def put_shipments(*order_ids: str) -> None:
+    for order_id in order_ids:
+        stream_consumer.set_status(
+            boto3.client("dynamodb"), "shipments", order_id, "created", "2024-05-01T00:00:00Z"
+        )
+
+
+def track_shipments(recorder: Recorder, chaos: Callable[..., Chaos]) -> None:
+    put_shipments("1", "2")
+    kinesis = boto3.client("kinesis")
+    for n, order_id in enumerate(["1", "9", "2"]):  # order 9 has no shipment
+        kinesis_consumer.put_scan(kinesis, "tracking", order_id, "picked", f"2024-05-01T0{n}:00Z")
+    event = kinesis_consumer.kinesis_event(kinesis, "tracking")
+    sequence = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    with recorder.recording():
+        response = kinesis_consumer.handler(event, context())
+    assert identifiers(response) == sequence[1:]  # the failure and every record after it
+    items = boto3.client("dynamodb").scan(TableName="shipments")["Items"]
+    assert {i["order_id"]["S"]: i["status"]["S"] for i in items} == {"1": "picked", "2": "created"}
+
+
+def record_history(recorder: Recorder, chaos: Callable[..., Chaos]) -> None:
+    dynamodb = boto3.client("dynamodb")
+    put_shipments("1", "2")
+    stream_consumer.set_status(dynamodb, "shipments", "1", "lost", "2024-05-01T01:00:00Z")
+    stream_consumer.set_status(dynamodb, "shipments", "2", "picked", "2024-05-01T02:00:00Z")
+    event = stream_consumer.stream_event(dynamodb, "shipments")
+    sequence = [r["dynamodb"]["SequenceNumber"] for r in event["Records"]]
+    assert len(sequence) == 4
+    with recorder.recording():
+        response = stream_consumer.handler(event, context())
+    assert identifiers(response) == sequence[2:]  # the unknown status and every record after it
+    rows = dynamodb.scan(TableName="shipment-history")["Items"]
+    assert sorted((r["order_id"]["S"], r["status"]["S"]) for r in rows) == [
+        ("1", "created"),
+        ("2", "created"),
+    ]
+
+
 SCENARIOS = {
     "PlaceOrderFunction": place_orders,
     "OutboxRelayFunction": relay_events,
@@ -296,6 +404,10 @@ SCENARIOS = {
     "ImportOrderFunction": import_order,
     "ScanSegmentFunction": scan_a_segment,
     "RedriveFunction": redrive,
+    "CreateShipmentsFunction": create_shipments,
+    "RecordStockCountsFunction": record_stock_counts,
+    "TrackShipmentsFunction": track_shipments,
+    "RecordShipmentHistoryFunction": record_history,
 }
 
 

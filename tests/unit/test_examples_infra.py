@@ -134,6 +134,43 @@ def defines(module: str, name: str) -> ast.FunctionDef | ast.Assign | None:
     return None
 
 
+def imported_from(module: str, package: str) -> set[str]:
+    """The names ``module`` imports from ``package`` outside its ``__main__`` block."""
+    return {
+        alias.name
+        for statement in top_level(module)
+        for node in ast.walk(statement)
+        if isinstance(node, ast.ImportFrom) and node.module == package
+        for alias in node.names
+    }
+
+
+def builds_partial_batch_response(module: str) -> bool:
+    """The module writes ``{"batchItemFailures": ...}`` itself (in code, not in a docstring)."""
+    return any(
+        isinstance(node, ast.Dict)
+        and any(isinstance(k, ast.Constant) and k.value == "batchItemFailures" for k in node.keys)
+        for statement in top_level(module)
+        for node in ast.walk(statement)
+    )
+
+
+def passes_keyword(module: str, call: str, keyword: str) -> list[Any]:
+    """The values of ``keyword=`` in every call of ``call(...)`` outside the ``__main__`` block."""
+    return [
+        kw.value
+        for statement in top_level(module)
+        for node in ast.walk(statement)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == call
+        for kw in node.keywords
+        if kw.arg == keyword
+    ]
+
+
+# What answers a partial batch response through the library.
+CONSUMER_API = {"BatchProcessor", "process_partial_response"}
+
+
 def example_modules() -> list[str]:
     return sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith(("test_", "_")))
 
@@ -344,6 +381,10 @@ def test_the_idempotency_table_is_the_one_the_library_expects() -> None:
 # -- queues and event sources ---------------------------------------------------------------------
 
 
+def stream_events() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    return events("DynamoDB") + events("Kinesis")
+
+
 def test_every_queue_has_a_dlq_or_is_one() -> None:
     queues = resources("AWS::SQS::Queue")
     dlqs = {
@@ -353,18 +394,28 @@ def test_every_queue_has_a_dlq_or_is_one() -> None:
     }
     destinations = {
         referenced(event["DestinationConfig"]["OnFailure"]["Destination"])
-        for _, _, event in events("DynamoDB")
+        for _, _, event in stream_events()
     }
     for name, queue in queues.items():
         if name in dlqs or name in destinations:
             # longer than the source queue's retention (4 days by default): time to redrive
             assert queue.get("MessageRetentionPeriod", 345_600) > 345_600, name
             assert "RedrivePolicy" not in queue, name
+            if name in destinations:  # Lambda's on-failure destinations are standard queues
+                assert not queue.get("FifoQueue"), name
         else:
             policy = queue.get("RedrivePolicy")
             assert policy, f"{name} has no DLQ"
-            assert referenced(policy["deadLetterTargetArn"]) in queues, name
+            dlq = str(referenced(policy["deadLetterTargetArn"]))
+            assert dlq in queues, name
             assert 1 <= int(policy["maxReceiveCount"]) <= 10, name
+            # SQS refuses a DLQ of the other type
+            assert bool(queues[dlq].get("FifoQueue")) == bool(queue.get("FifoQueue")), name
+        if queue.get("FifoQueue") and "QueueName" in queue:  # a FIFO queue's name ends so
+            queue_name = queue["QueueName"]
+            if isinstance(queue_name, dict):
+                queue_name = queue_name["Fn::Sub"]
+            assert str(queue_name).endswith(".fifo"), name
 
 
 def test_sqs_consumers_report_partial_batch_failures() -> None:
@@ -372,32 +423,89 @@ def test_sqs_consumers_report_partial_batch_failures() -> None:
     assert consumers
     queues = resources("AWS::SQS::Queue")
     for name, function, event in consumers:
+        module = handler_module(function)[0]
         assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
-        assert "batchItemFailures" in source(handler_module(function)[0]), name
+        assert (
+            builds_partial_batch_response(module)
+            or imported_from(module, "resilient_aws.consumer") & CONSUMER_API
+        ), f"{name}: {module} never answers batchItemFailures"
         queue = queues[str(referenced(event["Queue"]))]
         # AWS advises 6 x the function's timeout, so a retried batch is not received twice.
         assert int(queue["VisibilityTimeout"]) >= 6 * int(function["Timeout"]), name
-        assert 1 <= int(event.get("BatchSize", 10)) <= 10_000, name
+        batch_size = int(event.get("BatchSize", 10))
+        window = int(event.get("MaximumBatchingWindowInSeconds", 0))
+        if queue.get("FifoQueue"):
+            # Lambda: at most 10 messages a batch from a FIFO queue, and no batching window
+            assert 1 <= batch_size <= 10, name
+            assert "MaximumBatchingWindowInSeconds" not in event, name
+        else:
+            assert 1 <= batch_size <= 10_000, name
+            assert batch_size <= 10 or window >= 1, f"{name}: over 10 needs a batching window"
+        assert window <= 300, name
+
+
+def test_visibility_backoff_may_change_the_visibility_of_its_queue() -> None:
+    # SAM's SQS event source grants receive, delete and attributes (the managed
+    # AWSLambdaSQSQueueExecutionRole), not ChangeMessageVisibility: the function must.
+    backing_off = [
+        (name, function, event)
+        for name, function, event in events("SQS")
+        if "VisibilityBackoff"
+        in imported_from(handler_module(function)[0], "resilient_aws.consumer")
+    ]
+    assert backing_off
+    for name, function, event in backing_off:
+        queue = referenced(event["Queue"])
+        granted = {
+            (action, referenced(statement["Resource"]))
+            for policy in function["Policies"]
+            for statement in policy.get("Statement", [])
+            for action in (
+                [statement["Action"]]
+                if isinstance(statement["Action"], str)
+                else statement["Action"]
+            )
+        }
+        assert ("sqs:ChangeMessageVisibility", queue) in granted, name
 
 
 def test_stream_consumers_report_partial_failures_bisect_and_give_up_somewhere() -> None:
-    relays = events("DynamoDB")
-    assert relays
+    consumers = stream_events()
+    assert {"DynamoDB", "Kinesis"} <= {
+        event["Type"]
+        for function in functions().values()
+        for event in function.get("Events", {}).values()
+    }
     tables = resources("AWS::DynamoDB::Table")
+    streams = resources("AWS::Kinesis::Stream")
     queues = resources("AWS::SQS::Queue")
-    for name, function, event in relays:
-        assert event["Stream"]["Fn::GetAtt"][1] == "StreamArn", name
-        assert "StreamSpecification" in tables[str(referenced(event["Stream"]))], name
+    for name, function, event in consumers:
+        source_name = str(referenced(event["Stream"]))
+        if source_name in tables:
+            assert event["Stream"]["Fn::GetAtt"][1] == "StreamArn", name
+            assert "StreamSpecification" in tables[source_name], name
+        else:
+            assert source_name in streams, f"{name}: no Kinesis stream {source_name}"
+            assert event["Stream"]["Fn::GetAtt"][1] == "Arn", name
+        assert event["StartingPosition"] in ("TRIM_HORIZON", "LATEST"), name
         assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"], name
         assert event["BisectBatchOnFunctionError"] is True, name
         assert isinstance(event["MaximumRetryAttempts"], int), name
         assert 0 <= event["MaximumRetryAttempts"] <= 10_000, name
+        assert 1 <= int(event.get("BatchSize", 100)) <= 10_000, name
         failure = event["DestinationConfig"]["OnFailure"]
         assert failure["Type"] == "SQS", name
         assert referenced(failure["Destination"]) in queues, name
         for criterion in event.get("FilterCriteria", {}).get("Filters", []):
             assert isinstance(json.loads(criterion["Pattern"]), dict), name
-        assert "relay_handler" in source(handler_module(function)[0]), name
+        # The answer keeps the shard's order: the outbox relay, or a BatchProcessor that stops
+        # at the first failure (ordered=False would run the records after it).
+        module = handler_module(function)[0]
+        assert "relay_handler" in imported_from(module, "resilient_aws.outbox") or (
+            imported_from(module, "resilient_aws.consumer") & CONSUMER_API
+        ), f"{name}: {module} answers neither through relay_handler nor a BatchProcessor"
+        for ordered in passes_keyword(module, "BatchProcessor", "ordered"):
+            assert not (isinstance(ordered, ast.Constant) and ordered.value is False), name
 
 
 def test_http_routes_are_the_ones_the_handlers_route() -> None:

@@ -18,6 +18,7 @@ def test_top_level_exports() -> None:
         "__version__",
         "batch",
         "cli",
+        "consumer",
         "dynamodb",
         "errors",
         "idempotency",
@@ -99,6 +100,32 @@ def test_batch_exports() -> None:
         "SqsVisibilityChanger",
         "event_size",
     ]
+
+
+def test_consumer_exports() -> None:
+    from resilient_aws import consumer
+
+    assert sorted(consumer.__all__) == [
+        "BatchProcessor",
+        "DynamoDBStreamRecord",
+        "FailedRecord",
+        "KinesisStreamRecord",
+        "KinesisStreamRecordPayload",
+        "NOT_PROCESSED",
+        "PRECEDING_RECORD_FAILED",
+        "ProcessedBatch",
+        "RecordKind",
+        "SQSRecord",
+        "SQSRecordAttributes",
+        "Source",
+        "StreamRecord",
+        "VisibilityBackoff",
+        "process_partial_response",
+    ]
+    assert resilient_aws.consumer is consumer
+    assert set(dir(consumer)) >= set(consumer.__all__)
+    for name in consumer.__all__:
+        assert getattr(consumer, name) is not None
 
 
 def test_errors_survive_pickling() -> None:
@@ -301,6 +328,7 @@ def test_import_resilient_aws_is_lean() -> None:
         "resilient_aws.idempotency",
         "resilient_aws.outbox",
         "resilient_aws.redrive",
+        "resilient_aws.consumer",
     ],
 )
 def test_subpackages_import_no_optional_dependency(module: str) -> None:
