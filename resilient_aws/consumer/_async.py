@@ -16,6 +16,7 @@ from resilient_aws.consumer._processor import (
     PRECEDING_RECORD_FAILED,
     FailedRecord,
     error_code,
+    is_async,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,27 @@ def run_on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     return loop.run_until_complete(coroutine)
 
 
+class _Interrupted(Exception):  # noqa: N818  # carries a BaseException out of a lane
+    """A lane's ``KeyboardInterrupt``, ``SystemExit``... on its way to :func:`process_async`,
+    which stops the other lanes before letting it through. Raised as is from inside a task,
+    asyncio would throw it out of the loop at once and leave the other lanes (and the batch's
+    own task) pending on the loop kept for the thread: the next invocation would run them and
+    receive the interrupt."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself was asked to stop (the invocation is being cancelled),
+    as opposed to a record function awaiting something that was cancelled. Without
+    ``Task.cancelling`` (Python 3.10) it cannot tell, and says yes: the invocation fails."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 async def process_async(
     processor: BatchProcessor,
     batch: CheckedBatch,
@@ -62,7 +84,11 @@ async def process_async(
 ) -> list[FailedRecord]:
     """Run every lane at once, each lane in order, at most ``processor.concurrency`` records
     at a time. A lane is a FIFO group or a stream (in order, stopped by a failure), or one
-    record of a standard queue."""
+    record of a standard queue.
+
+    No record of the batch runs after this returns or raises: a ``BaseException`` in one lane
+    (``KeyboardInterrupt``, the invocation cancelled) cancels the others and waits for them
+    before it goes on."""
     records, ids = batch.records, batch.ids
     lanes: list[list[int]]
     if batch.lanes is None:
@@ -77,19 +103,31 @@ async def process_async(
     clock = processor.clock
     end = deadline.at if deadline is not None else None
     state = {"slowest": 0.0, "cut": False}
-    is_async = inspect.iscoroutinefunction(fn)
+    if is_async(fn):
+        function = fn
+    else:
+
+        async def function(*args: Any) -> Any:
+            # a plain function may hand back an awaitable (``lambda r: send(r)``): await it,
+            # inside the policy, so that its failure is the record's and its retries count
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
 
     async def attempt(record: Any) -> None:
         args = (record, context) if passes_context else (record,)
         if policy is not None:
-            if is_async:
-                await policy.acall(fn, *args)
-            else:
-                policy.call(fn, *args)
-        elif is_async:
-            await fn(*args)
+            await policy.acall(function, *args)
         else:
-            fn(*args)
+            await function(*args)
+
+    def fail(position: int, lane: list[int], error: BaseException) -> None:
+        index = lane[position]
+        failed.append(FailedRecord(index, ids[index], error_code(error), error))
+        failed.extend(
+            FailedRecord(i, ids[i], PRECEDING_RECORD_FAILED) for i in lane[position + 1 :]
+        )
 
     async def run_lane(lane: list[int]) -> None:
         for position, index in enumerate(lane):
@@ -104,16 +142,31 @@ async def process_async(
                 try:
                     await attempt(wrap(records[index]))
                 except Exception as error:
-                    failed.append(FailedRecord(index, ids[index], error_code(error), error))
-                    failed.extend(
-                        FailedRecord(i, ids[i], PRECEDING_RECORD_FAILED)
-                        for i in lane[position + 1 :]
-                    )
+                    fail(position, lane, error)
                     return
+                except asyncio.CancelledError as error:
+                    if _being_cancelled():
+                        raise  # the invocation is being cancelled, not this record
+                    # the record function awaited something that was cancelled: its failure
+                    fail(position, lane, error)
+                    return
+                except GeneratorExit:
+                    raise  # the coroutine is being closed: let it close
+                except BaseException as error:
+                    raise _Interrupted(error) from None
                 finally:
                     took = clock() - started
                     if took > state["slowest"]:
                         state["slowest"] = took
 
-    await asyncio.gather(*(run_lane(lane) for lane in lanes))
+    tasks = [asyncio.ensure_future(run_lane(lane)) for lane in lanes]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException as error:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(error, _Interrupted):
+            raise error.error from None
+        raise
     return failed

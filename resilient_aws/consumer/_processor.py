@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -19,7 +20,7 @@ from resilient_aws.consumer._records import (
     powertools_classes,
 )
 from resilient_aws.errors import ConfigurationError
-from resilient_aws.retry._deadline import Deadline
+from resilient_aws.retry import Deadline
 
 if TYPE_CHECKING:
     from resilient_aws.consumer._visibility import VisibilityBackoff
@@ -122,10 +123,13 @@ class BatchProcessor:
             charge(record.json_body)
 
     What it guarantees: every record either succeeds or is named in ``batchItemFailures``; a
-    record function's exception is caught (``Exception``, not ``BaseException``) and its record
-    reported, never lost; a malformed event (not a batch, a record without its id, records of
-    two sources) raises :class:`~resilient_aws.errors.EntryValidationError` naming the record by
-    index before any record runs.
+    record function's exception is caught (``Exception``, and in async mode a
+    ``CancelledError`` the function raised) and its record reported, never lost; a failure
+    around the records (listeners, logging, the visibility calls) never costs the answer;
+    ``KeyboardInterrupt`` and ``SystemExit`` propagate (async lanes stopped first); a malformed
+    event (not a batch, a record without its id, records of two sources) raises
+    :class:`~resilient_aws.errors.EntryValidationError` naming the record by index before any
+    record runs.
 
     * ``source``: ``"sqs"``, ``"kinesis"`` or ``"dynamodb"``; by default read from each
       record's ``eventSource``.
@@ -276,7 +280,7 @@ class BatchProcessor:
     def _process(
         self, event: Any, fn: RecordFunction, context: Any, passes_context: bool | str
     ) -> ProcessedBatch:
-        if inspect.iscoroutinefunction(fn):
+        if is_async(fn):
             from resilient_aws.consumer._async import run_on_loop
 
             return run_on_loop(self.aprocess(event, fn, context))
@@ -355,13 +359,15 @@ class BatchProcessor:
                 break
             try:
                 if plain:
-                    fn(wrap(raw))
+                    result = fn(wrap(raw))
                 elif call is None:
-                    fn(wrap(raw), context)
+                    result = fn(wrap(raw), context)
                 elif passes_context:
-                    call(fn, wrap(raw), context)
+                    result = call(fn, wrap(raw), context)
                 else:
-                    call(fn, wrap(raw))
+                    result = call(fn, wrap(raw))
+                if result is not None and inspect.isawaitable(result):
+                    _refuse_awaitable(fn, result)
             except Exception as error:
                 failed.append(FailedRecord(index, ids[index], error_code(error), error))
                 if lanes is not None:
@@ -382,7 +388,17 @@ class BatchProcessor:
             failed.sort(key=_index)  # async lanes finish in any order; the response is in order
             _report(batch, failed, self.listeners)
             if self.visibility is not None and batch.source == "sqs":
-                visibility = self._back_off(batch, failed, deadline)
+                try:
+                    visibility = self._back_off(batch, failed, deadline)
+                except Exception as error:
+                    # The backoff is a courtesy: whatever breaks in it (a client, a hook), the
+                    # failed records are answered all the same and keep the queue's timeout.
+                    _warn(
+                        "consume:sqs: visibility backoff failed (%s): %d message(s) keep the "
+                        "queue's timeout",
+                        type(error).__name__,
+                        len(failed),
+                    )
         return ProcessedBatch(batch.source, len(batch.records), failed, visibility)
 
     def _back_off(
@@ -415,13 +431,53 @@ def _identity(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def error_code(error: BaseException) -> str:
-    """A low-cardinality name for an error: a botocore error's code, else the type's name."""
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
+    """A low-cardinality name for an error: a botocore error's code, else the type's name.
+
+    Never raises: it runs inside the handler of the record's exception, and an error it raised
+    there would take the whole batch's answer with it. A ``response`` that is not botocore's
+    (another library's attribute, a property that raises) names the error by its type."""
+    try:
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            detail = response.get("Error")
+            if isinstance(detail, dict):
+                code = detail.get("Code")
+                if isinstance(code, str) and code:
+                    return code
+    except Exception:  # the type's name below is the answer
+        return type(error).__name__
     return type(error).__name__
+
+
+def is_async(fn: Callable[..., Any]) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one (a plain
+    ``iscoroutinefunction`` misses those: their records would "succeed" as coroutines nobody
+    awaited)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004  # the attribute, not callable()
+    )
+
+
+def _refuse_awaitable(fn: Callable[..., Any], result: Any) -> None:
+    """A record function that is not ``async def`` returned an awaitable: nothing awaited it,
+    so the record did not run. It fails (reported, never counted a success)."""
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()  # no "coroutine was never awaited" warning: the TypeError says it
+    raise TypeError(
+        f"record function {getattr(fn, '__name__', type(fn).__name__)} returned an awaitable "
+        f"({type(result).__name__}) that nothing awaits: make it an async def"
+    )
+
+
+def _warn(message: str, *args: Any, **kwargs: Any) -> None:
+    """Log a warning; a broken logging setup (a filter that raises) costs the line, never the
+    batch's answer."""
+    try:
+        logger.warning(message, *args, **kwargs)
+    except Exception as error:
+        with contextlib.suppress(Exception):  # nowhere left to say it
+            sys.stderr.write(f"resilient_aws.consumer: logging failed ({type(error).__name__})\n")
 
 
 def _report(
@@ -430,7 +486,8 @@ def _report(
     """One log line per batch naming failed records by id, and one ``partial_failure`` retry
     event per code for the metrics listeners. Never a body, never an exception's message (it
     may quote the payload)."""
-    from resilient_aws.retry._events import RetryEvent, emit
+    from resilient_aws.retry import RetryEvent
+    from resilient_aws.retry._events import emit  # no public seam to emit yet
 
     operation = f"consume:{batch.source}"
     counts: dict[str, int] = {}
@@ -439,7 +496,7 @@ def _report(
     if logger.isEnabledFor(logging.WARNING):
         shown = ", ".join(f"{f.item_identifier} ({f.code})" for f in failed[:10])
         more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
-        logger.warning(
+        _warn(
             "%s: %d of %d records reported for retry: %s%s",
             operation,
             len(failed),
@@ -449,17 +506,18 @@ def _report(
             extra={"consumer_failures": counts},
         )
     for code, count in counts.items():
-        emit(
-            RetryEvent(
-                kind="partial_failure",
-                operation=operation,
-                attempt=1,
-                error_code=code,
-                entries=count,
-                retryable=True,  # every reported record comes back from the queue or stream
-            ),
-            listeners,
+        event = RetryEvent(
+            kind="partial_failure",
+            operation=operation,
+            attempt=1,
+            error_code=code,
+            entries=count,
+            retryable=True,  # every reported record comes back from the queue or stream
         )
+        # emit() shields each listener but not its own log line: a broken logging setup may
+        # cost this event, never the batch its answer
+        with contextlib.suppress(Exception):
+            emit(event, listeners)
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool | str:
@@ -500,7 +558,7 @@ def _bind_context(
     is bound here, once per batch."""
     if passes_context != "keyword":
         return fn, bool(passes_context)
-    if inspect.iscoroutinefunction(fn):
+    if is_async(fn):
 
         async def abound(record: Any) -> Any:
             return await fn(record, lambda_context=context)

@@ -337,7 +337,7 @@ def _deserialize(image: dict[str, Any] | None) -> dict[str, Any] | None:
     if image is None:
         return None
     # the DynamoDB serializer is loaded by the first record function that reads an image
-    from resilient_aws.dynamodb._serialize import deserialize_item
+    from resilient_aws.dynamodb import deserialize_item
 
     return deserialize_item(image)
 

@@ -27,6 +27,12 @@ __all__ = ["MAX_VISIBILITY_S", "VisibilityBackoff"]
 logger = logging.getLogger("resilient_aws.consumer")
 
 MAX_VISIBILITY_S = 43_200  # SQS's ceiling: 12 hours
+# SQS counts those 12 hours from the receive, not from the ChangeMessageVisibility call (a
+# change to more than what is left is rejected, not shortened): Lambda's poller received the
+# message up to a batching window (5 min at most) before the invocation, which runs up to
+# 15 min. A timeout never asks for more than what is surely left.
+_LAMBDA_IN_FLIGHT_S = 300 + 900
+SAFE_MAX_VISIBILITY_S = MAX_VISIBILITY_S - _LAMBDA_IN_FLIGHT_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +42,8 @@ class VisibilityBackoff:
     The timeout after the ``n``-th receive is the retry core's backoff for attempt ``n``
     (``jitter`` as in :class:`~resilient_aws.retry.RetryPolicy`; ``"equal"`` by default, so
     that a message never comes back at once): ``min(max_s, base_s * 2 ** (n - 1))`` jittered,
-    rounded up to whole seconds, at most 12 hours. With the defaults: about 15-30 s after the
+    rounded up to whole seconds, at most 11 hours 40 minutes (SQS allows 12 hours counted from
+    the receive, and Lambda received the message up to 20 minutes earlier). With the defaults: about 15-30 s after the
     first receive, 30-60 s after the second, then 1-2, 2-4 ... up to 7.5-15 minutes.
 
     ``client`` is the SQS client (default: the library's default SQS client), ``policy`` the
@@ -75,7 +82,7 @@ class VisibilityBackoff:
         """The visibility timeout, in whole seconds, after the ``receive_count``-th receive."""
         backoff = _Jittered(self.base_s, self.max_s, self.jitter, self._rng)
         delay = backoff.delay(max(1, receive_count))
-        return min(MAX_VISIBILITY_S, math.ceil(delay))
+        return min(SAFE_MAX_VISIBILITY_S, math.ceil(delay))
 
     @property
     def _rng(self) -> random.Random:

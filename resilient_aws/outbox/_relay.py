@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from resilient_aws.consumer._processor import BatchProcessor
-from resilient_aws.consumer._records import DynamoDBStreamRecord
-from resilient_aws.dynamodb._serialize import deserialize_item
+from resilient_aws.consumer._records import DynamoDBStreamRecord, check_event
+from resilient_aws.dynamodb import deserialize_item
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.outbox._deliver import DeliveryReport, deliver
 from resilient_aws.outbox._event import OutboxEvent
@@ -75,6 +75,10 @@ def relay_handler(
     check_target(target)
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        # A batch the response could not answer for (a record without its SequenceNumber...)
+        # is refused before anything is published: Lambda retries it whole, and events
+        # published first would go out again on every retry.
+        check_event(event, "dynamodb", False)
         by_sequence = events_from_stream(outbox, event)
         deadline = None
         if callable(getattr(context, "get_remaining_time_in_millis", None)):

@@ -23,10 +23,12 @@ from resilient_aws.consumer import (
     SQSRecord,
     VisibilityBackoff,
 )
+from resilient_aws.errors import EntryValidationError
 from resilient_aws.idempotency import IdempotencyStore, idempotent
+from resilient_aws.outbox import CallableTarget, Outbox, OutboxEvent, relay_handler
 from resilient_aws.testing import FakeClock, FakeLambdaContext, chaos
 from resilient_aws.testing._moto_sqs import speed_up_moto_sqs
-from tests.outbox_support import StreamReader
+from tests.outbox_support import StreamReader, create_outbox_table
 
 REGION = "us-east-1"
 
@@ -320,3 +322,34 @@ def test_each_record_through_idempotent_runs_once_across_redeliveries(
         response = processor.handler(charge)(event, FakeLambdaContext())
     assert response == {"batchItemFailures": []}
     assert sorted(charged) == ["a", "b", "c"]
+
+
+def test_the_relay_refuses_a_malformed_stream_batch_before_publishing_anything(
+    aws: None, clock: FakeClock
+) -> None:
+    # A record the response could not name fails the invocation (Lambda retries the batch
+    # whole): the events of the batch must not have been published first, or every retry
+    # publishes them again.
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    create_outbox_table(dynamodb)
+    outbox = Outbox("orders", client=dynamodb, policy=clock.policy(), clock=clock.monotonic)
+    for n in (1, 2):
+        outbox.write(events=[OutboxEvent("OrderPlaced", "a", {"n": n}, sequence=n)])
+    streams = boto3.client(
+        "dynamodbstreams",
+        region_name=REGION,
+        endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com",
+    )
+    event = StreamReader(dynamodb, streams, "orders").next_batch()
+    assert event is not None and len(event["Records"]) == 2
+    del event["Records"][1]["dynamodb"]["SequenceNumber"]
+    published: list[OutboxEvent] = []
+
+    def publish(events: Any) -> dict[str, str]:
+        published.extend(events)
+        return {}
+
+    handler = relay_handler(outbox, CallableTarget(publish))
+    with pytest.raises(EntryValidationError, match="record 1"):
+        handler(event, FakeLambdaContext())
+    assert published == []

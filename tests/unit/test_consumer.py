@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Any
+import warnings
+from typing import Any, ClassVar
 
 import pytest
 from botocore.exceptions import ClientError
@@ -631,3 +632,169 @@ def test_fifo_messages_skipped_behind_a_failure_take_its_visibility() -> None:
     processor = BatchProcessor(visibility=Recording(), records="light")
     processor.process(sqs_event(6, fifo_groups=list("ababab")), failing_at(2))
     assert calls == [(["m-2", "m-4"], {"m-4": "m-2"})]
+
+
+# -- found in review: every record succeeds or is reported, whatever goes wrong around it ------
+
+
+class _AsyncCallable:
+    """A record function object with an ``async def __call__`` (not a coroutine function)."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    async def __call__(self, record: SQSRecord) -> None:
+        await asyncio.sleep(0)
+        self.ran.append(record.message_id)
+        raise ValueError("always fails")
+
+
+def test_an_async_callable_object_runs_and_its_failures_are_reported() -> None:
+    handler = _AsyncCallable()
+    batch = LIGHT.process(sqs_event(2), handler)
+    assert handler.ran == ["m-0", "m-1"]  # awaited, not dropped as a never-awaited coroutine
+    assert ids(batch.response) == ["m-0", "m-1"]
+
+
+async def test_an_async_callable_object_runs_under_aprocess() -> None:
+    handler = _AsyncCallable()
+    batch = await LIGHT.aprocess(sqs_event(2), handler)
+    assert ids(batch.response) == ["m-0", "m-1"]
+
+
+def test_a_sync_function_returning_a_coroutine_is_not_a_silent_success() -> None:
+    async def fails(record: Any) -> None:
+        raise ValueError("bad")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "coroutine was never awaited"
+        batch = LIGHT.process(sqs_event(2), lambda record: fails(record))
+    assert ids(batch.response) == ["m-0", "m-1"]
+    assert {f.code for f in batch.failed} == {"TypeError"}
+
+
+async def test_under_aprocess_a_returned_awaitable_is_awaited() -> None:
+    async def fails(record: Any) -> None:
+        if record.message_id == "m-1":
+            raise ValueError("bad")
+
+    batch = await LIGHT.aprocess(sqs_event(2), lambda record: fails(record))
+    assert ids(batch.response) == ["m-1"]
+
+
+def test_an_error_whose_code_cannot_be_read_is_still_reported() -> None:
+    class OddError(Exception):
+        response: ClassVar[dict[str, Any]] = {"Error": None}  # not botocore's response
+
+    class WorseError(Exception):
+        @property
+        def response(self) -> Any:
+            raise RuntimeError("no response")
+
+    def record_function(record: SQSRecord) -> None:
+        raise (OddError if record.message_id == "m-0" else WorseError)()
+
+    batch = LIGHT.process(sqs_event(3), record_function)
+    assert ids(batch.response) == ["m-0", "m-1", "m-2"]
+    assert [f.code for f in batch.failed] == ["OddError", "WorseError", "WorseError"]
+
+
+def test_a_broken_log_filter_does_not_lose_the_response() -> None:
+    import logging
+
+    class Broken(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            raise RuntimeError("broken filter")
+
+    events: list[RetryEvent] = []
+    broken = Broken()
+    consumer_logger = logging.getLogger("resilient_aws.consumer")
+    consumer_logger.addFilter(broken)
+    try:
+        batch = BatchProcessor(listeners=(events.append,), records="light").process(
+            sqs_event(3), failing_at(1)
+        )
+    finally:
+        consumer_logger.removeFilter(broken)
+    assert ids(batch.response) == ["m-1"]
+    assert [e.entries for e in events] == [1]  # the metrics still went out
+
+
+def test_a_failing_visibility_call_never_crashes_the_response() -> None:
+    class Broken:
+        def change_message_visibility_batch(self, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in the client stack")
+
+    processor = BatchProcessor(
+        visibility=VisibilityBackoff(client=Broken(), queue_url="https://sqs.example/1/q"),
+        records="light",
+    )
+    batch = processor.process(sqs_event(3), failing_at(0, 2))
+    assert ids(batch.response) == ["m-0", "m-2"]  # still reported, not turned into successes
+    assert batch.visibility == {}
+
+
+def test_async_a_cancelled_await_inside_a_record_is_that_records_failure() -> None:
+    async def record_function(record: SQSRecord) -> None:
+        await asyncio.sleep(0)
+        if record.message_id == "m-1":
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future  # raises CancelledError: this record failed, not the invocation
+
+    batch = LIGHT.process(sqs_event(3), record_function)
+    assert ids(batch.response) == ["m-1"]
+    assert batch.failed[0].code == "CancelledError"
+
+
+def test_async_an_interrupt_leaves_no_record_running_into_the_next_invocation() -> None:
+    ran: list[str] = []
+
+    async def record_function(record: SQSRecord) -> None:
+        if record.message_id == "m-0":
+            raise KeyboardInterrupt
+        for _ in range(3):
+            await asyncio.sleep(0)
+        ran.append(record.message_id)
+
+    with pytest.raises(KeyboardInterrupt):
+        LIGHT.process(sqs_event(4), record_function)
+
+    async def next_invocation(record: Any) -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    try:
+        batch = LIGHT.process(sqs_event(1), next_invocation)  # the same thread and loop
+    except KeyboardInterrupt:
+        pytest.fail("the interrupted batch's KeyboardInterrupt came out of the next invocation")
+    assert batch.response == {"batchItemFailures": []}
+    assert ran == []  # nothing of the interrupted batch ran after it was given up
+
+
+async def test_aprocess_cancelled_from_outside_leaves_no_record_running() -> None:
+    started = asyncio.Event()
+    ran: list[str] = []
+
+    async def record_function(record: SQSRecord) -> None:
+        started.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        ran.append(record.message_id)
+
+    task = asyncio.ensure_future(LIGHT.aprocess(sqs_event(4), record_function))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert ran == []
+
+
+def test_the_visibility_timeout_stays_under_sqs_12_hour_total() -> None:
+    # SQS counts 12 hours from the receive, not from the ChangeMessageVisibility call: a
+    # message received (by Lambda's poller, before the batching window and the invocation)
+    # cannot be given 43200 s more; SQS rejects it and the message keeps the queue's timeout.
+    backoff = VisibilityBackoff(base_s=43_200, max_s=43_200, jitter="none")
+    assert backoff.timeout_for(1) <= 43_200 - 900 - 300
