@@ -51,7 +51,9 @@ class IdempotencyStore:
 
     Every DynamoDB call goes through ``policy`` (the retry core): a throttled idempotency table
     does not fail the handler while attempts remain, and the caller's Lambda deadline bounds the
-    retries. ``clock`` (epoch seconds) is a seam for tests.
+    retries. Without ``client``, the library's shared default DynamoDB client is used (made
+    once per environment, botocore's own retries off). ``clock`` (epoch seconds) is a seam for
+    tests.
     """
 
     def __init__(
@@ -99,11 +101,18 @@ class IdempotencyStore:
 
     @property
     def client(self) -> DynamoDBClient:
-        if self._client is None:
-            import boto3
+        """``client=`` if given, else the library's shared default DynamoDB client.
 
-            self._client = boto3.client("dynamodb", config=self.policy.botocore_config())
-        return self._client
+        The default client is looked up on every call, not kept: a store made at import (a
+        Lambda global) follows the environment (``mock_aws()``'s credentials, a test's
+        ``clear_default_clients()``) and is reached by ``chaos_defaults``.
+        """
+        if self._client is not None:
+            return self._client
+        from resilient_aws._clients import default_client
+
+        client: DynamoDBClient = default_client("dynamodb")
+        return client
 
     # -- the operations ----------------------------------------------------------------------------
 

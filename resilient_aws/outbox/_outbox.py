@@ -109,7 +109,9 @@ class Outbox:
     records get ``layout.ttl_attribute`` = now + ``delivered_ttl_s``; after ``max_attempts``
     failed deliveries an event is blocked until :meth:`unblock`.
 
-    Every DynamoDB call goes through ``policy`` (the retry core).
+    Every DynamoDB call goes through ``policy`` (the retry core). Without ``client``, the
+    library's shared default DynamoDB client is used (of ``session`` if given; made once,
+    botocore's own retries off), the one ``BatchWriter`` and ``scan`` use too.
     """
 
     def __init__(
@@ -129,13 +131,10 @@ class Outbox:
             raise ConfigurationError("table", "must be a non-empty table name")
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigurationError("max_attempts", f"must be an int >= 1, got {max_attempts!r}")
-        if client is None:
-            import boto3
-
-            client = (session or boto3).client("dynamodb", config=policy.botocore_config())
         self.table = table
         self.outbox_table = outbox_table or table
-        self.client = client
+        self._client = client
+        self.session = session
         self.policy = policy
         self.layout = layout or Layout()
         self.delivered_ttl_s = delivered_ttl_s
@@ -144,6 +143,25 @@ class Outbox:
         self._transaction_policy = dataclasses.replace(policy, classifier=classify_transaction)
         self._sequence_lock = threading.Lock()
         self._last_sequence = 0
+
+    @property
+    def client(self) -> Any:
+        """``client=`` if given, else the library's shared default DynamoDB client (of
+        ``session=`` if given, else of the environment).
+
+        The default client is looked up on every call, not kept: an outbox made at import (a
+        Lambda global) follows the environment (``mock_aws()``'s credentials, a test's
+        ``clear_default_clients()``) and is reached by ``chaos_defaults``.
+        """
+        if self._client is not None:
+            return self._client
+        from resilient_aws._clients import default_client
+
+        return default_client("dynamodb", self.session)
+
+    @client.setter
+    def client(self, client: Any) -> None:
+        self._client = client
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -65,10 +65,9 @@ def source_queues(client: Any, dlq_url: str, policy: RetryPolicy) -> list[str]:
 
 
 def sqs_client(client: Any, session: Any) -> Any:
+    """``client``, else the library's shared default SQS client (of ``session`` if given)."""
     if client is not None:
         return client
-    if session is not None:
-        return session.client("sqs")
-    import boto3
+    from resilient_aws._clients import default_client
 
-    return boto3.client("sqs")
+    return default_client("sqs", session)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,28 +27,19 @@ __all__ = [
 
 
 class Clients:
-    """boto3 clients made on first use (one per service and region), or the ones given."""
+    """The clients given, else the library's shared default clients (of ``session`` if given):
+    one per service and region, botocore's own retries off, reached by ``chaos_defaults``."""
 
     def __init__(self, session: Any = None, **given: Any) -> None:
         self.session = session
         self.given = {name: client for name, client in given.items() if client is not None}
-        self.made: dict[tuple[str, str | None], Any] = {}
-        self.lock = threading.Lock()
 
     def get(self, service: str, region: str | None = None) -> Any:
         if service in self.given:
             return self.given[service]
-        with self.lock:
-            key = (service, region)
-            if key not in self.made:
-                options = {"region_name": region} if region else {}
-                if self.session is not None:
-                    self.made[key] = self.session.client(service, **options)
-                else:
-                    import boto3
+        from resilient_aws._clients import default_client
 
-                    self.made[key] = boto3.client(service, **options)  # type: ignore[call-overload]
-            return self.made[key]
+        return default_client(service, self.session, region=region)
 
 
 def error_text(error: BaseException) -> str:

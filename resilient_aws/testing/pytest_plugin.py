@@ -7,6 +7,11 @@
 ``chaos``
     A factory: ``chaos(client, partial=0.3, throttle=0.05, seed=1)`` installs fault injection
     on a client for the rest of the test and removes it afterwards.
+``chaos_defaults``
+    A factory: ``chaos_defaults(throttle=0.2, seed=1)`` installs fault injection on every
+    default client of the library (the clients code without ``client=`` uses), those made
+    already and those made later in the test; at the end of the test it is removed and the
+    default clients are cleared.
 ``fake_clock``
     A :class:`~resilient_aws.testing.FakeClock`: retry policies that sleep instantly.
 ``dynalite_server``, ``kinesalite_server``
@@ -23,14 +28,17 @@ from typing import Any
 
 import pytest
 
+from resilient_aws.testing import _defaults
 from resilient_aws.testing._chaos import Chaos
 from resilient_aws.testing._clock import FakeClock
+from resilient_aws.testing._defaults import ChaosDefaults
 from resilient_aws.testing._moto import MotoServer
 from resilient_aws.testing.emulators import EmulatorNotFound, NodeEmulator, dynalite, kinesalite
 
 __all__ = [
     "MotoServer",
     "chaos",
+    "chaos_defaults",
     "dynalite_server",
     "fake_clock",
     "kinesalite_server",
@@ -58,6 +66,25 @@ def chaos() -> Iterator[Callable[..., Chaos]]:
     yield make
     for injector in installed:
         injector.uninstall()
+
+
+@pytest.fixture
+def chaos_defaults() -> Iterator[Callable[..., ChaosDefaults]]:
+    """Install fault injection on the library's default clients for the duration of one test;
+    the default clients are cleared when it ends."""
+    installed: list[ChaosDefaults] = []
+
+    def make(**rates: Any) -> ChaosDefaults:
+        injector = _defaults.chaos_defaults(**rates).install()
+        installed.append(injector)
+        return injector
+
+    try:
+        yield make
+    finally:
+        for injector in installed:
+            injector.uninstall()
+        _defaults.clear_default_clients()
 
 
 @pytest.fixture
