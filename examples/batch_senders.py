@@ -26,7 +26,7 @@ with mock_aws():
     # AWS under load: 30 % of entries come back failed, 5 % of requests are throttled.
     with (
         chaos(sqs, partial=0.3, throttle=0.05, seed=1) as faults,
-        SqsSender(queue, client=sqs, policy=policy, concurrency=4) as sender,
+        SqsSender(queue, client=sqs, policy=policy, concurrency=4, keep_answers=True) as sender,
     ):
         for i in range(250):
             sender.send_message(json.dumps({"order": i}), id=f"order-{i}")

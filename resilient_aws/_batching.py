@@ -693,7 +693,7 @@ class BatchEngine(Generic[S]):
 
     def _answers(self, succeeded: list[tuple[Entry[S], Any]]) -> list[Answer[S]]:
         if self.keep_answers == "full":
-            return [Answer(e.source, e.entry_id, answer) for e, answer in succeeded]
+            return [Answer(e.source, e.entry_id, full_answer(answer)) for e, answer in succeeded]
         return [Answer(None, e.entry_id, compact_answer(answer)) for e, answer in succeeded]
 
     def _keep(self, answers: list[Answer[S]]) -> None:
@@ -900,6 +900,16 @@ class _Closed:
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         raise ConfigurationError("closed", "the writer is closed")
+
+
+def full_answer(answer: Any) -> Any:
+    """The service's whole per-entry answer, but for the ``Id`` SQS and SNS echo (the entry's
+    index in its request, meaningless to callers); the adapters pass it on untouched so that
+    nothing is copied for an answer nobody keeps."""
+    if isinstance(answer, dict) and "Id" in answer:
+        answer = answer.copy()
+        del answer["Id"]
+    return answer
 
 
 def compact_answer(answer: Any) -> Any:

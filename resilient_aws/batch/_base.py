@@ -44,14 +44,15 @@ class BatchSender:
     (``on_invalid="report"`` records them as failed instead); nothing else in the buffer is
     affected. Leaving the ``with`` block (or ``close()``) sends what is buffered and raises
     :class:`~resilient_aws.errors.BatchWriteError` if any entry finally failed, unless
-    ``raise_on_failure=False``; :attr:`result` accounts for every entry and holds the
-    service's answer (message id, sequence number, event id) of each one that succeeded.
+    ``raise_on_failure=False``; :attr:`result` accounts for every entry.
 
-    Answers are compact by default (``keep_answers=True``): the entry's id and the service's
-    identifiers, ``Answer.entry`` is ``None``; ``keep_answers="full"`` keeps the caller's entry
-    and the whole response, ``keep_answers=False`` nothing. ``result.answers`` holds the newest
-    ``max_answers`` (default 10,000; ``None`` for all): a long-lived sender stays flat in memory.
-    Failed entries keep the caller's entry (``FailedEntry.entry``), to be sent again.
+    The service's answers of the entries that succeeded (message id, sequence number, event
+    id) are kept only when asked: ``keep_answers=True`` keeps a compact :class:`Answer` per
+    entry (the entry's id and the service's identifiers, ``Answer.entry`` is ``None``),
+    ``keep_answers="full"`` the caller's entry and the whole response. ``result.answers`` holds
+    the newest ``max_answers`` (default 10,000; ``None`` for all): a long-lived sender stays
+    flat in memory. Failed entries are always kept with the caller's entry
+    (``FailedEntry.entry``), to be sent again.
 
     Entries the service withholds go back to the front of the buffer and ride in the next
     full request, paced by the sender's :class:`~resilient_aws.retry.Pacer` (``pacer=`` shares
@@ -76,7 +77,7 @@ class BatchSender:
         on_invalid: Literal["raise", "report"] = "raise",
         limits: BatchLimits | None = None,
         flush_interval: float | None = None,
-        keep_answers: KeepAnswers = True,
+        keep_answers: KeepAnswers = False,
         pacer: Pacer | None = None,
         max_answers: int | None = DEFAULT_MAX_ANSWERS,
     ) -> None:
@@ -170,6 +171,16 @@ def _client(service: str, client: Any, session: Any) -> Any:
     return default_client(service, session)
 
 
+# The Id of each entry in a request is its index: "0".."9" for SQS and SNS (up to 1,000 for an
+# emulator's larger limits=); any other answered Id is not one the request sent.
+_INDEX = {str(i): i for i in range(1000)}
+
+
+def _index(raw: Any) -> int:
+    """The index an answered ``Id`` names, -1 if it names none."""
+    return int(raw) if isinstance(raw, str) and raw.isdigit() else -1
+
+
 def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Sent[Any]:
     """SQS and SNS: ``Successful`` and ``Failed`` lists keyed by the request's ``Id`` (its index).
 
@@ -183,7 +194,7 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
 
     def entry_of(answer: Mapping[str, Any]) -> Entry[Any]:
         raw = answer.get("Id")
-        index = int(raw) if isinstance(raw, str) and raw.isdigit() else -1
+        index = _index(raw)
         if not 0 <= index < size or index in answered:
             raise InconsistentResponseError(service=service, sent=size, id=raw)
         answered.add(index)
@@ -191,10 +202,16 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
 
     succeeded = []
     for ok in response.get("Successful", ()):
-        entry = entry_of(ok)
-        answer = ok.copy()
-        del answer["Id"]  # our Id (the index in the request) means nothing to callers
-        succeeded.append((entry, answer))
+        # entry_of, inlined: this runs once per message. The answer keeps its "Id" (the index in
+        # the request, meaningless to callers): the engine drops it if the answer is kept.
+        raw = ok.get("Id")
+        index = _INDEX.get(raw) if type(raw) is str else -1
+        if index is None:
+            index = _index(raw)
+        if not 0 <= index < size or index in answered:
+            raise InconsistentResponseError(service=service, sent=size, id=raw)
+        answered.add(index)
+        succeeded.append((batch[index], ok))
     failed = []
     for bad in response.get("Failed", ()):
         entry = entry_of(bad)

@@ -40,7 +40,7 @@ class EventBridgePutter(BatchSender):
         with EventBridgePutter(bus_name="orders") as events:
             events.put({"order_id": "o-1"}, source="shop.orders", detail_type="OrderPlaced")
 
-    ``result.answers`` maps each event to its ``EventId``.
+    With ``keep_answers=True``, ``result.answers`` maps each event to its ``EventId``.
     """
 
     client_name = "events"

@@ -17,7 +17,7 @@ __all__ = ["FirehosePutter"]
 class FirehosePutter(BatchSender):
     """``PutRecordBatch`` for any number of records; every record put or reported.
 
-    ``result.answers`` maps each record to its ``RecordId``.
+    With ``keep_answers=True``, ``result.answers`` maps each record to its ``RecordId``.
     """
 
     client_name = "firehose"

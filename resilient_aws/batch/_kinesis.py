@@ -38,8 +38,9 @@ class KinesisPutter(BatchSender):
     the order per partition key (or explicit hash key): at most one record of a key per
     request and one request of a key in flight, and a record that finally fails stops the later
     records of its key (``PrecedingEntryFailed``). The price: records of one key go one per
-    round trip, so a hot key is slow; many keys still share each request. ``result.answers``
-    maps each record to its ``SequenceNumber`` and ``ShardId``.
+    round trip, so a hot key is slow; many keys still share each request. With
+    ``keep_answers=True``, ``result.answers`` maps each record to its ``SequenceNumber`` and
+    ``ShardId``.
     """
 
     client_name = "kinesis"

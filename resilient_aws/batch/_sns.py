@@ -25,8 +25,8 @@ class SnsPublisher(BatchSender):
     """``PublishBatch`` for any number of messages; every message published or reported.
 
     FIFO topics (ARN ending in ``.fifo``) need ``group_id`` and are published in order by
-    default, as for :class:`SqsSender`. ``result.answers`` maps each message to its
-    ``MessageId``.
+    default, as for :class:`SqsSender`. With ``keep_answers=True``, ``result.answers`` maps
+    each message to its ``MessageId``.
     """
 
     client_name = "sns"

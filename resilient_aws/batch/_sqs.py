@@ -161,7 +161,8 @@ class SqsSender(_SqsBatch):
     (``ordered=True``): at most one message of a group per request and one request of a group
     in flight, so a retried message is never overtaken by a later one of its group; if one
     finally fails, the later messages of its group are not sent (``PrecedingEntryFailed``).
-    ``result.answers`` maps each message to its ``MessageId`` (and ``SequenceNumber``).
+    With ``keep_answers=True``, ``result.answers`` maps each message to its ``MessageId`` (and
+    ``SequenceNumber``).
     """
 
     operation = "SendMessageBatch"

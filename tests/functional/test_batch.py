@@ -40,9 +40,16 @@ def sqs(aws: None) -> Any:
     return boto3.client("sqs", region_name=REGION)
 
 
+def test_senders_keep_no_answers_unless_asked(sqs: Any) -> None:
+    url, _ = make_queue(sqs, "quiet")
+    with SqsSender(url, client=sqs) as sender:
+        sender.send_many(f"body-{i}" for i in range(12))
+    assert (sender.result.succeeded, sender.result.answers) == (12, [])
+
+
 def test_sqs_sender_answers_every_message_with_its_message_id(sqs: Any) -> None:
     url, _ = make_queue(sqs, "q")
-    with SqsSender(url, client=sqs) as sender:
+    with SqsSender(url, client=sqs, keep_answers=True) as sender:
         for i in range(25):
             sender.send_message(
                 f"body-{i}",
@@ -266,7 +273,9 @@ def test_eventbridge_putter_through_a_rule_to_sqs(aws: None, sqs: Any) -> None:
     url = eventbridge_to_queue(events, sqs, "rule")
     with (
         chaos(events, partial=0.3, seed=5),
-        EventBridgePutter(client=events, policy=FakeClock().policy(max_attempts=30)) as putter,
+        EventBridgePutter(
+            client=events, policy=FakeClock().policy(max_attempts=30), keep_answers=True
+        ) as putter,
     ):
         for i in range(50):
             putter.put({"n": i, "price": 1.5}, source="test", detail_type="Tick")
@@ -314,7 +323,11 @@ def test_kinesis_putter_answers_with_sequence_numbers(aws: None) -> None:
     with (
         chaos(kinesis, partial=0.3, seed=6),
         KinesisPutter(
-            "s", client=kinesis, policy=FakeClock().policy(max_attempts=30), concurrency=1
+            "s",
+            client=kinesis,
+            policy=FakeClock().policy(max_attempts=30),
+            concurrency=1,
+            keep_answers=True,
         ) as putter,
     ):
         for i in range(700):

@@ -336,7 +336,12 @@ def _shard(partition_key: str) -> str:
 
 def _put_records(kinesis: FakeKinesis, policy: RetryPolicy, ordered: bool) -> BatchResult[Any]:
     with KinesisPutter(
-        STREAM, client=kinesis, policy=policy, ordered=ordered, raise_on_failure=False
+        STREAM,
+        client=kinesis,
+        policy=policy,
+        ordered=ordered,
+        raise_on_failure=False,
+        keep_answers=True,
     ) as putter:
         for i in range(RECORDS):
             putter.put(f"r{i}", f"key-{i % PARTITION_KEYS}", id=f"r{i}")
@@ -677,7 +682,9 @@ def assert_fifo_order(arrived: Sequence[StoredMessage]) -> None:
 
 
 def _send_fifo(sqs: FakeSqs, url: str, policy: RetryPolicy) -> BatchResult[Any]:
-    with SqsSender(url, client=sqs, policy=policy, raise_on_failure=False) as sender:
+    with SqsSender(
+        url, client=sqs, policy=policy, raise_on_failure=False, keep_answers=True
+    ) as sender:
         for n in range(MESSAGES):
             sender.send_message(_body(n), id=f"m{n}", group_id=_group(n), deduplication_id=f"d{n}")
     return sender.result

@@ -23,11 +23,14 @@ SENDERS = [
 ]
 
 
+OPTIONS: dict[str, Any] = {"raise_on_failure": False, "keep_answers": True}
+
+
 def make_sender(service: str, client: Any) -> Any:
     policy = FakeClock().policy(max_attempts=3)
     if service == "sqs":
-        return SqsSender(QUEUE, client=client, policy=policy, concurrency=1, raise_on_failure=False)
-    return SnsPublisher(TOPIC, client=client, policy=policy, concurrency=1, raise_on_failure=False)
+        return SqsSender(QUEUE, client=client, policy=policy, concurrency=1, **OPTIONS)
+    return SnsPublisher(TOPIC, client=client, policy=policy, concurrency=1, **OPTIONS)
 
 
 def add(sender: Any, body: str) -> None:
