@@ -486,8 +486,7 @@ def _report(
     """One log line per batch naming failed records by id, and one ``partial_failure`` retry
     event per code for the metrics listeners. Never a body, never an exception's message (it
     may quote the payload)."""
-    from resilient_aws.retry import RetryEvent
-    from resilient_aws.retry._events import emit  # no public seam to emit yet
+    from resilient_aws.retry import RetryEvent, emit
 
     operation = f"consume:{batch.source}"
     counts: dict[str, int] = {}
@@ -514,10 +513,9 @@ def _report(
             entries=count,
             retryable=True,  # every reported record comes back from the queue or stream
         )
-        # emit() shields each listener but not its own log line: a broken logging setup may
-        # cost this event, never the batch its answer
-        with contextlib.suppress(Exception):
-            emit(event, listeners)
+        # emit() shields its log line and each listener: a broken logging setup or metrics
+        # hook may cost this event, never the batch its answer
+        emit(event, listeners)
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool | str:

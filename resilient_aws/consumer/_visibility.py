@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resilient_aws.errors import ConfigurationError
-from resilient_aws.retry._wait import JITTERS, Jitter, _Jittered
+from resilient_aws.retry import JITTERS, backoff_delay
 
 if TYPE_CHECKING:
-    from resilient_aws.retry import Deadline, RetryPolicy
+    from resilient_aws.retry import Deadline, Jitter, RetryPolicy
 
 __all__ = ["MAX_VISIBILITY_S", "VisibilityBackoff"]
 
@@ -40,8 +40,9 @@ class VisibilityBackoff:
     """How long a failed SQS message stays invisible before its next delivery.
 
     The timeout after the ``n``-th receive is the retry core's backoff for attempt ``n``
-    (``jitter`` as in :class:`~resilient_aws.retry.RetryPolicy`; ``"equal"`` by default, so
-    that a message never comes back at once): ``min(max_s, base_s * 2 ** (n - 1))`` jittered,
+    (:func:`~resilient_aws.retry.backoff_delay`; ``jitter`` as in
+    :class:`~resilient_aws.retry.RetryPolicy`; ``"equal"`` by default, so that a message never
+    comes back at once): ``min(max_s, base_s * 2 ** (n - 1))`` jittered,
     rounded up to whole seconds, at most 11 hours 40 minutes (SQS allows 12 hours counted from
     the receive, and Lambda received the message up to 20 minutes earlier). With the defaults: about 15-30 s after the
     first receive, 30-60 s after the second, then 1-2, 2-4 ... up to 7.5-15 minutes.
@@ -80,8 +81,13 @@ class VisibilityBackoff:
 
     def timeout_for(self, receive_count: int) -> int:
         """The visibility timeout, in whole seconds, after the ``receive_count``-th receive."""
-        backoff = _Jittered(self.base_s, self.max_s, self.jitter, self._rng)
-        delay = backoff.delay(max(1, receive_count))
+        delay = backoff_delay(
+            max(1, receive_count),
+            base=self.base_s,
+            cap=self.max_s,
+            jitter=self.jitter,
+            rng=self._rng,
+        )
         return min(SAFE_MAX_VISIBILITY_S, math.ceil(delay))
 
     @property

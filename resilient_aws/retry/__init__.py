@@ -7,6 +7,10 @@ per-call :class:`Deadline` (Lambda-aware) that no sleep overruns, a shared
 :class:`RetryBudget` that refuses retries when everything is failing at once, and a
 :class:`Pacer` that slows a batch writer to what the service completes.
 
+Code that backs off or reports on its own (an SQS consumer's visibility timeouts) uses the same
+pieces: :func:`backoff_delay` is the core's backoff formula, without tenacity, and :func:`emit`
+logs a :class:`RetryEvent` and hands it to the listeners, as the core does with its own.
+
 >>> from resilient_aws.retry import RetryPolicy
 >>> policy = RetryPolicy(max_attempts=5, base_delay=0.05, max_delay=2.0)
 >>> policy.call(lambda: "ok")
@@ -29,7 +33,13 @@ if TYPE_CHECKING:
     )
     from resilient_aws.retry._deadline import Deadline
     from resilient_aws.retry._decorator import retry
-    from resilient_aws.retry._events import RetryEvent, RetryListener, add_listener, remove_listener
+    from resilient_aws.retry._events import (
+        RetryEvent,
+        RetryListener,
+        add_listener,
+        emit,
+        remove_listener,
+    )
     from resilient_aws.retry._pacer import Pacer
     from resilient_aws.retry._partial import (
         FailedEntry,
@@ -39,13 +49,14 @@ if TYPE_CHECKING:
         run_partial,
     )
     from resilient_aws.retry._policy import DEFAULT_POLICY, RetryPolicy
-    from resilient_aws.retry._wait import Jitter, wait_jittered
+    from resilient_aws.retry._wait import JITTERS, Jitter, backoff_delay, wait_jittered
 
 __all__ = [
     "DEFAULT_POLICY",
     "Deadline",
     "ErrorClass",
     "FailedEntry",
+    "JITTERS",
     "Jitter",
     "Pacer",
     "PartialOutcome",
@@ -56,8 +67,10 @@ __all__ = [
     "SendResult",
     "add_listener",
     "arun_partial",
+    "backoff_delay",
     "classify",
     "classify_entry",
+    "emit",
     "register_entry_codes",
     "remove_listener",
     "retry",
@@ -72,6 +85,7 @@ _MODULE_OF = {
     "Deadline": "_deadline",
     "ErrorClass": "_classify",
     "FailedEntry": "_partial",
+    "JITTERS": "_wait",
     "Jitter": "_wait",
     "Pacer": "_pacer",
     "PartialOutcome": "_partial",
@@ -82,8 +96,10 @@ _MODULE_OF = {
     "SendResult": "_partial",
     "add_listener": "_events",
     "arun_partial": "_partial",
+    "backoff_delay": "_wait",
     "classify": "_classify",
     "classify_entry": "_classify",
+    "emit": "_events",
     "register_entry_codes": "_classify",
     "remove_listener": "_events",
     "retry": "_decorator",

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from resilient_aws._dataclass import lean_dataclass
 
-__all__ = ["RetryEvent", "RetryListener", "add_listener", "remove_listener"]
+__all__ = ["RetryEvent", "RetryListener", "add_listener", "emit", "remove_listener"]
 
 logger = logging.getLogger("resilient_aws.retry")
 
@@ -66,13 +68,40 @@ def remove_listener(listener: RetryListener) -> None:
         _listeners = tuple(x for x in _listeners if x is not listener)
 
 
-def emit(event: RetryEvent, listeners: tuple[RetryListener, ...] = ()) -> None:
-    _log(event)
+def emit(event: RetryEvent, listeners: Iterable[RetryListener] = ()) -> None:
+    """Report ``event`` as the retry core reports its own: logged on the ``resilient_aws.retry``
+    logger, then given to every listener added with :func:`add_listener` and to ``listeners``
+    (those of one policy, say: ``emit(event, policy.listeners)``).
+
+    For code that retries outside the core (a consumer reporting the records it hands back to
+    the queue) and wants the same logs and metrics. Never raises an ``Exception``: a listener
+    that raises is logged and skipped, and a logging setup that raises (a handler, a filter)
+    costs the log line, not the caller's work.
+
+    >>> from resilient_aws.retry import RetryEvent, emit
+    >>> seen = []
+    >>> emit(RetryEvent(kind="retry", operation="Charge", attempt=1, delay=0.2), [seen.append])
+    >>> seen[0].kind
+    'retry'
+    """
+    try:
+        _log(event)
+    except Exception as error:
+        _logging_failed(error)
     for listener in (*_listeners, *listeners):
         try:
             listener(event)
         except Exception:  # a broken metrics hook must not break the call it observes
-            logger.exception("retry listener %r failed", listener)
+            try:
+                logger.exception("retry listener %r failed", listener)
+            except Exception as error:
+                _logging_failed(error)
+
+
+def _logging_failed(error: Exception) -> None:
+    # nowhere left to say it but stderr, and that may be gone too
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"resilient_aws.retry: logging failed ({type(error).__name__})\n")
 
 
 def _log(event: RetryEvent) -> None:

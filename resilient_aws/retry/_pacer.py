@@ -224,14 +224,14 @@ def backoff(policy: RetryPolicy, stalls: int, *, throttle: bool) -> float:
     A ``wait=`` strategy given to the policy is asked as tenacity would ask it; otherwise the
     policy's jittered exponential backoff, from its throttle base after a throttle.
     """
-    from tenacity import RetryCallState  # a stall is a retry: tenacity is loaded by then
-
-    from resilient_aws.retry._wait import wait_jittered
+    from resilient_aws.retry._wait import backoff_delay
 
     if policy.wait is not None:
         # A strategy of the user's, asked as tenacity would ask it, with the attempt number
         # capped (a long stall must not grow an uncapped exponential without bound) and the
         # policy's own backoff if it cannot answer without an outcome.
+        from tenacity import RetryCallState  # a user's tenacity strategy: tenacity is loaded
+
         state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
         state.attempt_number = min(stalls, policy.max_attempts)
         try:
@@ -241,7 +241,6 @@ def backoff(policy: RetryPolicy, stalls: int, *, throttle: bool) -> float:
     base = policy.base_delay
     if throttle:  # a throttle never backs off less than any other error would
         base = max(base, policy.throttle_base_delay)
-    jittered = wait_jittered(base, policy.max_delay, policy.jitter, policy.rng)
-    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-    state.attempt_number = stalls
-    return float(jittered(state))
+    return backoff_delay(
+        max(stalls, 1), base=base, cap=policy.max_delay, jitter=policy.jitter, rng=policy.rng
+    )

@@ -1,4 +1,4 @@
-"""Backoff with jitter as tenacity wait strategies.
+"""Backoff with jitter: one formula (:func:`backoff_delay`), and tenacity wait strategies on it.
 
 Formulas from the AWS Architecture Blog post "Exponential Backoff And Jitter", with
 ``n`` the number of attempts made so far (``n = 1`` before the first retry)::
@@ -16,11 +16,13 @@ backoff, so that a wrong header cannot park a caller.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from resilient_aws.errors import ConfigurationError
 from resilient_aws.retry._classify import ErrorClass, classify
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ __all__ = [
     "JITTERS",
     "RETRY_AFTER_HEADER",
     "RETRY_AFTER_MAX_EXTRA",
+    "backoff_delay",
     "retry_after",
     "wait_jittered",
 ]
@@ -43,6 +46,77 @@ RETRY_AFTER_HEADER = "x-amz-retry-after"
 RETRY_AFTER_MAX_EXTRA = 5.0  # seconds; botocore's _RETRY_AFTER_MAX_ADDITIONAL
 
 _MAX_EXPONENT = 64
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    jitter: Jitter = "full",
+    rng: random.Random | None = None,
+    previous: float = 0.0,
+) -> float:
+    """Seconds to wait after ``attempt`` failed attempts: capped exponential backoff, jittered.
+
+    The formula of every backoff of the retry core (see the module), without tenacity:
+    ``min(cap, base * 2 ** (attempt - 1))`` with ``"full"``, ``"equal"`` or no (``"none"``)
+    jitter, or ``"decorrelated"``: ``min(cap, uniform(base, previous * 3))``, ``previous``
+    being the last delay (``0``, the default, for the first: it then starts at ``base``).
+    ``base`` may exceed ``cap`` (the cap applies). ``rng`` defaults to the :mod:`random`
+    module's generator; pass a seeded :class:`random.Random` for reproducible delays.
+
+    >>> import random
+    >>> from resilient_aws.retry import backoff_delay
+    >>> backoff_delay(3, base=0.1, cap=5.0, jitter="none")
+    0.4
+    >>> 0.2 <= backoff_delay(3, base=0.1, cap=5.0, jitter="equal", rng=random.Random(7)) <= 0.4
+    True
+
+    Raises :class:`~resilient_aws.errors.ConfigurationError` (a ``ValueError``) for an
+    ``attempt`` under 1, a negative or non-finite ``base``, ``cap`` or ``previous``, or an
+    unknown ``jitter``.
+    """
+    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+        raise ConfigurationError("attempt", f"must be an int >= 1, got {attempt!r}")
+    for name, value in (("base", base), ("cap", cap), ("previous", previous)):
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ConfigurationError(name, f"must be a finite number >= 0, got {value!r}")
+    if jitter not in JITTERS:
+        raise ConfigurationError("jitter", f"must be one of {JITTERS}, got {jitter!r}")
+    uniform = rng.uniform if rng is not None else random.uniform
+    return _backoff(attempt, float(base), float(cap), jitter, uniform, float(previous))
+
+
+def _ceiling(attempt: int, base: float, cap: float) -> float:
+    exponent = min(max(attempt - 1, 0), _MAX_EXPONENT)
+    return float(min(cap, base * 2**exponent))
+
+
+def _backoff(
+    attempt: int,
+    base: float,
+    cap: float,
+    jitter: Jitter,
+    uniform: Callable[[float, float], float],
+    previous: float,
+) -> float:
+    # The one implementation of the jittered exponential formula: backoff_delay checks its
+    # arguments and calls this; wait_jittered (each policy's backoff) calls it unchecked.
+    if jitter == "decorrelated":
+        high = max(base, (previous or base) * 3)
+        return float(min(cap, uniform(base, high)))
+    ceiling = _ceiling(attempt, base, cap)
+    if jitter == "full":
+        return uniform(0.0, ceiling)
+    if jitter == "equal":
+        return ceiling / 2 + uniform(0.0, ceiling / 2)
+    return ceiling
 
 
 class _Jittered:
@@ -69,9 +143,7 @@ class _Jittered:
 
     def ceiling(self, attempt_number: int, *, throttle: bool = False) -> float:
         """The un-jittered delay after ``attempt_number`` attempts."""
-        base = self.throttle_base if throttle else self.base
-        exponent = min(max(attempt_number - 1, 0), _MAX_EXPONENT)
-        return float(min(self.cap, base * 2**exponent))
+        return _ceiling(attempt_number, self.throttle_base if throttle else self.base, self.cap)
 
     def delay(
         self,
@@ -83,18 +155,8 @@ class _Jittered:
     ) -> float:
         """The delay after ``attempt_number`` attempts, the last of which failed with a throttle
         (or not), slept ``previous`` seconds before it, and was answered with ``retry_after``."""
-        if self.jitter == "decorrelated":
-            base = self.throttle_base if throttle else self.base
-            high = max(base, (previous or base) * 3)
-            delay = min(self.cap, self.rng.uniform(base, high))
-        else:
-            ceiling = self.ceiling(attempt_number, throttle=throttle)
-            if self.jitter == "full":
-                delay = self.rng.uniform(0.0, ceiling)
-            elif self.jitter == "equal":
-                delay = ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
-            else:
-                delay = ceiling
+        base = self.throttle_base if throttle else self.base
+        delay = _backoff(attempt_number, base, self.cap, self.jitter, self.rng.uniform, previous)
         if retry_after is not None:
             delay = max(delay, min(retry_after, delay + RETRY_AFTER_MAX_EXTRA))
         return delay
