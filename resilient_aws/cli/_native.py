@@ -23,6 +23,7 @@ from resilient_aws.cli._progress import Progress, format_duration
 from resilient_aws.retry import RetryPolicy
 
 __all__ = [
+    "MAX_PARTS",
     "PART_SIZE",
     "DetachedError",
     "S3Reader",
@@ -35,6 +36,17 @@ __all__ = [
 
 PART_SIZE = 8 * 1024 * 1024
 """Bytes per multipart upload part (S3 takes 5 MiB to 5 GiB): the memory an upload holds."""
+
+MAX_PARTS = 10_000
+"""S3's most parts in one multipart upload (numbered 1 to 10,000)."""
+
+MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
+"""S3's largest part: 5 GiB."""
+
+_PARTS_PER_SIZE = 1_000
+"""Parts sent at one size before the size doubles: 8 MiB parts hold the first 7.8 GiB in the
+memory of one part; an object over 78 GiB, which 10,000 parts of 8 MiB cannot hold, gets
+bigger parts (16 MiB, 32 MiB ...), up to 7.8 TiB in 10,000 parts."""
 
 
 class DetachedError(Exception):
@@ -174,11 +186,25 @@ class S3Reader(io.RawIOBase):
             return b""
         if self._body is None:
             self._open()
+        from botocore.exceptions import IncompleteReadError, ResponseStreamingError
+
         try:
             data: bytes = self._body.read(size)
+        except IncompleteReadError as error:
+            # botocore's body ended cleanly before its Content-Length: what it gave is good,
+            # the rest is asked for again (a dropped connection, which the core retries)
+            self._drop()
+            raise ResponseStreamingError(error=error) from error
         except Exception:
             self._drop()  # the next attempt reopens at self.offset
             raise
+        if not data and size and self.size is not None and self.offset < self.size:
+            # a body that ends early without saying so: never taken for the end of the object
+            self._drop()
+            raise ResponseStreamingError(
+                error=f"{s3_url(self.bucket, self.key)} ended at byte {self.offset:,} "
+                f"of {self.size:,}"
+            )
         self.offset += len(data)
         return data
 
@@ -211,7 +237,8 @@ class S3Upload:
     """Bytes written to one S3 object: one ``PutObject`` if they fit in a part, else a
     multipart upload whose every part is a request retried by the core.
 
-    Memory is one part (:data:`PART_SIZE`). :meth:`close` completes the object; :meth:`abort`
+    Memory is one part (:data:`PART_SIZE`, doubled every 1,000 parts so that the object fits in
+    S3's 10,000). :meth:`close` completes the object; :meth:`abort`
     removes what was uploaded (a multipart upload left open is billed until aborted).
     """
 
@@ -239,10 +266,17 @@ class S3Upload:
     def write(self, data: bytes) -> int:
         self._buffer += data
         self.size += len(data)
-        while len(self._buffer) >= self.part_size:
-            self._send_part(bytes(self._buffer[: self.part_size]))
-            del self._buffer[: self.part_size]
+        while len(self._buffer) >= self._next_part_size():
+            size = self._next_part_size()
+            self._send_part(bytes(self._buffer[:size]))
+            del self._buffer[:size]
         return len(data)
+
+    def _next_part_size(self) -> int:
+        """The size of the next part: :attr:`part_size`, doubled every 1,000 parts, so that
+        10,000 parts (S3's most) hold far more than 10,000 parts of the first size."""
+        doublings = len(self._parts) // _PARTS_PER_SIZE
+        return min(self.part_size << doublings, MAX_PART_SIZE)
 
     def flush(self) -> None:
         return None  # parts leave when full: a flush must not send a part below S3's minimum
@@ -293,6 +327,11 @@ class S3Upload:
             )
             self._upload_id = str(created["UploadId"])
         number = len(self._parts) + 1
+        if number > MAX_PARTS:
+            raise ValueError(
+                f"{s3_url(self.bucket, self.key)}: over {MAX_PARTS:,} parts of up to "
+                f"{MAX_PART_SIZE:,} bytes, more than one S3 object holds"
+            )
         sent = self.policy.call(
             self.client.upload_part,
             Bucket=self.bucket,

@@ -10,6 +10,7 @@ S3 and every item written to stdout as the scan-based export writes it.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import time
 import uuid
@@ -60,6 +61,7 @@ def run_native_export(ctx: Context) -> int:
         if args.export_arn:
             description = _describe(ctx, client, args.export_arn)
             _check_table(description, table)
+            _check_kind(description)  # before following it to its end
         else:
             description = _start(ctx, client, table)
     except _StopError as stop:
@@ -103,6 +105,7 @@ def run_native_export(ctx: Context) -> int:
             "message": description.get("FailureMessage"),
         }
         return _stopped(ctx, report, message, started)
+    _check_kind(description)
     bucket = str(description["S3Bucket"])
     location = s3_url(bucket, str(description.get("S3Prefix") or ""))
     if args.no_download:
@@ -175,6 +178,24 @@ def _describe(ctx: Context, client: Any, arn: str) -> dict[str, Any]:
     return dict(ctx.policy.call(client.describe_export, ExportArn=arn)["ExportDescription"])
 
 
+def _check_kind(description: dict[str, Any]) -> None:
+    """Only a full export in DynamoDB JSON holds ``{"Item": ...}`` lines: an incremental
+    export's lines are changes (``Keys``, ``NewImage``, ``OldImage``), an ION export is not
+    JSON. Bad usage, said before a byte is read."""
+    arn = description.get("ExportArn")
+    kind = description.get("ExportType")
+    if kind == "INCREMENTAL_EXPORT":
+        raise UsageError(
+            f"export {arn} is an incremental export ({kind}): its files hold changes, not "
+            "items; `export --native` reads full exports only"
+        )
+    fmt = description.get("ExportFormat")
+    if fmt == "ION":  # (moto says DYNAMO_JSON for DYNAMODB_JSON: only ION is refused)
+        raise UsageError(
+            f"export {arn} was exported as {fmt}: `export --native` reads DYNAMODB_JSON only"
+        )
+
+
 def _check_table(description: dict[str, Any], table: str) -> None:
     table_arn = str(description.get("TableArn", ""))
     if table_arn and table_arn.rsplit("/", 1)[-1] != table:
@@ -193,13 +214,10 @@ def _download(
     s3 = ctx.client("s3")
     bucket = str(description["S3Bucket"])
     try:
-        files = data_files(s3, description, ctx.policy)
+        files, summary_count = _manifest(s3, description, ctx.policy)
+        expected = _expected(files, description, summary_count)
     except _StopError as stop:
         return _stopped(ctx, report, str(stop), started)
-    listed = [f.items for f in files]
-    expected = sum(n for n in listed if n is not None) if None not in listed else None
-    if expected is None and isinstance(description.get("ItemCount"), int):
-        expected = int(description["ItemCount"])
     progress = ctx.progress(f"export {table}", total=expected)
     out = ctx.stdout
     exported = 0
@@ -262,17 +280,53 @@ def _download(
     return ctx.report(report, text, ok=complete, stream=ctx.stderr, exit_code=code)
 
 
+def _expected(
+    files: list[ExportFile], description: dict[str, Any], summary: int | None
+) -> int | None:
+    """How many items the export holds: its ``ItemCount`` (DescribeExport, and the summary
+    manifest), which the counts of the files the manifest lists must add up to; a list of
+    files that misses some is refused before a line is written."""
+    total = description.get("ItemCount")
+    total = int(total) if isinstance(total, int) else None
+    if summary is not None:
+        if total is not None and summary != total:
+            raise _StopError(
+                f"the export's summary manifest ({description.get('ExportManifest')}) counts "
+                f"{summary:,} items, DescribeExport {total:,}"
+            )
+        total = summary
+    listed = [f.items for f in files]
+    if None in listed:
+        return total
+    in_files = sum(n for n in listed if n is not None)
+    if total is not None and in_files != total:
+        raise _StopError(
+            f"the export holds {total:,} items, the files its manifest-files.json lists "
+            f"hold {in_files:,}: the list is incomplete, nothing read"
+        )
+    return in_files
+
+
 def data_files(s3: Any, description: dict[str, Any], policy: Any) -> list[ExportFile]:
     """The data files of a completed export, from its manifest.
 
     An endpoint that writes no manifest (moto) gets its files listed instead, under the
     export's prefix, provided no other export shares that prefix.
     """
+    return _manifest(s3, description, policy)[0]
+
+
+def _manifest(
+    s3: Any, description: dict[str, Any], policy: Any
+) -> tuple[list[ExportFile], int | None]:
+    """The data files of an export and the item count of its summary manifest (if any)."""
     bucket = str(description["S3Bucket"])
     prefix = str(description.get("S3Prefix") or "").strip("/")
     manifest = description.get("ExportManifest")
     if manifest:
         summary = json.loads(_get_text(s3, bucket, str(manifest), prefix, policy))
+        count = summary.get("itemCount")
+        summary_count = int(count) if isinstance(count, int) else None
         files_key = str(summary["manifestFilesS3Key"])
         files: list[ExportFile] = []
         for line in _get_text(s3, bucket, files_key, prefix, policy).splitlines():
@@ -281,8 +335,8 @@ def data_files(s3: Any, description: dict[str, Any], policy: Any) -> list[Export
                 count = entry.get("itemCount")
                 key = _resolved(s3, bucket, str(entry["dataFileS3Key"]), prefix, policy)
                 files.append(ExportFile(key, int(count) if isinstance(count, int) else None))
-        return files
-    return _listed_files(s3, bucket, prefix, str(description["ExportArn"]), policy)
+        return files, summary_count
+    return _listed_files(s3, bucket, prefix, str(description["ExportArn"]), policy), None
 
 
 def _listed_files(s3: Any, bucket: str, prefix: str, arn: str, policy: Any) -> list[ExportFile]:
@@ -335,8 +389,10 @@ def _resolved(s3: Any, bucket: str, key: str, prefix: str, policy: Any) -> str:
 def _get_text(s3: Any, bucket: str, key: str, prefix: str, policy: Any) -> str:
     """A manifest file (small: one line per data file)."""
     key = _resolved(s3, bucket, key, prefix, policy)
-    answer = policy.call(s3.get_object, Bucket=bucket, Key=key)
-    return str(policy.call(answer["Body"].read).decode("utf-8"))
+    # through S3Reader: a read that breaks resumes at the byte it reached (a retried
+    # Body.read() would start from what the broken stream had left, losing the start)
+    with S3Reader(s3, bucket, key, policy) as raw:
+        return io.BufferedReader(raw).read().decode("utf-8")
 
 
 def _items_of(

@@ -12,6 +12,7 @@ usage (exit 2) before anything is uploaded.
 from __future__ import annotations
 
 import gzip
+import re
 import time
 import uuid
 from contextlib import ExitStack
@@ -32,10 +33,15 @@ from resilient_aws.cli._native import (
     s3_url,
 )
 from resilient_aws.cli._progress import Progress
+from resilient_aws.limits import DYNAMODB_ITEM_BYTES
 
 __all__ = ["key_problem", "run_native_load"]
 
 _SHOWN = 20
+_TABLE_NAME = re.compile(r"[a-zA-Z0-9_.\-]{3,255}")
+# DynamoDB's limits on what one item holds: an item DynamoDB refuses may make ImportTable skip
+# the rest of the object it is in, so they are bad lines here, before the upload.
+_KEY_BYTES = (2048, 1024)  # partition key, sort key
 _RUNNING = frozenset({"IN_PROGRESS", "CANCELLING"})
 
 
@@ -61,6 +67,11 @@ def run_native_load(ctx: Context) -> int:
         )
     if args.concurrency != 4:
         raise UsageError("--concurrency is for the BatchWriter load, not with --native")
+    if not _TABLE_NAME.fullmatch(table):
+        raise UsageError(
+            f"{table!r} is not a table name ImportTable can create: 3 to 255 characters "
+            "among a-z A-Z 0-9 _ - ."
+        )
     keys: tuple[tuple[str, str], ...] = args.key
     bucket: str = args.s3_bucket
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -177,7 +188,8 @@ def _convert(
                     failure = LineFailure(number, None, "InvalidKeyError", problem)
                 else:
                     try:
-                        line = dump_item(item, "dynamodb")
+                        line = dump_item(item, "dynamodb").encode("utf-8") + b"\n"
+                        failure = _too_large(number, item, len(line))
                     except (ValueError, TypeError) as error:
                         failure = LineFailure(number, None, type(error).__name__, str(error))
             if failure is not None:
@@ -185,11 +197,33 @@ def _convert(
                 if keep_raw:
                     converted.raw_bad.append((number, raw))
             else:
-                packed.write(line.encode("utf-8") + b"\n")
+                packed.write(line)
                 converted.items += 1
             progress.update(number, failed=len(converted.bad))
     except KeyboardInterrupt:  # the second Ctrl-C
         converted.interrupted = True
+
+
+def _too_large(number: int, item: dict[str, Any], line_bytes: int) -> LineFailure | None:
+    """The failure of an item over DynamoDB's 400 KB, ``None`` for one that fits.
+
+    An item's DynamoDB JSON line (UTF-8) is never shorter than its DynamoDB size (every name
+    and value is in it, with quotes, type tags, base64 for binary), so only a long line is
+    measured.
+    """
+    if line_bytes <= DYNAMODB_ITEM_BYTES:
+        return None
+    from resilient_aws.dynamodb import item_size, serialize_item
+
+    size = item_size(serialize_item(item))
+    if size <= DYNAMODB_ITEM_BYTES:
+        return None
+    return LineFailure(
+        number,
+        None,
+        "EntryTooLargeError",
+        f"the item is {size:,} bytes, over DynamoDB's {DYNAMODB_ITEM_BYTES:,}",
+    )
 
 
 def key_problem(item: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> str | None:
@@ -211,8 +245,15 @@ def key_problem(item: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> str 
             fits = isinstance(value, (bytes, bytearray, Binary))
         if not fits:
             return f"key attribute {name!r} is not of type {kind}"
-        if (len(raw_bytes(value)) if kind == "B" else len(value) if kind == "S" else 1) == 0:
+        size = len(raw_bytes(value)) if kind == "B" else len(value) if kind == "S" else 1
+        if size == 0:
             return f"key attribute {name!r} is empty"
+        limit = _KEY_BYTES[0 if name == keys[0][0] else 1]
+        if kind == "S":
+            size = len(value.encode("utf-8"))
+        if size > limit:
+            role = "partition" if name == keys[0][0] else "sort"
+            return f"key attribute {name!r} is {size:,} bytes, over the {role} key's {limit:,}"
     return None
 
 
@@ -290,11 +331,17 @@ def _import(
     imported = _count(state, "ImportedItemCount")
     errors = _count(state, "ErrorCount")
     log_group = state.get("CloudWatchLogGroupArn")
+    uploaded = int(report["uploaded"])
+    # every uploaded item is imported or counted as an error; the rest DynamoDB dropped without
+    # a word: items that share a key (one is kept, the others are not errors) or the rest of an
+    # object after an item it could not read ("Import format quotas and validation")
+    unaccounted = max(uploaded - imported - errors, 0) if status == "COMPLETED" else 0
     report.update(
         status=status,
         loaded=imported,
         processed=_count(state, "ProcessedItemCount"),
         import_errors=errors,
+        unaccounted=unaccounted,
         log_group=log_group,
         elapsed_s=round(time.monotonic() - started, 3),
     )
@@ -305,12 +352,10 @@ def _import(
     )
     if report["failed"]:
         summary += f"; {report['failed']:,} lines failed before the upload"
-    text.insert(0, summary)
+    problems: list[str] = []
     code: int | None = None
-    if errors:
-        where = f"CloudWatch Logs {log_group}" if log_group else "the import's CloudWatch logs"
-        text.insert(1, f"error: DynamoDB could not import {errors:,} items: see {where}")
-    elif status != "COMPLETED":
+    if status != "COMPLETED":
+        # whatever the item errors, the import itself failed: its failure is the news (exit 3)
         failure = ": ".join(
             str(part) for part in (state.get("FailureCode"), state.get("FailureMessage")) if part
         )
@@ -318,9 +363,21 @@ def _import(
             f": {failure}" if failure else ""
         )
         report["error"] = {"type": "ImportError", "message": message}
-        text.insert(1, f"error: {message}")
+        problems.append(f"error: {message}")
         code = STOPPED
-    ok = status == "COMPLETED" and not errors and not report["failed"]
+    if errors:
+        where = f"CloudWatch Logs {log_group}" if log_group else "the import's CloudWatch logs"
+        problems.append(f"error: DynamoDB could not import {errors:,} items: see {where}")
+    if unaccounted:
+        message = (
+            f"{unaccounted:,} of the {uploaded:,} uploaded items were neither imported nor "
+            "counted as errors (DynamoDB keeps one of the items that share a key, and may skip "
+            "the rest of an object after an item it cannot read)"
+        )
+        report.setdefault("error", {"type": "ImportIncomplete", "message": message})
+        problems.append(f"error: {message}")
+    text[:0] = [summary, *problems]
+    ok = status == "COMPLETED" and not errors and not unaccounted and not report["failed"]
     return ctx.report(report, text, ok=ok, exit_code=code)
 
 

@@ -45,6 +45,8 @@ def _orders(ddb: Any, name: str = "orders", count: int = 120, *, pitr: bool = Tr
         if i % 3 == 0:
             item["tags"] = {"SS": ["x", "y"]}
             item["blob"] = {"B": bytes([i % 256, 0, 255])}
+            item["blobs"] = {"BS": [b"\x00", bytes([i % 256, 1])]}
+            item["big"] = {"N": "-1234567890123456789012345678901234.5678"}
             item["gone"] = {"NULL": True}
         ddb.put_item(TableName=name, Item=item)
     if pitr:
@@ -319,3 +321,56 @@ def test_ctrl_c_while_uploading_creates_no_table(
     assert (report["interrupted"], report["lines"], report["loaded"]) == (True, 20, 0)
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
     assert "copy" not in ddb.list_tables()["TableNames"]
+
+
+def test_native_load_refuses_items_dynamodb_would_refuse_before_the_upload(
+    ddb: Any, s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One item DynamoDB cannot store may make the import skip the rest of the object (AWS:
+    # "Import format quotas and validation"): an item over 400 KB, a partition key over 2,048
+    # bytes or a sort key over 1,024 bytes is a bad line here, reported by number, not uploaded.
+    lines = [
+        json.dumps({"pk": "a", "sk": "1"}),
+        json.dumps({"pk": "big", "sk": "1", "blob": "x" * (400 * 1024)}),
+        json.dumps({"pk": "p" * 2049, "sk": "1"}),
+        json.dumps({"pk": "b", "sk": "s" * 1025}),
+        json.dumps({"pk": "p" * 2048, "sk": "s" * 1024}),  # 2,048 bytes, 1,024 bytes: fit
+    ]
+    source = _write(tmp_path / "in.jsonl", lines)
+    argv = ["load", "tbl", source, "--native", "--s3-bucket", BUCKET, "--key", "pk:S,sk:S"]
+    assert main([*argv, *FAST, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [(f["line"], f["code"]) for f in report["failures"]] == [
+        (2, "EntryTooLargeError"),
+        (3, "InvalidKeyError"),
+        (4, "InvalidKeyError"),
+    ]
+    assert "over the partition key's 2,048" in report["failures"][1]["message"]
+    assert (report["uploaded"], report["loaded"]) == (2, 2)
+    assert "x" * 20 not in json.dumps(report)
+
+
+@pytest.mark.parametrize("name", ["t", "a b", "x" * 256])
+def test_native_load_refuses_a_table_name_importtable_would_refuse_before_the_upload(
+    ddb: Any, s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # ImportTable names a new table: 3 to 255 of a-z A-Z 0-9 _ - . (CreateTable's rule). The
+    # name was first checked by ImportTable itself, after the whole file was uploaded: exit 3
+    # and an object left in S3 for nothing.
+    source = _write(tmp_path / "in.jsonl", ['{"pk": "a"}'])
+    argv = ["load", name, source, "--native", "--s3-bucket", BUCKET, "--key", "pk:S"]
+    assert main([*argv, *FAST]) == 2
+    assert "table name" in capsys.readouterr().err
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+def test_native_export_of_an_empty_table_writes_nothing_and_exits_0(
+    ddb: Any, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _orders(ddb, count=0)
+    argv = ["export", "orders", "--native", "--s3-bucket", BUCKET, *FAST, "--json"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    report = json.loads(captured.err)
+    assert (report["exported"], report["complete"]) == (0, True)
