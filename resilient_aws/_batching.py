@@ -36,9 +36,8 @@ from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import Answer, BatchResult, FailedEntry
-from resilient_aws.retry import Pacer, RetryEvent, RetryPolicy, classify
+from resilient_aws.retry import Pacer, RetryEvent, RetryPolicy, classify, emit
 from resilient_aws.retry._classify import THROTTLING_CODES
-from resilient_aws.retry._events import emit
 from resilient_aws.retry._run import _botocore_retries
 
 __all__ = [
@@ -230,6 +229,7 @@ class BatchEngine(Generic[S]):
         self._in_flight_groups: set[Hashable] = set()
         self._blocked_groups: set[Hashable] = set()
         self._futures: set[Future[None]] = set()
+        self._workers = 0  # pool tasks running: each sends chunks while full ones are waiting
         self._pool: ThreadPoolExecutor | None = None
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -269,6 +269,8 @@ class BatchEngine(Generic[S]):
                 len(pending) >= limits.max_entries
                 or self._pending_bytes >= limits.max_request_bytes
             )
+            if full and self._workers >= self.concurrency and not self._backlogged():
+                return  # every worker is busy and takes the next full chunk itself
         if full:
             self._send_full_chunks()
 
@@ -373,8 +375,23 @@ class BatchEngine(Generic[S]):
             with self._lock:
                 if not self._full():
                     return
+                if self._workers >= self.concurrency and not self._backlogged():
+                    # Every worker is busy and takes the next full chunk itself when its
+                    # request settles: the caller goes on buffering instead of waking a thread
+                    # per request (most of what concurrency cost in client CPU).
+                    return
             if not self._send_one_chunk():
                 self._wait_any()
+
+    def _backlogged(self) -> bool:
+        """Under the lock: enough is buffered that the caller must wait for the workers: one
+        full request per worker, or a request's worth of bytes (the buffer never holds more
+        bytes than before workers took chunks themselves)."""
+        limits = self.limits
+        return (
+            len(self._pending) >= self.concurrency * limits.max_entries
+            or self._pending_bytes >= limits.max_request_bytes
+        )
 
     def _take_chunk(self) -> tuple[list[Entry[S]], set[Hashable]]:
         """Cut the next request from the buffer (under the lock): its entries and groups."""
@@ -441,15 +458,19 @@ class BatchEngine(Generic[S]):
             if not chunk:
                 return not self._pending
             self._requests_in_flight += 1
+            if pool is not None:
+                self._workers += 1
         settling = False
         try:
             if pool is None:
                 settling = True
                 self._settle(chunk, groups)
                 return True
-            future = pool.submit(self._settle, chunk, groups)
+            future = pool.submit(self._work, chunk, groups)
         except BaseException as error:
             if not settling:  # the chunk never reached _settle, which accounts for it
+                with self._lock:
+                    self._workers -= 1
                 self._settled_without_sending(chunk, groups, error)
             raise
         with self._lock:
@@ -501,6 +522,30 @@ class BatchEngine(Generic[S]):
                 future.result()  # a bug in a worker surfaces here, once, not silently
 
     # -- sending --------------------------------------------------------------------------------
+
+    def _work(self, chunk: list[Entry[S]], groups: set[Hashable]) -> None:
+        """A pool task: send ``chunk``, then the next full chunk while there is one."""
+        working = True
+        try:
+            while True:
+                self._settle(chunk, groups)
+                with self._lock:
+                    if not self._full():
+                        # decided under the lock: an entry added after this makes the caller
+                        # start a worker, since this one no longer counts
+                        self._workers -= 1
+                        working = False
+                        return
+                    chunk, groups = self._take_chunk()
+                    if not chunk:  # every full entry waits for a group in flight
+                        self._workers -= 1
+                        working = False
+                        return
+                    self._requests_in_flight += 1
+        finally:
+            if working:
+                with self._lock:
+                    self._workers -= 1
 
     def _settle(self, chunk: list[Entry[S]], groups: set[Hashable]) -> None:
         try:
