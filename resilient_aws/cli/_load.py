@@ -87,7 +87,10 @@ def run_load(ctx: Context) -> int:
             on_invalid="report",  # a bad item is a failed line, not the end of the run
         )
         progress = ctx.progress(f"load {table}", total=total, unit="lines")
-        tally = _Tally(keys=schema.attributes)
+        tally = _Tally(
+            keys=schema.attributes,
+            track_keys=getattr(args, "track_keys", DEFAULT_TRACK_KEYS),
+        )
         with writer:
             try:
                 _feed(ctx, source, writer, fmt, tally, progress)
@@ -134,6 +137,7 @@ def run_load(ctx: Context) -> int:
         "items": items,
         "loaded": loaded,
         "replaced": replaced,
+        "keys_untracked": tally.untracked,
         "failed": failed_count,
         "failures": [f.to_dict() for f in failures],
         "requests": result.requests,
@@ -147,6 +151,11 @@ def run_load(ctx: Context) -> int:
         + (f"; {replaced:,} replaced by a later line of the same key" if replaced else "")
         + f" ({result.requests:,} requests, {result.resent:,} items re-sent)"
     ]
+    if tally.untracked:
+        text.append(
+            f"note: {tally.untracked:,} lines came after the first {tally.track_keys:,} distinct"
+            " keys; a repeated key among them counts as loaded (raise --track-keys)"
+        )
     code: int | None = INTERRUPTED if interrupted else None
     if stop is not None:
         message = f"{stop.code}: {stop.message}" if stop.message else stop.code
@@ -185,6 +194,10 @@ def _first_stop(failed: list[Any], start: int) -> _Stop | None:
     return None
 
 
+# Distinct keys remembered to count lines replaced by a later line of the same key: ~70 MB.
+DEFAULT_TRACK_KEYS = 1_000_000
+
+
 @dataclass
 class _Tally:
     keys: tuple[str, ...] = ()
@@ -195,17 +208,25 @@ class _Tally:
     repeated: int = 0
     bad: list[LineFailure] = field(default_factory=list)
     raw_bad: list[tuple[int, bytes]] = field(default_factory=list)
-    # 8-byte digests of the keys put so far: a later line of the same key replaces the item
-    seen: set[bytes] = field(default_factory=set)
+    # 64-bit digests of the keys put so far (a later line of the same key replaces the item),
+    # at most track_keys of them (~70 bytes each): memory bounded by the option, not the file
+    seen: set[int] = field(default_factory=set)
+    track_keys: int = DEFAULT_TRACK_KEYS
+    untracked: int = 0  # lines whose key was not remembered: the set was full
 
     def note_key(self, item: dict[str, Any]) -> None:
-        digest = hashlib.blake2b(
-            repr([_key_part(item.get(name)) for name in self.keys]).encode(), digest_size=8
-        ).digest()
+        digest = int.from_bytes(
+            hashlib.blake2b(
+                repr([_key_part(item.get(name)) for name in self.keys]).encode(), digest_size=8
+            ).digest(),
+            "big",
+        )
         if digest in self.seen:
             self.repeated += 1
-        else:
+        elif len(self.seen) < self.track_keys:
             self.seen.add(digest)
+        else:
+            self.untracked += 1
 
 
 def _key_part(value: Any) -> Any:

@@ -163,6 +163,14 @@ def _load(
         metavar="PATH",
         help="write every line that failed here, as it was read, to fix and load again",
     )
+    load.add_argument(
+        "--track-keys",
+        type=non_negative_int,
+        default=1_000_000,
+        metavar="N",
+        help="distinct keys remembered to count lines replaced by a later line of the same "
+        "key (default 1,000,000, about 70 MB; memory stays bounded by it)",
+    )
     native = load.add_argument_group(
         "--native: DynamoDB's ImportTable (creates a NEW table from S3; see docs/cli.md)"
     )

@@ -154,6 +154,29 @@ def test_a_key_repeated_in_a_later_batch_counts_as_replaced(
     assert report["items"] == report["loaded"] + report["failed"] + report["replaced"]
 
 
+def test_the_keys_load_remembers_are_bounded_by_track_keys(
+    ddb: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_table(ddb, "orders")
+    lines = _lines(100)
+    lines.insert(80, json.dumps({"pk": "order-00001", "n": "again"}))  # remembered: replaced
+    lines.insert(90, json.dumps({"pk": "order-00060", "n": "again"}))  # past the first 50 keys
+    source = _write(tmp_path / "orders.jsonl", lines)
+
+    assert main(["load", "orders", source, "--json", "--no-progress", "--track-keys", "50"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(all_items(ddb, "orders")) == 100
+    assert report["replaced"] == 1  # the repeat of a key it remembered
+    assert report["keys_untracked"] == 51  # lines after the first 50 distinct keys
+    assert report["loaded"] == 101  # the other repeat counts as loaded, as the report says
+    assert report["items"] == report["loaded"] + report["failed"] + report["replaced"]
+
+    assert main(["load", "orders", source, "--no-progress", "--track-keys", "50"]) == 0
+    assert "a repeated key among them counts as loaded (raise --track-keys)" in (
+        capsys.readouterr().out
+    )
+
+
 @pytest.mark.parametrize(
     ("attribute", "kind"),
     [

@@ -270,3 +270,26 @@ def test_the_window_of_moved_ids_keeps_the_newest_and_names_each_id_exactly() ->
     empty = _MovedIds(0)
     empty.add(first, None)
     assert first not in empty
+
+
+# -- the CLI's load --------------------------------------------------------------------------------
+
+
+def tally_peak(lines: int) -> tuple[float, Any]:
+    from resilient_aws.cli._load import _Tally
+
+    tally = _Tally(keys=("pk",), track_keys=5_000)
+
+    def run() -> None:
+        for i in range(lines):
+            tally.note_key({"pk": f"order-{i:09d}"})
+
+    return peak_of(run), tally
+
+
+def test_load_remembers_at_most_track_keys_keys() -> None:
+    # It kept a digest of every distinct key of the file: ~70 bytes a line, 700 MB for 10M.
+    small, _ = tally_peak(10_000)
+    large, tally = tally_peak(100_000)
+    assert large - small < 0.25 * MiB, (small / MiB, large / MiB)
+    assert (len(tally.seen), tally.untracked) == (5_000, 95_000)

@@ -29,8 +29,10 @@ OPTIONAL = ("pydantic", "aws_lambda_powertools", "moto", "pytest")
 # What a handler imports (the README's and docstrings' examples), on top of boto3: milliseconds,
 # the sum of every module's own time after ``import boto3`` (subpackages resolve their names
 # lazily, so ``import resilient_aws.outbox`` alone would prove nothing). Measured from the
-# compiled layer, best of 5: 0.3 / 3.6 / 6.7 / 10.4 / 11.5 / 16 / 18 ms (docs/performance.md);
-# the budgets are 2.5-3 times that, for a loaded CI machine.
+# compiled layer, best of 7 (docs/performance.md): retry 2.8, consumer 3.1, batch 4.6,
+# idempotency 5.3, dynamodb 5.7, redrive 7.1, outbox 9.1 ms; 5.2 / 9.6 / 11.5 ms for the last
+# three with the machine's two cores busy. Issue 14's target is 12 ms for every capability;
+# the budgets are that target plus a third, for a loaded CI machine.
 IMPORTS = {
     "resilient_aws": "import resilient_aws",
     "resilient_aws.errors": "import resilient_aws.errors",
@@ -52,14 +54,14 @@ IMPORT_BUDGET_MS = {
     "resilient_aws": 3,
     "resilient_aws.errors": 6,
     "resilient_aws.limits": 6,
-    "resilient_aws.results": 10,
-    "resilient_aws.retry": 12,
-    "resilient_aws.idempotency": 20,
-    "resilient_aws.batch": 30,
-    "resilient_aws.dynamodb": 30,
-    "resilient_aws.redrive": 40,
-    "resilient_aws.outbox": 45,
-    "resilient_aws.consumer": 12,  # issue 15: the consumer costs at most 12 ms over boto3
+    "resilient_aws.results": 6,
+    "resilient_aws.retry": 8,
+    "resilient_aws.idempotency": 16,
+    "resilient_aws.batch": 16,
+    "resilient_aws.dynamodb": 16,
+    "resilient_aws.redrive": 16,
+    "resilient_aws.outbox": 16,
+    "resilient_aws.consumer": 16,
 }
 MARK = "--- boto3 imported ---"
 
