@@ -48,6 +48,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/idempotency.py
 	$(BIN)/python bench/outbox.py
 	$(BIN)/python bench/redrive.py
+	$(BIN)/python bench/cpu_per_entry.py
 	$(BIN)/python bench/consumer.py
 
 # The wheel and sdist, checked the way PyPI will read them.
