@@ -318,6 +318,7 @@ class BatchEngine(Generic[S]):
                 if self._pool is not None:
                     self._pool.shutdown(wait=True)
                 self._fail_unsent()
+                self._log_uncollected()
                 # A sender holds its engine and the engine its sender: a cycle that only the
                 # garbage collector frees, late (a run that makes a writer per batch piles them
                 # up). A closed engine sends nothing more; keep only what it still names.
@@ -371,16 +372,22 @@ class BatchEngine(Generic[S]):
         )
 
     def _send_full_chunks(self) -> None:
+        concurrency = self.concurrency
         while True:
             with self._lock:
                 if not self._full():
                     return
-                if self._workers >= self.concurrency and not self._backlogged():
+                if self._workers >= concurrency and not self._backlogged():
                     # Every worker is busy and takes the next full chunk itself when its
                     # request settles: the caller goes on buffering instead of waking a thread
                     # per request (most of what concurrency cost in client CPU).
                     return
-            if not self._send_one_chunk():
+                busy = concurrency > 1 and len(self._futures) >= concurrency
+            if busy:
+                # Wait for a slot, then look again before cutting a chunk: a worker ends only
+                # once the buffer is no longer full, and what it left is no full request.
+                self._wait_any()
+            elif not self._send_one_chunk():
                 self._wait_any()
 
     def _backlogged(self) -> bool:
@@ -512,6 +519,23 @@ class BatchEngine(Generic[S]):
             error, self._background_error = self._background_error, None
         if error is not None:
             raise error
+
+    def _log_uncollected(self) -> None:
+        """At close, once the pool has stopped: log the workers' errors nobody raised.
+
+        Only one exception goes up from close(); another worker's bug (or any, when close was
+        interrupted) would otherwise vanish with its future.
+        """
+        with self._lock:
+            left, self._futures = self._futures, set()
+        for future in left:
+            error = future.exception() if future.done() and not future.cancelled() else None
+            if error is not None:
+                logger.error(
+                    "%s request failed while another error was raised",
+                    self.adapter.operation,
+                    exc_info=error,
+                )
 
     def _collect(self, done: set[Future[None]]) -> None:
         for future in done:
@@ -926,7 +950,9 @@ class BatchEngine(Generic[S]):
                         with self._lock:
                             if not self._pending:
                                 break
-                except Exception as error:  # raised again by the next flush() or close()
+                except BaseException as error:  # raised again by the next flush() or close()
+                    # a worker's interrupt collected here too: it must reach the caller, not
+                    # end this thread (and time-based flushing with it)
                     logger.exception("background flush failed")
                     with self._lock:
                         if self._background_error is None:

@@ -109,3 +109,117 @@ def test_every_message_is_delivered_once_with_workers_taking_chunks(
     assert client.delivered == Counter(f"m{i}" for i in range(3_000))
     result = sender.result
     assert (result.submitted, result.succeeded, result.failed) == (3_000, 3_000, [])
+
+
+# -- review: holes found by an adversarial pass, each reproduced first ----------------------------
+
+
+class Slow:
+    """SendMessageBatch that takes ``pause`` seconds per request, counting request sizes."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.lock = threading.Lock()
+        self.sizes: Counter[int] = Counter()
+        self.delivered: Counter[str] = Counter()
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:  # noqa: N803
+        threading.Event().wait(self.pause)
+        with self.lock:
+            self.sizes[len(Entries)] += 1
+            self.delivered.update(e["MessageBody"][:8] for e in Entries)
+        return {"Successful": [{"Id": e["Id"], "MessageId": "m"} for e in Entries]}
+
+
+@pytest.mark.parametrize("concurrency", [2, 4])
+def test_requests_full_by_bytes_stay_full_when_the_caller_waits_for_the_workers(
+    concurrency: int,
+) -> None:
+    # 200 KiB messages: five fill an SQS request (1 MiB) and a sixth makes the buffer a request's
+    # worth of bytes, where the caller waits. It waited for a worker to end (only once the buffer
+    # was no longer full) and then sent what was left: one message per request, every time.
+    client = Slow(0.001)
+    body = "x" * (200 * 1024)
+    with SqsSender(QUEUE, client=client, concurrency=concurrency) as sender:
+        for i in range(300):
+            sender.send_message(f"{i:08d}{body}")
+    assert client.delivered == Counter(f"{i:08d}" for i in range(300))
+    assert client.sizes == Counter({5: 60})  # full requests only, as at concurrency 1
+    assert sender.result.requests == 60
+
+
+class TwoBugs:
+    """SendMessageBatch whose first two requests, both in flight at once, raise a bug each."""
+
+    def __init__(self) -> None:
+        self.both_in = threading.Barrier(2, timeout=WAIT_S)
+        self.lock = threading.Lock()
+        self.calls = 0
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:  # noqa: N803
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        if call <= 2:
+            self.both_in.wait()
+            raise RuntimeError(f"bug {call}")
+        return {"Successful": [{"Id": e["Id"], "MessageId": "m"} for e in Entries]}
+
+
+def test_a_second_workers_error_that_close_cannot_raise_is_logged_not_swallowed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = TwoBugs()
+    sender = SqsSender(QUEUE, client=client, concurrency=2)
+    for i in range(20):
+        sender.send_message(f"m{i}")
+    with pytest.raises(RuntimeError, match="bug") as raised:
+        sender.close()
+    other = "bug 2" if str(raised.value) == "bug 1" else "bug 1"
+    logged = [r for r in caplog.records if r.exc_info and str(r.exc_info[1]) == other]
+    assert len(logged) == 1, caplog.text  # the one close could not raise, once
+    assert not sender._engine._futures
+    result = sender.result
+    assert {f.code for f in result.failed} == {"OutcomeUnknown"} and len(result.failed) == 20
+
+
+class Interrupted(BaseException):
+    """What a worker may raise that is no Exception (a KeyboardInterrupt, a gevent Timeout)."""
+
+
+class FirstInterrupts:
+    """SendMessageBatch whose first request raises ``Interrupted``; ``sent`` counts requests."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.sent = threading.Semaphore(0)
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:  # noqa: N803
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        try:
+            if call == 1:
+                raise Interrupted("in a worker")
+            return {"Successful": [{"Id": e["Id"], "MessageId": "m"} for e in Entries]}
+        finally:
+            self.sent.release()
+
+
+def test_a_workers_base_exception_collected_by_the_interval_flusher_reaches_the_caller() -> None:
+    # The flusher collects a finished worker's future when it waits for a slot: a BaseException
+    # there killed the flusher thread (later messages then waited for close) and never reached
+    # the caller.
+    client = FirstInterrupts()
+    sender = SqsSender(QUEUE, client=client, concurrency=2, flush_interval=0.01)
+    for i in range(3):  # one request each, sent by the flusher; the third waits for a slot
+        sender.send_message(f"m{i}")
+        assert client.sent.acquire(timeout=WAIT_S)
+    sender.send_message("m3")
+    assert client.sent.acquire(timeout=WAIT_S)  # still sent on time: the flusher lives on
+    with pytest.raises(Interrupted, match="in a worker"):
+        sender.close()
+    result = sender.result
+    assert result.succeeded == 3
+    assert [(f.entry_id, f.code) for f in result.failed] == [("#0", "OutcomeUnknown")]
