@@ -315,10 +315,12 @@ class BatchEngine(Generic[S]):
                 self.flush()
             finally:
                 self.closed = True
-                if self._pool is not None:
-                    self._pool.shutdown(wait=True)
-                self._fail_unsent()
-                self._log_uncollected()
+                try:
+                    if self._pool is not None:
+                        self._pool.shutdown(wait=True)
+                finally:  # an interrupt while the workers finish still accounts for the rest
+                    self._fail_unsent()
+                    self._log_uncollected()
                 # A sender holds its engine and the engine its sender: a cycle that only the
                 # garbage collector frees, late (a run that makes a writer per batch piles them
                 # up). A closed engine sends nothing more; keep only what it still names.

@@ -223,3 +223,32 @@ def test_a_workers_base_exception_collected_by_the_interval_flusher_reaches_the_
     result = sender.result
     assert result.succeeded == 3
     assert [(f.entry_id, f.code) for f in result.failed] == [("#0", "OutcomeUnknown")]
+
+
+def test_an_interrupt_while_the_pool_shuts_down_still_accounts_for_what_is_buffered() -> None:
+    from resilient_aws._batching import Entry
+
+    client = Gated()
+    client.gate.set()
+    sender = SqsSender(QUEUE, client=client, concurrency=4, raise_on_failure=False)
+    for i in range(15):
+        sender.send_message(f"m{i}")
+    engine = sender._engine
+    assert engine._pool is not None
+    shutdown = engine._pool.shutdown
+
+    def interrupted(wait: bool = True, **kwargs: Any) -> None:
+        shutdown(wait=wait, **kwargs)
+        with engine._lock:  # an entry still buffered when the interrupt lands
+            late = Entry({"id": "late", "body": "late"}, "late", {"MessageBody": "late"}, 4)
+            late.slot = "late"
+            engine._pending["late"] = late
+            engine.result.submitted += 1
+        raise KeyboardInterrupt
+
+    engine._pool.shutdown = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        sender.close()
+    result = sender.result
+    assert result.submitted == result.succeeded + len(result.failed) == 16
+    assert [(f.entry_id, f.code) for f in result.failed] == [("late", "NotSent")]
