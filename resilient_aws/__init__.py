@@ -27,6 +27,7 @@ _SUBMODULES = (
     "idempotency",
     "limits",
     "outbox",
+    "payloads",
     "powertools",
     "redrive",
     "results",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from resilient_aws import idempotency as idempotency
     from resilient_aws import limits as limits
     from resilient_aws import outbox as outbox
+    from resilient_aws import payloads as payloads
     from resilient_aws import powertools as powertools
     from resilient_aws import redrive as redrive
     from resilient_aws import results as results

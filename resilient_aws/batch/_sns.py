@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilient_aws._batching import Entry, Sent
-from resilient_aws.batch._base import BatchSender, by_id
+from resilient_aws.batch._base import by_id
 from resilient_aws.batch._sqs import (
     NOT_TEXT,
     PARAMETERS_REFUSED,
+    Offloading,
     attributes_problem,
     attributes_size,
     text_size,
@@ -18,15 +19,22 @@ from resilient_aws.batch._sqs import (
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import SNS_PUBLISH_BATCH
 
+if TYPE_CHECKING:
+    from resilient_aws.payloads import PayloadStore
+
 __all__ = ["SnsPublisher"]
 
 
-class SnsPublisher(BatchSender):
+class SnsPublisher(Offloading):
     """``PublishBatch`` for any number of messages; every message published or reported.
 
     FIFO topics (ARN ending in ``.fifo``) need ``group_id`` and are published in order by
     default, as for :class:`SqsSender`. With ``keep_answers=True``, ``result.answers`` maps
     each message to its ``MessageId``.
+
+    ``payloads=`` a :class:`~resilient_aws.payloads.PayloadStore` offloads large messages to S3
+    as the SNS Extended Client Library does (subscribed queues receive the pointer; turn on raw
+    message delivery so that its attribute reaches them), see :class:`SqsSender`.
     """
 
     client_name = "sns"
@@ -35,7 +43,15 @@ class SnsPublisher(BatchSender):
     default_limits = SNS_PUBLISH_BATCH
     split_codes = frozenset({"BatchRequestTooLong", PARAMETERS_REFUSED})
 
-    def __init__(self, topic_arn: str, *, ordered: bool | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        topic_arn: str,
+        *,
+        ordered: bool | None = None,
+        payloads: PayloadStore | None = None,
+        **options: Any,
+    ) -> None:
+        self._init_payloads(payloads)
         self.topic_arn = topic_arn
         self.fifo = topic_arn.endswith(".fifo")
         super().__init__(ordered=self.fifo if ordered is None else ordered, **options)
@@ -67,6 +83,20 @@ class SnsPublisher(BatchSender):
         except EntryValidationError as invalid:
             self._refuse(source, invalid)
             return
+        store = self.payloads
+        if store is not None and (store.config.always or size > store.config.threshold):
+            if message_structure:
+                self._refuse(
+                    source,
+                    EntryValidationError(
+                        entry_id, "a message with a message_structure cannot be offloaded"
+                    ),
+                )
+                return
+            offloaded = self._offload(entry_id, source, payload, "Message")
+            if offloaded is None:
+                return
+            size = offloaded
         self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
 
     def _checked(
@@ -111,7 +141,16 @@ class SnsPublisher(BatchSender):
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         entries = [{**entry.payload, "Id": str(index)} for index, entry in enumerate(batch)]
-        response = self.client.publish_batch(
-            TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
-        )
-        return by_id(batch, response, self.service)
+        if self.payloads is None:
+            response = self.client.publish_batch(
+                TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
+            )
+            return by_id(batch, response, self.service)
+        try:
+            response = self.client.publish_batch(
+                TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
+            )
+            return by_id(batch, response, self.service)
+        except BaseException as error:
+            self._unknown_outcome(batch, error)
+            raise

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, by_id
-from resilient_aws.errors import EntryTooLargeError, EntryValidationError
+from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.limits import SQS_BATCH
+
+if TYPE_CHECKING:
+    from resilient_aws.payloads import PayloadPointer, PayloadStore
+    from resilient_aws.results import BatchResult
 
 __all__ = ["SqsDeleter", "SqsSender", "SqsVisibilityChanger", "message_attributes_size"]
 
@@ -126,6 +132,79 @@ def text_size(entry_id: str, what: str, text: str) -> int:
         raise EntryValidationError(entry_id, f"{what}: {NOT_TEXT}") from None
 
 
+class Offloading(BatchSender):
+    """A sender that can offload large messages to S3 (``payloads=`` a
+    :class:`~resilient_aws.payloads.PayloadStore`): after each flush, the objects of the
+    messages that finally failed are deleted, or listed in :attr:`payloads_left` when the
+    message may have been sent (a request that ended without a response) or the delete
+    failed."""
+
+    payloads: PayloadStore | None = None
+
+    def _init_payloads(self, payloads: PayloadStore | None) -> None:
+        if payloads is not None and not callable(getattr(payloads, "offload", None)):
+            raise ConfigurationError(
+                "payloads", f"must be a PayloadStore, got {type(payloads).__name__}"
+            )
+        self.payloads = payloads
+        self.payloads_left: list[tuple[str, PayloadPointer]] = []
+        """``(entry id, pointer)`` of failed messages whose object was kept."""
+        self._payloads_settled = 0
+        self._payloads_lock = threading.Lock()
+
+    def _settle_payloads(self) -> None:
+        from resilient_aws.payloads._senders import settle_failed
+
+        settle_failed(self)
+
+    def flush(self) -> None:
+        if self.payloads is None:
+            super().flush()
+            return
+        try:
+            super().flush()
+        finally:
+            self._settle_payloads()
+
+    def close(self) -> BatchResult[Any]:
+        if self.payloads is None:
+            return super().close()
+        try:
+            return super().close()
+        finally:
+            self._settle_payloads()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.payloads is None:
+            super().__exit__(exc_type, exc, tb)
+            return
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            self._settle_payloads()
+
+    def _offload(
+        self, entry_id: str, source: dict[str, Any], payload: dict[str, Any], body_key: str
+    ) -> int | None:
+        """Offload ``payload``'s body: its new size, or None if refused or reported failed."""
+        from resilient_aws.payloads._senders import offload_entry
+
+        assert self.payloads is not None
+        return offload_entry(
+            self, self.payloads, entry_id, source, payload, body_key, max_attributes=_MAX_ATTRIBUTES
+        )
+
+    def _unknown_outcome(self, batch: list[Entry[Any]], error: BaseException) -> None:
+        from resilient_aws.payloads._senders import mark_maybe_sent
+
+        mark_maybe_sent(batch, error)
+
+
 class _SqsBatch(BatchSender):
     client_name = "sqs"
     service = "sqs"
@@ -149,7 +228,7 @@ class _SqsBatch(BatchSender):
         return by_id(batch, self._call(entries), self.service)
 
 
-class SqsSender(_SqsBatch):
+class SqsSender(Offloading, _SqsBatch):
     """``SendMessageBatch`` for any number of messages; every message sent or reported.
 
     ::
@@ -163,11 +242,24 @@ class SqsSender(_SqsBatch):
     finally fails, the later messages of its group are not sent (``PrecedingEntryFailed``).
     With ``keep_answers=True``, ``result.answers`` maps each message to its ``MessageId`` (and
     ``SequenceNumber``).
+
+    ``payloads=`` a :class:`~resilient_aws.payloads.PayloadStore` offloads a message whose body
+    and attributes exceed its threshold (or every message) to S3 when it is added, and sends the
+    extended client libraries' pointer instead; the objects of messages that finally fail are
+    deleted after the flush (see :attr:`payloads_left`).
     """
 
     operation = "SendMessageBatch"
 
-    def __init__(self, queue_url: str, *, ordered: bool | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        queue_url: str,
+        *,
+        ordered: bool | None = None,
+        payloads: PayloadStore | None = None,
+        **options: Any,
+    ) -> None:
+        self._init_payloads(payloads)
         super().__init__(
             queue_url,
             ordered=queue_url.endswith(".fifo") if ordered is None else ordered,
@@ -230,6 +322,12 @@ class SqsSender(_SqsBatch):
             except EntryValidationError as invalid:
                 self._refuse(source, invalid)
                 return
+        store = self.payloads
+        if store is not None and (store.config.always or size > store.config.threshold):
+            offloaded = self._offload(entry_id, source, payload, "MessageBody")
+            if offloaded is None:
+                return
+            size = offloaded
         limit = self.limits.max_entry_bytes
         if limit is not None and size > limit:
             self._refuse(source, EntryTooLargeError(entry_id, size, limit))
@@ -301,6 +399,15 @@ class SqsSender(_SqsBatch):
         """``send_message`` each body of an iterable, with the same options."""
         for body in bodies:
             self.send_message(body, **options)
+
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
+        if self.payloads is None:
+            return super().send_request(batch)
+        try:
+            return super().send_request(batch)
+        except BaseException as error:
+            self._unknown_outcome(batch, error)
+            raise
 
     def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         response: dict[str, Any] = self.client.send_message_batch(

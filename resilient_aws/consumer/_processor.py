@@ -24,6 +24,7 @@ from resilient_aws.retry import Deadline
 
 if TYPE_CHECKING:
     from resilient_aws.consumer._visibility import VisibilityBackoff
+    from resilient_aws.payloads import PayloadStore
     from resilient_aws.retry import RetryListener, RetryPolicy
 
 __all__ = [
@@ -155,6 +156,12 @@ class BatchProcessor:
       extra), ``"raw"`` (the record's dict), or ``"auto"`` (the default: Powertools' classes
       when ``aws_lambda_powertools`` is already imported, light records otherwise; importing
       Powertools' data classes costs about 40 ms of cold start).
+    * ``payloads``: a :class:`~resilient_aws.payloads.PayloadStore`: an SQS message carrying
+      an extended client pointer (``ExtendedPayloadSize``) reaches the record function with
+      its payload as body; a pointer that cannot be resolved (the object is gone) fails that
+      record only, with :class:`~resilient_aws.payloads.PayloadNotFoundError` naming the
+      message. With ``PayloadConfig(delete_after=True)`` the objects of the records that
+      succeeded are deleted once the batch is done.
     * ``listeners``: :data:`~resilient_aws.retry.RetryListener` s told about each batch's
       failures (one ``partial_failure`` event per code, operation ``"consume:<source>"``) on top
       of the global ones, e.g. a
@@ -170,6 +177,7 @@ class BatchProcessor:
         "listeners",
         "margin_s",
         "ordered",
+        "payloads",
         "policy",
         "records",
         "source",
@@ -188,6 +196,7 @@ class BatchProcessor:
         records: RecordKind = "auto",
         listeners: tuple[RetryListener, ...] = (),
         clock: Callable[[], float] = time.monotonic,
+        payloads: PayloadStore | None = None,
     ) -> None:
         if source is not None and source not in SOURCES:
             raise ConfigurationError("source", f"must be one of {SOURCES}, got {source!r}")
@@ -212,6 +221,10 @@ class BatchProcessor:
             raise ConfigurationError(
                 "visibility", f"must be a VisibilityBackoff, got {type(visibility).__name__}"
             )
+        if payloads is not None and not callable(getattr(payloads, "get", None)):
+            raise ConfigurationError(
+                "payloads", f"must be a PayloadStore, got {type(payloads).__name__}"
+            )
         self.source = source
         self.ordered = ordered
         self.policy = policy
@@ -221,6 +234,7 @@ class BatchProcessor:
         self.records = records
         self.listeners = tuple(listeners)
         self.clock = clock
+        self.payloads = payloads
 
     def __setattr__(self, name: str, value: Any) -> None:
         # configuration is fixed once made (like the library's frozen dataclasses)
@@ -302,7 +316,12 @@ class BatchProcessor:
         policy = self.policy
         if policy is not None and deadline is not None:
             policy = policy.with_deadline(deadline)
-        return batch, self._wrapper(batch.source), deadline, policy
+        wrap = self._wrapper(batch.source)
+        if self.payloads is not None and batch.source == "sqs":
+            from resilient_aws.payloads._resolve import resolving
+
+            wrap = resolving(wrap, self.payloads)
+        return batch, wrap, deadline, policy
 
     def _wrapper(self, source: Source) -> Callable[[dict[str, Any]], Any]:
         kind = self.records
@@ -384,6 +403,9 @@ class BatchProcessor:
         self, batch: CheckedBatch, failed: list[FailedRecord], deadline: Deadline | None
     ) -> ProcessedBatch:
         visibility: dict[str, int] | None = None
+        store = self.payloads
+        if store is not None and store.config.delete_after and batch.source == "sqs":
+            self._delete_payloads(batch, failed)
         if failed:
             failed.sort(key=_index)  # async lanes finish in any order; the response is in order
             _report(batch, failed, self.listeners)
@@ -400,6 +422,19 @@ class BatchProcessor:
                         len(failed),
                     )
         return ProcessedBatch(batch.source, len(batch.records), failed, visibility)
+
+    def _delete_payloads(self, batch: CheckedBatch, failed: list[FailedRecord]) -> None:
+        """Delete the objects of the records that succeeded: they are done with them. Whatever
+        goes wrong is logged (by message id and key), never the batch's answer."""
+        try:
+            from resilient_aws.payloads._resolve import delete_settled
+
+            failed_indexes = {record.index for record in failed}
+            succeeded = [i for i in range(len(batch.records)) if i not in failed_indexes]
+            assert self.payloads is not None
+            delete_settled(batch.records, succeeded, self.payloads)
+        except Exception as error:
+            _warn("consume:sqs: deleting payloads failed (%s)", type(error).__name__)
 
     def _back_off(
         self, batch: CheckedBatch, failed: list[FailedRecord], deadline: Deadline | None

@@ -49,6 +49,7 @@ IMPORTS = {
     "resilient_aws.consumer": (
         "from resilient_aws.consumer import BatchProcessor, SQSRecord, VisibilityBackoff"
     ),
+    "resilient_aws.payloads": "from resilient_aws.payloads import PayloadConfig, PayloadStore",
 }
 IMPORT_BUDGET_MS = {
     "resilient_aws": 3,
@@ -62,6 +63,7 @@ IMPORT_BUDGET_MS = {
     "resilient_aws.redrive": 16,
     "resilient_aws.outbox": 16,
     "resilient_aws.consumer": 16,
+    "resilient_aws.payloads": 16,
 }
 MARK = "--- boto3 imported ---"
 

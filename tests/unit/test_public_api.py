@@ -24,6 +24,7 @@ def test_top_level_exports() -> None:
         "idempotency",
         "limits",
         "outbox",
+        "payloads",
         "powertools",
         "redrive",
         "results",
@@ -129,6 +130,39 @@ def test_consumer_exports() -> None:
     assert set(dir(consumer)) >= set(consumer.__all__)
     for name in consumer.__all__:
         assert getattr(consumer, name) is not None
+
+
+def test_payloads_exports() -> None:
+    from resilient_aws import payloads
+
+    assert sorted(payloads.__all__) == [
+        "EXTENDED_CLIENT_THRESHOLD",
+        "InvalidPointerError",
+        "LEGACY_POINTER_CLASS",
+        "LEGACY_SIZE_ATTRIBUTE",
+        "POINTER_CLASS",
+        "PayloadConfig",
+        "PayloadError",
+        "PayloadNotFoundError",
+        "PayloadPointer",
+        "PayloadStore",
+        "PayloadUploadError",
+        "SIZE_ATTRIBUTE",
+        "embed_in_receipt_handle",
+        "pointer_of",
+        "resolve",
+        "split_receipt_handle",
+    ]
+    assert resilient_aws.payloads is payloads
+    assert set(dir(payloads)) >= set(payloads.__all__)
+    for name in payloads.__all__:
+        assert getattr(payloads, name) is not None
+    # the extended client libraries' exact strings
+    assert payloads.POINTER_CLASS == "software.amazon.payloadoffloading.PayloadS3Pointer"
+    assert payloads.LEGACY_POINTER_CLASS == "com.amazon.sqs.javamessaging.MessageS3Pointer"
+    assert payloads.SIZE_ATTRIBUTE == "ExtendedPayloadSize"
+    assert payloads.LEGACY_SIZE_ATTRIBUTE == "SQSLargePayloadSize"
+    assert payloads.EXTENDED_CLIENT_THRESHOLD == 262_144
 
 
 def test_errors_survive_pickling() -> None:
@@ -332,6 +366,7 @@ def test_import_resilient_aws_is_lean() -> None:
         "resilient_aws.outbox",
         "resilient_aws.redrive",
         "resilient_aws.consumer",
+        "resilient_aws.payloads",
     ],
 )
 def test_subpackages_import_no_optional_dependency(module: str) -> None:

@@ -1,0 +1,120 @@
+"""What ``SqsSender`` and ``SnsPublisher`` do with a :class:`PayloadStore`: offload a message
+when it is added, and after a flush delete the objects of the messages that finally failed."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from resilient_aws.batch._sqs import message_attributes_size
+from resilient_aws.errors import EntryValidationError
+from resilient_aws.payloads._errors import PayloadError, PayloadUploadError
+
+if TYPE_CHECKING:
+    from resilient_aws._batching import Entry
+    from resilient_aws.batch._base import BatchSender
+    from resilient_aws.payloads._pointer import PayloadPointer
+    from resilient_aws.payloads._store import PayloadStore
+
+__all__ = ["mark_maybe_sent", "offload_entry", "settle_failed"]
+
+logger = logging.getLogger("resilient_aws.payloads")
+
+POINTER = "pointer"
+"""The key of an offloaded entry's pointer in its ``source`` (``FailedEntry.entry``): present
+while the object exists."""
+MAYBE_SENT = "maybe_sent"
+
+
+def offload_entry(
+    sender: BatchSender,
+    store: PayloadStore,
+    entry_id: str,
+    source: dict[str, Any],
+    payload: dict[str, Any],
+    body_key: str,
+    *,
+    max_attributes: int,
+) -> int | None:
+    """Store the body of ``payload`` in S3 and put the pointer in its place. The entry's new
+    size, or ``None`` when it was refused (bad input) or reported failed (the upload failed)."""
+    try:
+        pointer, pointer_body, attributes = store.offload(
+            entry_id,
+            payload[body_key],
+            payload.get("MessageAttributes"),
+            max_attributes=max_attributes,
+        )
+    except PayloadUploadError as failed:
+        logger.warning(
+            "entry %r not sent: its payload could not be stored in s3://%s/%s (%s)",
+            entry_id,
+            failed.bucket,
+            failed.key,
+            failed.code,
+        )
+        sender._engine.reject(source, failed)
+        return None
+    except EntryValidationError as invalid:
+        sender._refuse(source, invalid)
+        return None
+    payload[body_key] = pointer_body
+    payload["MessageAttributes"] = attributes
+    source[POINTER] = pointer
+    return len(pointer_body.encode("utf-8")) + message_attributes_size(attributes)
+
+
+def mark_maybe_sent(batch: list[Entry[Any]], error: BaseException) -> None:
+    """A request raised ``error``. Unless the service refused it (an error response under 500:
+    nothing was applied), it ended without a trustworthy answer (a lost connection, a timeout,
+    a 5xx, a response that does not account for each entry): its messages may have been sent,
+    so their objects must outlive a failure."""
+    response = getattr(error, "response", None)
+    if isinstance(error, ClientError) and isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int) and status < 500:
+            return
+    for entry in batch:
+        source = entry.source
+        if isinstance(source, dict) and POINTER in source:
+            source[MAYBE_SENT] = True
+
+
+def settle_failed(sender: Any) -> None:
+    """Delete the objects of the entries that finally failed since the last call, unless their
+    message may have been sent; those, and the ones whose delete failed, stay in
+    ``sender.payloads_left`` (and in ``FailedEntry.entry["pointer"]``) for a lifecycle rule or
+    a cleanup job."""
+    store: PayloadStore = sender.payloads
+    with sender._payloads_lock:
+        failed = sender.result.failed
+        start, end = sender._payloads_settled, len(failed)
+        sender._payloads_settled = end
+        kept: list[tuple[str, PayloadPointer, str]] = []
+        for failure in failed[start:end]:
+            source = failure.entry
+            if not isinstance(source, dict):
+                continue
+            pointer = source.get(POINTER)
+            if pointer is None:
+                continue
+            if source.get(MAYBE_SENT):
+                kept.append((failure.entry_id, pointer, "its message may have been sent"))
+                continue
+            try:
+                store.delete(pointer, message_id=failure.entry_id)
+            except PayloadError as error:
+                kept.append((failure.entry_id, pointer, f"delete failed: {error.code}"))
+                continue
+            del source[POINTER]
+        for entry_id, pointer, why in kept:
+            sender.payloads_left.append((entry_id, pointer))
+            logger.warning(
+                "payload of failed entry %r kept in s3://%s/%s: %s",
+                entry_id,
+                pointer.bucket,
+                pointer.key,
+                why,
+            )
