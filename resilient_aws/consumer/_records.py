@@ -219,7 +219,21 @@ class KinesisStreamRecordPayload(_DictRecord):
         return json.loads(self.data_as_text())
 
 
-class KinesisStreamRecord(_DictRecord):
+class _StreamEvent(_DictRecord):
+    """What the records of both stream sources carry: the event's id and name."""
+
+    __slots__ = ()
+
+    @property
+    def event_id(self) -> str:
+        return str(self._data.get("eventID", ""))
+
+    @property
+    def event_name(self) -> str:
+        return str(self._data.get("eventName", ""))
+
+
+class KinesisStreamRecord(_StreamEvent):
     """One record of an ``aws:kinesis`` batch."""
 
     __slots__ = ()
@@ -231,14 +245,6 @@ class KinesisStreamRecord(_DictRecord):
     @property
     def item_identifier(self) -> str:
         return str(self._data["kinesis"]["sequenceNumber"])
-
-    @property
-    def event_id(self) -> str:
-        return str(self._data.get("eventID", ""))
-
-    @property
-    def event_name(self) -> str:
-        return str(self._data.get("eventName", ""))
 
     @property
     def event_source(self) -> str:
@@ -294,7 +300,7 @@ class StreamRecord(_DictRecord):
         return None if value is None else float(value)
 
 
-class DynamoDBStreamRecord(_DictRecord):
+class DynamoDBStreamRecord(_StreamEvent):
     """One record of an ``aws:dynamodb`` batch. ``event_name`` is ``"INSERT"``, ``"MODIFY"`` or
     ``"REMOVE"`` (a string; Powertools gives an enum of the same names)."""
 
@@ -307,14 +313,6 @@ class DynamoDBStreamRecord(_DictRecord):
     @property
     def item_identifier(self) -> str:
         return str(self._data["dynamodb"]["SequenceNumber"])
-
-    @property
-    def event_id(self) -> str:
-        return str(self._data.get("eventID", ""))
-
-    @property
-    def event_name(self) -> str:
-        return str(self._data.get("eventName", ""))
 
     @property
     def event_source(self) -> str:
