@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from types import TracebackType
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["SqsDeleter", "SqsSender", "SqsVisibilityChanger", "message_attributes_size"]
 
 _MAX_ATTRIBUTES = 10
+_payloads_logger = logging.getLogger("resilient_aws.payloads")
 PARAMETERS_REFUSED = "ParamValidationError"
 """botocore's own check of a request, before it is sent: a request it refuses is split until the
 entry at fault stands alone, so that one entry a sender's checks missed never fails the rest."""
@@ -151,6 +153,32 @@ class Offloading(BatchSender):
         """``(entry id, pointer)`` of failed messages whose object was kept."""
         self._payloads_settled = 0
         self._payloads_lock = threading.Lock()
+
+    def __del__(self) -> None:
+        # Dropped without close() or ``with``: what it still buffers is never sent (the engine
+        # warns about the entries). Name the objects left behind, by entry id and key, for a
+        # cleanup job; deleting them here would make S3 calls, with retries and sleeps, from the
+        # garbage collector, in whatever thread it runs.
+        try:
+            engine = getattr(self, "_engine", None)
+            if self.payloads is None or engine is None or engine.closed:
+                return
+            left = [
+                (entry.entry_id, entry.source["pointer"])
+                for entry in list(engine._pending.values())
+                if isinstance(entry.source, dict) and "pointer" in entry.source
+            ]
+            for entry_id, pointer in left:
+                _payloads_logger.error(
+                    "payload of entry %r left in s3://%s/%s: its %s was garbage-collected "
+                    "without close(), the message never sent",
+                    entry_id,
+                    pointer.bucket,
+                    pointer.key,
+                    type(self).__name__,
+                )
+        except Exception:  # at interpreter exit, modules may already be gone
+            pass
 
     def _settle_payloads(self) -> None:
         from resilient_aws.payloads._senders import settle_failed

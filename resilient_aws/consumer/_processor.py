@@ -320,7 +320,7 @@ class BatchProcessor:
         if self.payloads is not None and batch.source == "sqs":
             from resilient_aws.payloads._resolve import resolving
 
-            wrap = resolving(wrap, self.payloads)
+            wrap = resolving(wrap, self.payloads, _payload_policy(self.payloads, deadline))
         return batch, wrap, deadline, policy
 
     def _wrapper(self, source: Source) -> Callable[[dict[str, Any]], Any]:
@@ -405,7 +405,7 @@ class BatchProcessor:
         visibility: dict[str, int] | None = None
         store = self.payloads
         if store is not None and store.config.delete_after and batch.source == "sqs":
-            self._delete_payloads(batch, failed)
+            self._delete_payloads(batch, failed, deadline)
         if failed:
             failed.sort(key=_index)  # async lanes finish in any order; the response is in order
             _report(batch, failed, self.listeners)
@@ -423,16 +423,25 @@ class BatchProcessor:
                     )
         return ProcessedBatch(batch.source, len(batch.records), failed, visibility)
 
-    def _delete_payloads(self, batch: CheckedBatch, failed: list[FailedRecord]) -> None:
-        """Delete the objects of the records that succeeded: they are done with them. Whatever
-        goes wrong is logged (by message id and key), never the batch's answer."""
+    def _delete_payloads(
+        self, batch: CheckedBatch, failed: list[FailedRecord], deadline: Deadline | None
+    ) -> None:
+        """Delete the objects of the records that succeeded: they are done with them (but for an
+        object a record that did not succeed points to as well). Within the invocation's
+        deadline: whatever goes wrong is logged (by message id and key), never the batch's
+        answer."""
         try:
             from resilient_aws.payloads._resolve import delete_settled
 
             failed_indexes = {record.index for record in failed}
             succeeded = [i for i in range(len(batch.records)) if i not in failed_indexes]
             assert self.payloads is not None
-            delete_settled(batch.records, succeeded, self.payloads)
+            delete_settled(
+                batch.records,
+                succeeded,
+                self.payloads,
+                policy=_payload_policy(self.payloads, deadline),
+            )
         except Exception as error:
             _warn("consume:sqs: deleting payloads failed (%s)", type(error).__name__)
 
@@ -624,3 +633,8 @@ def _default() -> BatchProcessor:
     if not _DEFAULT:
         _DEFAULT.append(BatchProcessor())
     return _DEFAULT[0]
+
+
+def _payload_policy(store: PayloadStore, deadline: Deadline | None) -> RetryPolicy | None:
+    """The store's policy bound to the invocation's deadline: S3 is not retried past it."""
+    return store.policy.with_deadline(deadline) if deadline is not None else None

@@ -11,6 +11,7 @@ from resilient_aws.payloads._pointer import SIZE_ATTRIBUTES, PayloadPointer, siz
 
 if TYPE_CHECKING:
     from resilient_aws.payloads._store import PayloadStore
+    from resilient_aws.retry import RetryPolicy
 
 __all__ = ["delete_settled", "pointer_of", "resolve", "resolving"]
 
@@ -41,16 +42,19 @@ def pointer_of(message: Mapping[str, Any]) -> PayloadPointer | None:
     return pointer
 
 
-def resolve(message: Mapping[str, Any], store: PayloadStore) -> Mapping[str, Any]:
+def resolve(
+    message: Mapping[str, Any], store: PayloadStore, *, policy: RetryPolicy | None = None
+) -> Mapping[str, Any]:
     """``message`` itself when it carries no pointer, else a copy with the payload as its body
     and without the size attribute (as the extended clients hand it out). Raises
-    :class:`PayloadNotFoundError` / :class:`PayloadError` naming the message and the object."""
+    :class:`PayloadNotFoundError` / :class:`PayloadError` naming the message and the object.
+    ``policy`` replaces the store's (e.g. ``store.policy.with_deadline(deadline)``)."""
     pointer = pointer_of(message)
     if pointer is None:
         return message
     body_key, attributes_key, id_key = _shape(message)
     resolved = dict(message)
-    resolved[body_key] = store.get(pointer, message_id=message.get(id_key))
+    resolved[body_key] = store.get(pointer, message_id=message.get(id_key), policy=policy)
     attributes = message.get(attributes_key)
     if attributes:
         resolved[attributes_key] = {
@@ -60,32 +64,66 @@ def resolve(message: Mapping[str, Any], store: PayloadStore) -> Mapping[str, Any
 
 
 def resolving(
-    wrap: Callable[[dict[str, Any]], Any], store: PayloadStore
+    wrap: Callable[[dict[str, Any]], Any],
+    store: PayloadStore,
+    policy: RetryPolicy | None = None,
 ) -> Callable[[dict[str, Any]], Any]:
     """``wrap`` (how a processor turns a raw record into what the record function gets) after
-    resolving the record's pointer: a failure fails that record only."""
+    resolving the record's pointer: a failure fails that record only. ``policy``: the store's
+    policy bound to the invocation's deadline, so that S3 is not retried past it."""
 
     def resolve_then_wrap(raw: dict[str, Any]) -> Any:
-        return wrap(resolve(raw, store))  # type: ignore[arg-type]
+        return wrap(resolve(raw, store, policy=policy))  # type: ignore[arg-type]
 
     return resolve_then_wrap
 
 
-def delete_settled(records: list[dict[str, Any]], indexes: list[int], store: PayloadStore) -> int:
-    """Delete the objects of the records at ``indexes`` (their records succeeded); failures are
-    logged by message id and key, never raised. How many objects were deleted."""
+def delete_settled(
+    records: list[dict[str, Any]],
+    indexes: list[int],
+    store: PayloadStore,
+    *,
+    policy: RetryPolicy | None = None,
+) -> int:
+    """Delete the objects of the records at ``indexes`` (their records succeeded), but an
+    object that another record of the batch, one not at ``indexes`` (failed, skipped, not
+    reached), points to too: SQS delivers at least once, the same message can come twice in
+    one batch, and the copy that comes back needs its object. Failures are logged by message
+    id and key, never raised. How many objects were deleted."""
+    settled = set(indexes)
+    still_needed: set[PayloadPointer] = set()
+    for index, record in enumerate(records):
+        if index in settled:
+            continue
+        try:
+            pointer = pointer_of(record)
+        except PayloadError:
+            continue
+        if pointer is not None:
+            still_needed.add(pointer)
     deleted = 0
+    done: set[PayloadPointer] = set()
     for index in indexes:
         record = records[index]
         try:
             pointer = pointer_of(record)
         except PayloadError:
             continue
-        if pointer is None:
+        if pointer is None or pointer in done:
             continue
         message_id = record.get("messageId")
+        if pointer in still_needed:
+            logger.info(
+                "payload of message %r kept in s3://%s/%s: a record of the batch that did not "
+                "succeed points to it too",
+                message_id,
+                pointer.bucket,
+                pointer.key,
+            )
+            continue
+        done.add(pointer)
         try:
-            store.delete(pointer, message_id=message_id)
+            store.delete(pointer, message_id=message_id, policy=policy)
         except PayloadError as error:
             logger.warning(
                 "payload of message %r not deleted from s3://%s/%s (%s): a lifecycle rule will",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 from resilient_aws.batch._sqs import message_attributes_size
-from resilient_aws.errors import EntryValidationError
+from resilient_aws.errors import ConfigurationError, EntryValidationError
 from resilient_aws.payloads._errors import PayloadError, PayloadUploadError
 
 if TYPE_CHECKING:
@@ -39,13 +39,20 @@ def offload_entry(
     max_attributes: int,
 ) -> int | None:
     """Store the body of ``payload`` in S3 and put the pointer in its place. The entry's new
-    size, or ``None`` when it was refused (bad input) or reported failed (the upload failed)."""
+    size, or ``None`` when it was refused (bad input) or reported failed (the upload failed).
+
+    Whatever would refuse the entry once uploaded is checked first (a closed sender, a pointer
+    message still over the entry limit): an object uploaded for an entry that is then refused
+    would be deleted by nobody."""
+    if sender._engine.closed:
+        raise ConfigurationError("closed", "the writer is closed")
     try:
         pointer, pointer_body, attributes = store.offload(
             entry_id,
             payload[body_key],
             payload.get("MessageAttributes"),
             max_attributes=max_attributes,
+            max_entry_bytes=sender.limits.max_entry_bytes,
         )
     except PayloadUploadError as failed:
         logger.warning(
@@ -70,7 +77,10 @@ def mark_maybe_sent(batch: list[Entry[Any]], error: BaseException) -> None:
     """A request raised ``error``. Unless the service refused it (an error response under 500:
     nothing was applied), it ended without a trustworthy answer (a lost connection, a timeout,
     a 5xx, a response that does not account for each entry): its messages may have been sent,
-    so their objects must outlive a failure."""
+    so their objects must outlive a failure. botocore's parameter validation refuses a request
+    before anything is sent: its messages were not sent."""
+    if isinstance(error, ParamValidationError):
+        return
     response = getattr(error, "response", None)
     if isinstance(error, ClientError) and isinstance(response, dict):
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")

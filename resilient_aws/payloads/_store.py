@@ -10,7 +10,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from resilient_aws._dataclass import lean_dataclass
-from resilient_aws.errors import ConfigurationError, EntryValidationError, RetryError
+from resilient_aws.errors import (
+    ConfigurationError,
+    EntryTooLargeError,
+    EntryValidationError,
+    RetryError,
+)
 from resilient_aws.payloads._errors import PayloadError, PayloadNotFoundError, PayloadUploadError
 from resilient_aws.payloads._pointer import (
     LEGACY_SIZE_ATTRIBUTE,
@@ -188,8 +193,6 @@ class PayloadStore:
         the retry core gives up; a payload over ``max_bytes`` raises ``EntryTooLargeError``."""
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         if len(data) > self.config.max_bytes:
-            from resilient_aws.errors import EntryTooLargeError
-
             raise EntryTooLargeError(entry_id, len(data), self.config.max_bytes)
         pointer = pointer or self.new_pointer()
         try:
@@ -211,12 +214,26 @@ class PayloadStore:
             ) from error
         return pointer
 
-    def get(self, pointer: PayloadPointer, *, message_id: str | None = None) -> str:
+    def get(
+        self,
+        pointer: PayloadPointer,
+        *,
+        message_id: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> str:
         """The payload ``pointer`` names, as text (UTF-8). :class:`PayloadNotFoundError` when the
-        object (or bucket) does not exist, :class:`PayloadError` for any other failure."""
-        return self.get_bytes(pointer, message_id=message_id).decode("utf-8")
+        object (or bucket) does not exist, :class:`PayloadError` for any other failure.
+        ``policy`` replaces the store's for this call (the consumer passes the store's policy
+        bound to the Lambda deadline)."""
+        return self.get_bytes(pointer, message_id=message_id, policy=policy).decode("utf-8")
 
-    def get_bytes(self, pointer: PayloadPointer, *, message_id: str | None = None) -> bytes:
+    def get_bytes(
+        self,
+        pointer: PayloadPointer,
+        *,
+        message_id: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> bytes:
         """:meth:`get`, as bytes. The body is read inside the retried call, so a connection
         lost halfway through is retried like any other."""
         client = self.client
@@ -231,7 +248,7 @@ class PayloadStore:
             return data
 
         try:
-            return self.policy.call(get_object)
+            return (policy or self.policy).call(get_object)
         except (ClientError, BotoCoreError, RetryError) as error:
             code = _code(error)
             kind = PayloadNotFoundError if code in _NOT_FOUND else PayloadError
@@ -245,11 +262,19 @@ class PayloadStore:
                 code=code,
             ) from error
 
-    def delete(self, pointer: PayloadPointer, *, message_id: str | None = None) -> None:
+    def delete(
+        self,
+        pointer: PayloadPointer,
+        *,
+        message_id: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         """Delete the object (S3 answers success for one already gone). :class:`PayloadError`
-        when the retry core gives up."""
+        when the retry core gives up. ``policy`` replaces the store's for this call."""
         try:
-            self.policy.call(self.client.delete_object, Bucket=pointer.bucket, Key=pointer.key)
+            (policy or self.policy).call(
+                self.client.delete_object, Bucket=pointer.bucket, Key=pointer.key
+            )
         except (ClientError, BotoCoreError, RetryError) as error:
             raise PayloadError(
                 message_id,
@@ -262,13 +287,20 @@ class PayloadStore:
     # -- for senders ----------------------------------------------------------------------------
 
     def offload(
-        self, entry_id: str, body: str, attributes: Mapping[str, Any] | None, *, max_attributes: int
+        self,
+        entry_id: str,
+        body: str,
+        attributes: Mapping[str, Any] | None,
+        *,
+        max_attributes: int,
+        max_entry_bytes: int | None = None,
     ) -> tuple[PayloadPointer, str, dict[str, Any]]:
         """Store a message's ``body``; return its pointer, the pointer body to send instead and
         the attributes with the size attribute added. Raises ``EntryValidationError`` for what
-        cannot be offloaded (a reserved attribute name, no room for the size attribute),
-        :class:`PayloadUploadError` when the upload fails (the object is deleted again if the
-        failed upload may have written it)."""
+        cannot be offloaded (a reserved attribute name, no room for the size attribute, a
+        pointer message still over ``max_entry_bytes``: all checked before anything is
+        uploaded), :class:`PayloadUploadError` when the upload fails (the object is deleted
+        again if the failed upload may have written it)."""
         if attributes:
             for name in SIZE_ATTRIBUTES:
                 if name in attributes:
@@ -282,16 +314,37 @@ class PayloadStore:
                     f"for its pointer, {max_attributes - 1} at most",
                 )
         data = body.encode("utf-8")
+        if len(data) > self.config.max_bytes:
+            raise EntryTooLargeError(entry_id, len(data), self.config.max_bytes)
         pointer = self.new_pointer()
+        name = LEGACY_SIZE_ATTRIBUTE if self.config.legacy else SIZE_ATTRIBUTE
+        extended = dict(attributes or {})
+        extended[name] = {"DataType": "Number", "StringValue": str(len(data))}
+        pointer_body = pointer.to_body(legacy=self.config.legacy)
+        if max_entry_bytes is not None:
+            # what is refused must not be uploaded first: nothing would delete the object
+            from resilient_aws.batch._sqs import message_attributes_size
+
+            size = len(pointer_body.encode("utf-8")) + message_attributes_size(extended)
+            if size > max_entry_bytes:
+                raise EntryTooLargeError(entry_id, size, max_entry_bytes)
         try:
             self.put(data, entry_id=entry_id, pointer=pointer)
         except PayloadUploadError:
             self._forget(pointer, entry_id)
             raise
-        name = LEGACY_SIZE_ATTRIBUTE if self.config.legacy else SIZE_ATTRIBUTE
-        extended = dict(attributes or {})
-        extended[name] = {"DataType": "Number", "StringValue": str(len(data))}
-        return pointer, pointer.to_body(legacy=self.config.legacy), extended
+        except BaseException:
+            # an interrupt (or a bug) mid-upload: S3 may hold the object; no S3 call while
+            # the interrupt goes on, but name it for a cleanup job (a lifecycle rule expires it)
+            logger.warning(
+                "upload of the payload of entry %r to s3://%s/%s interrupted: the object may be "
+                "left behind",
+                entry_id,
+                pointer.bucket,
+                pointer.key,
+            )
+            raise
+        return pointer, pointer_body, extended
 
     def _forget(self, pointer: PayloadPointer, entry_id: str) -> None:
         """After a failed put: a response lost after S3 stored the object leaves it behind."""

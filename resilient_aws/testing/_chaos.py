@@ -38,6 +38,7 @@ _THROTTLE_CODES = {
     "sns": ("Throttled", 429),
     "eventbridge": ("ThrottlingException", 400),
     "firehose": ("ServiceUnavailableException", 503),
+    "s3": ("SlowDown", 503),  # "Please reduce your request rate."
 }
 
 
