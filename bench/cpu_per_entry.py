@@ -114,11 +114,16 @@ def main() -> None:
     few = bodies[: args.messages // 4]
     with moto_server(in_process=False) as (endpoint, _):
         sqs = http_sqs(endpoint)
-        queue = sqs.create_queue(QueueName="cpu")["QueueUrl"]
+        queues = iter(range(1_000_000))
+
+        def fresh() -> str:
+            # a fresh queue per run: moto's SQS slows down as a queue fills
+            return str(sqs.create_queue(QueueName=f"cpu-{next(queues)}")["QueueUrl"])
+
         http_runs: dict[str, Callable[[], float]] = {
-            "hand-built send_message_batch": lambda: sqs_loop(few, sqs, queue),
-            "SqsSender() (defaults)": lambda: sqs_sender(sqs, queue)(few),
-            "SqsSender(concurrency=1)": lambda: sqs_sender(sqs, queue, concurrency=1)(few),
+            "hand-built send_message_batch": lambda: sqs_loop(few, sqs, fresh()),
+            "SqsSender() (defaults)": lambda: sqs_sender(sqs, fresh())(few),
+            "SqsSender(concurrency=1)": lambda: sqs_sender(sqs, fresh(), concurrency=1)(few),
         }
         figures = least(http_runs, args.rounds, len(few))
     report(
