@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--items", type=int, default=5_000)
+    # moto's SQS slows down with every message it holds, even in deleted queues: keep it small
+    parser.add_argument("--http-messages", type=int, default=1_000)
+    parser.add_argument("--skip-stubber", action="store_true")
     args = parser.parse_args()
 
     bodies = [f'{{"order": {i}, "note": "{"x" * 60}"}}' for i in range(args.messages)]
@@ -108,17 +111,23 @@ def main() -> None:
         "SqsSender(concurrency=1)": lambda: sqs_sender(concurrency=1)(bodies),
         "SqsSender(keep_answers=True)": lambda: sqs_sender(keep_answers=True)(bodies),
     }
-    figures = least(sqs_runs, args.rounds, len(bodies))
-    report(f"SQS, Stubber, {len(bodies):,} messages", figures, "hand-built send_message_batch")
+    if not args.skip_stubber:
+        figures = least(sqs_runs, args.rounds, len(bodies))
+        report(f"SQS, Stubber, {len(bodies):,} messages", figures, "hand-built send_message_batch")
 
-    few = bodies[: args.messages // 4]
+    few = bodies[: args.http_messages]
     with moto_server(in_process=False) as (endpoint, _):
         sqs = http_sqs(endpoint)
         queues = iter(range(1_000_000))
 
+        made: list[str] = []
+
         def fresh() -> str:
-            # a fresh queue per run: moto's SQS slows down as a queue fills
-            return str(sqs.create_queue(QueueName=f"cpu-{next(queues)}")["QueueUrl"])
+            # a fresh queue per run, the last one deleted: moto's SQS slows down as it fills
+            if made:
+                sqs.delete_queue(QueueUrl=made.pop())
+            made.append(str(sqs.create_queue(QueueName=f"cpu-{next(queues)}")["QueueUrl"]))
+            return made[-1]
 
         http_runs: dict[str, Callable[[], float]] = {
             "hand-built send_message_batch": lambda: sqs_loop(few, sqs, fresh()),
