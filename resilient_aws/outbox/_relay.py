@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,8 @@ from resilient_aws.outbox._event import OutboxEvent
 from resilient_aws.outbox._outbox import Outbox
 from resilient_aws.outbox._targets import Target, check_target
 from resilient_aws.retry import Deadline
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["events_from_stream", "relay_handler"]
 
@@ -87,7 +90,12 @@ def relay_handler(
             )
         report = deliver(outbox, target, list(by_sequence.values()), deadline=deadline)
         if on_report is not None:
-            on_report(report)
+            try:
+                on_report(report)
+            except Exception as error:
+                # The events are published: raising now would make Lambda retry the whole
+                # batch and publish them all again. The hook's failure is logged instead.
+                logger.error("relay on_report hook failed: %s", type(error).__name__)
         to_retry = report.to_retry
 
         def record_handler(record: DynamoDBStreamRecord) -> None:

@@ -330,6 +330,23 @@ def test_relay_skips_what_is_already_delivered(
     assert len(bodies(sqs, fifo)) == 1
 
 
+def test_a_failing_report_hook_does_not_make_lambda_publish_the_batch_again(
+    outbox: Outbox, stream: StreamReader, sqs: Any, fifo: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox.write(events=[placed(1)])
+
+    def broken(report: Any) -> None:
+        raise RuntimeError("metrics backend down")
+
+    handler = relay_handler(outbox, SqsTarget(fifo, client=sqs), on_report=broken)
+    event = stream.next_batch()
+    assert event is not None
+    # Raising would fail the invocation: Lambda would retry the batch and publish it again.
+    assert handler(event, FakeLambdaContext()) == {"batchItemFailures": []}
+    assert len(bodies(sqs, fifo)) == 1
+    assert "on_report hook failed: RuntimeError" in caplog.text
+
+
 def event_id(event: dict[str, Any]) -> str:
     return str(event["Records"][0]["dynamodb"]["NewImage"]["outbox_event_id"]["S"])
 
