@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import time
@@ -10,7 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from resilient_aws.errors import ConfigurationError, IdempotencyTableError
+from resilient_aws.errors import (
+    ConfigurationError,
+    IdempotencyResultError,
+    IdempotencyTableError,
+)
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
 from resilient_aws.limits import DYNAMODB_ITEM_BYTES
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
@@ -18,11 +23,17 @@ from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from resilient_aws.payloads.crypto import Encryptor
+
 __all__ = ["IdempotencyStore", "MAX_ITEM_BYTES"]
 
 logger = logging.getLogger("resilient_aws.idempotency")
 
 MAX_ITEM_BYTES = DYNAMODB_ITEM_BYTES
+
+SEALED_PREFIX = "sealed:"
+"""What starts the ``data`` attribute of a result sealed by an encryptor (then base64): no
+JSON text starts so, so a sealed result is never read as JSON."""
 
 
 class RecordVanishedError(Exception):
@@ -54,6 +65,13 @@ class IdempotencyStore:
     retries. Without ``client``, the library's shared default DynamoDB client is used (made
     once per environment, botocore's own retries off). ``clock`` (epoch seconds) is a seam for
     tests.
+
+    ``encryptor`` (a :class:`~resilient_aws.payloads.crypto.KmsEnvelope`, or any
+    :class:`~resilient_aws.payloads.crypto.Encryptor`) seals every stored result with the
+    idempotency key as associated data: a result moved to another record, sealed by another
+    KMS key, or tampered with raises :class:`IdempotencyResultError` instead of being replayed,
+    and so does a sealed result read by a store without an encryptor, or a plain result read by
+    a store with one. Powertools cannot read sealed results.
     """
 
     def __init__(
@@ -73,6 +91,7 @@ class IdempotencyStore:
         owner_attr: str = "owner",
         error_attr: str = "error",
         clock: Callable[[], float] = time.time,
+        encryptor: Encryptor | None = None,
     ) -> None:
         if not isinstance(table, str) or not table:
             raise ConfigurationError("table", "must be a non-empty table name")
@@ -97,6 +116,11 @@ class IdempotencyStore:
         self.owner_attr = owner_attr
         self.error_attr = error_attr
         self.clock = clock
+        if encryptor is not None:
+            from resilient_aws.payloads.crypto import check_encryptor
+
+            check_encryptor(encryptor)
+        self.encryptor = encryptor
         self._client = client
 
     @property
@@ -189,7 +213,11 @@ class IdempotencyStore:
         validation: str | None,
         policy: RetryPolicy | None = None,
     ) -> None:
-        """Store the result (``data``, JSON text) and mark the record ``COMPLETED``."""
+        """Store the result (``data``, JSON text; sealed first with an ``encryptor``) and mark
+        the record ``COMPLETED``."""
+        if self.encryptor is not None:
+            sealed = self.encryptor.encrypt(data.encode("utf-8"), context=key)
+            data = SEALED_PREFIX + base64.b64encode(sealed).decode("ascii")
         names = {"#data": self.data_attr, "#expiry": self.expiry_attr, "#status": self.status_attr}
         values: dict[str, Any] = {
             ":data": {"S": data},
@@ -301,7 +329,11 @@ class IdempotencyStore:
         """The size DynamoDB counts for a completed record (attribute names + values; the
         in-progress record's ``owner`` stays on it)."""
         size = sum(len(name.encode()) for name in self._attribute_names()) + 3 * 21
-        size += len(key.encode()) + len(data.encode()) + len(COMPLETED)
+        data_size = len(data.encode())
+        if self.encryptor is not None:
+            overhead = getattr(self.encryptor, "overhead", 1024)
+            data_size = len(SEALED_PREFIX) + 4 * -(-(data_size + overhead) // 3)  # base64
+        size += len(key.encode()) + data_size + len(COMPLETED)
         if owner is not None:
             size += len(owner.encode())
         if self.sort_key_attr is not None:
@@ -347,16 +379,50 @@ class IdempotencyStore:
                 return int(float(value["N"]))
             return None
 
+        key = text(key_attr) or ""
         return IdempotencyRecord(
-            key=text(key_attr) or "",
+            key=key,
             status=text(self.status_attr) or "",
             expires_at=number(self.expiry_attr) or 0,
             in_progress_until_ms=number(self.in_progress_expiry_attr),
-            data=text(self.data_attr),
+            data=self._open(key, text(self.data_attr)),
             validation=text(self.validation_attr),
             owner=text(self.owner_attr),
             error=text(self.error_attr),
         )
+
+    def _open(self, key: str, data: str | None) -> str | None:
+        """The stored result as JSON text: opened by the encryptor when sealed; refused when
+        sealed without one or plain with one (never replayed as something else)."""
+        if data is None:
+            return None
+        sealed = data.startswith(SEALED_PREFIX)
+        if self.encryptor is None:
+            if sealed:
+                raise IdempotencyResultError(
+                    f"idempotency table {self.table!r}: the stored result is sealed and this "
+                    "store has no encryptor",
+                    key=key,
+                )
+            return data
+        if not sealed:
+            raise IdempotencyResultError(
+                f"idempotency table {self.table!r}: the stored result is not sealed, and this "
+                "store reads sealed results only",
+                key=key,
+            )
+        from resilient_aws.payloads.crypto import DecryptionError
+
+        try:
+            blob = base64.b64decode(data[len(SEALED_PREFIX) :], validate=True)
+            return self.encryptor.decrypt(blob, context=key).decode("utf-8")
+        except (DecryptionError, ValueError) as error:
+            code = getattr(error, "code", type(error).__name__)
+            raise IdempotencyResultError(
+                f"idempotency table {self.table!r}: the stored result cannot be decrypted "
+                f"({code}): moved from another record, sealed by another key, or tampered with",
+                key=key,
+            ) from error
 
     def _call(self, policy: RetryPolicy | None, fn: Callable[..., Any], **params: Any) -> Any:
         try:

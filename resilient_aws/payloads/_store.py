@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -24,6 +24,9 @@ from resilient_aws.payloads._pointer import (
     PayloadPointer,
 )
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
+
+if TYPE_CHECKING:
+    from resilient_aws.payloads.crypto import Encryptor
 
 __all__ = [
     "EXTENDED_CLIENT_THRESHOLD",
@@ -135,6 +138,12 @@ class PayloadStore:
     client is ``client``, else the library's default S3 client (made on first use). Errors
     name the message and the object, never the payload: :class:`PayloadError`,
     :class:`PayloadNotFoundError` (the object is gone), :class:`PayloadUploadError`.
+
+    ``encryptor`` (a :class:`~resilient_aws.payloads.crypto.KmsEnvelope`, or any
+    :class:`~resilient_aws.payloads.crypto.Encryptor`) seals every object before it is
+    uploaded, with its S3 key as associated data: an object copied under another key, tampered
+    with, or sealed by another KMS key is refused with a :class:`PayloadError` (code
+    ``DecryptionFailed`` or the reason's) naming the message, and fails that record only.
     """
 
     def __init__(
@@ -144,6 +153,7 @@ class PayloadStore:
         client: Any = None,
         session: Any = None,
         policy: RetryPolicy = DEFAULT_POLICY,
+        encryptor: Encryptor | None = None,
     ) -> None:
         if isinstance(config, str):
             config = PayloadConfig(bucket=config)
@@ -155,8 +165,13 @@ class PayloadStore:
             raise ConfigurationError(
                 "policy", f"must be a RetryPolicy, got {type(policy).__name__}"
             )
+        if encryptor is not None:
+            from resilient_aws.payloads.crypto import check_encryptor
+
+            check_encryptor(encryptor)
         self.config = config
         self.policy = policy
+        self.encryptor = encryptor
         self._client = client
         self._session = session
         self._lock = threading.Lock()
@@ -196,6 +211,8 @@ class PayloadStore:
             raise EntryTooLargeError(entry_id, len(data), self.config.max_bytes)
         pointer = pointer or self.new_pointer()
         try:
+            if self.encryptor is not None:
+                data = self.encryptor.encrypt(data, context=pointer.key)
             if len(data) > self.config.multipart_bytes:
                 self._put_parts(pointer, data, entry_id)
             else:
@@ -248,7 +265,7 @@ class PayloadStore:
             return data
 
         try:
-            return (policy or self.policy).call(get_object)
+            data = (policy or self.policy).call(get_object)
         except (ClientError, BotoCoreError, RetryError) as error:
             code = _code(error)
             kind = PayloadNotFoundError if code in _NOT_FOUND else PayloadError
@@ -261,6 +278,9 @@ class PayloadStore:
                 key=pointer.key,
                 code=code,
             ) from error
+        if self.encryptor is None:
+            return data
+        return _decrypt(self.encryptor, data, pointer, message_id)
 
     def delete(
         self,
@@ -414,3 +434,30 @@ def _code(error: BaseException) -> str:
         if isinstance(detail, dict) and isinstance(detail.get("Code"), str) and detail["Code"]:
             return str(detail["Code"])
     return type(error).__name__
+
+
+def _decrypt(
+    encryptor: Encryptor, data: bytes, pointer: PayloadPointer, message_id: str | None
+) -> bytes:
+    """The payload in ``data`` opened by ``encryptor`` (its S3 key as associated data)."""
+    from resilient_aws.payloads.crypto import DecryptionError
+
+    try:
+        return encryptor.decrypt(data, context=pointer.key)
+    except DecryptionError as error:
+        raise PayloadError(
+            message_id,
+            f"the payload cannot be decrypted ({error.code}): tampered with, moved from "
+            "another S3 key, or sealed by another KMS key",
+            bucket=pointer.bucket,
+            key=pointer.key,
+            code=error.code,
+        ) from error
+    except (ClientError, BotoCoreError, RetryError) as error:
+        raise PayloadError(
+            message_id,
+            f"decrypting the payload failed ({_code(error)})",
+            bucket=pointer.bucket,
+            key=pointer.key,
+            code=_code(error),
+        ) from error

@@ -79,6 +79,9 @@ TRANSIENT_CODES = frozenset(
         "ServiceUnavailableException",
         "ServiceUnavailableError",
         "KMSInternalException",
+        # KMS: "You can retry the request" (a 5xx on AWS; named here for emulators and chaos)
+        "DependencyTimeoutException",
+        "KeyUnavailableException",
         # STS: the identity provider did not answer (botocore's RetryIDPCommunicationError)
         "IDPCommunicationError",
         # DynamoDB: another request touched the item; trying again is what AWS advises
