@@ -15,6 +15,7 @@ from resilient_aws.consumer._records import (
     LIGHT,
     SOURCES,
     CheckedBatch,
+    Ordered,
     Source,
     check_event,
     powertools_classes,
@@ -138,7 +139,10 @@ class BatchProcessor:
       every record after it, so a shard never skips ahead; FIFO queues skip the later records of
       a failed message's group only, other groups go on; standard queues report exactly the
       records that failed. ``ordered=False`` reports only failed records everywhere,
-      ``ordered=True`` makes a standard queue stop at its first failure.
+      ``ordered=True`` makes a standard queue stop at its first failure, ``ordered="batch"``
+      makes any batch stop at its first failure, FIFO groups included (AWS's advice for FIFO
+      queues, Powertools' default: fewer records go on, but no group can be reordered by a
+      handler that reads across groups).
     * ``policy``: a :class:`~resilient_aws.retry.RetryPolicy` for each record: what it
       classifies as retryable (throttles, 5xx, a lost connection raised from inside the record
       function) is retried through the core, bounded by the invocation's deadline. ``None``
@@ -188,7 +192,7 @@ class BatchProcessor:
         self,
         *,
         source: Source | None = None,
-        ordered: bool | None = None,
+        ordered: Ordered = None,
         policy: RetryPolicy | None = None,
         margin_s: float = 1.0,
         visibility: VisibilityBackoff | None = None,
@@ -200,8 +204,8 @@ class BatchProcessor:
     ) -> None:
         if source is not None and source not in SOURCES:
             raise ConfigurationError("source", f"must be one of {SOURCES}, got {source!r}")
-        if ordered is not None and not isinstance(ordered, bool):
-            raise ConfigurationError("ordered", f"must be None or a bool, got {ordered!r}")
+        if ordered is not None and not isinstance(ordered, bool) and ordered != "batch":
+            raise ConfigurationError("ordered", f"must be None, a bool or 'batch', got {ordered!r}")
         if (
             not isinstance(margin_s, (int, float))
             or isinstance(margin_s, bool)

@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 Source = Literal["sqs", "kinesis", "dynamodb"]
+# None: by source; True/False: in order (one lane per FIFO group or stream) or not at all;
+# "batch": the whole batch is one lane (stop at the first failure, FIFO groups included)
+Ordered = bool | Literal["batch"] | None
 SOURCES: tuple[Source, ...] = ("sqs", "kinesis", "dynamodb")
 _EVENT_SOURCES: dict[str, Source] = {
     "aws:sqs": "sqs",
@@ -400,7 +403,7 @@ _EVENT_SOURCE_OF = operator.methodcaller("get", "eventSource")
 _DECLARED: dict[Source, str] = {kind: name for name, kind in _EVENT_SOURCES.items()}
 
 
-def check_event(event: Any, source: Source | None, ordered: bool | None) -> CheckedBatch:
+def check_event(event: Any, source: Source | None, ordered: Ordered) -> CheckedBatch:
     """Check the whole event before any record runs: its shape, each record's source and
     identifier (and FIFO group). A malformed event raises :class:`EntryValidationError` naming
     the record by index (and identifier when it has one), never by content: a batch is never
@@ -411,9 +414,7 @@ def check_event(event: Any, source: Source | None, ordered: bool | None) -> Chec
     return _check_each_record(event, source, ordered)
 
 
-def _check_well_formed(
-    event: Any, source: Source | None, ordered: bool | None
-) -> CheckedBatch | None:
+def _check_well_formed(event: Any, source: Source | None, ordered: Ordered) -> CheckedBatch | None:
     """The common case, checked a batch at a time (a few passes at C speed instead of one
     Python loop per record): a standard queue or a stream whose records all carry their
     source and id. ``None`` sends anything else to :func:`_check_each_record`, which names the
@@ -442,11 +443,11 @@ def _check_well_formed(
     if kind == "sqs":
         lanes = [""] * len(records) if ordered else None
     else:
-        lanes = [""] * len(records) if ordered in (None, True) else None
+        lanes = [""] * len(records) if ordered in (None, True, "batch") else None
     return CheckedBatch(kind, records, ids, lanes, False)
 
 
-def _check_each_record(event: Any, source: Source | None, ordered: bool | None) -> CheckedBatch:
+def _check_each_record(event: Any, source: Source | None, ordered: Ordered) -> CheckedBatch:
     if not isinstance(event, Mapping):
         raise EntryValidationError("event", f"must be a dict, got {type(event).__name__}")
     records = event.get("Records")
@@ -494,11 +495,14 @@ def _check_each_record(event: Any, source: Source | None, ordered: bool | None) 
     if kind == "sqs":
         if fifo and "" in groups:
             raise _bad(groups.index(""), f"({ids[groups.index('')]}) has no MessageGroupId")
-        in_order = fifo if ordered is None else ordered
-        lanes = (groups if fifo else [""] * len(records)) if in_order else None
+        if ordered == "batch":
+            lanes = [""] * len(records)  # AWS's advice for FIFO: stop at the first failure
+        else:
+            in_order = fifo if ordered is None else ordered
+            lanes = (groups if fifo else [""] * len(records)) if in_order else None
     else:
         # one batch is one shard (or one partition-key subset of it): one ordered lane
-        lanes = [""] * len(records) if ordered in (None, True) else None
+        lanes = [""] * len(records) if ordered in (None, True, "batch") else None
     return CheckedBatch(kind, records, ids, lanes, fifo)
 
 

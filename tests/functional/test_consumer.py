@@ -224,6 +224,27 @@ def test_fifo_batch_with_two_groups_reports_only_the_failed_groups_later_records
     assert len(ran_ok) + len(batch.failed) == 10  # every record accounted for
 
 
+def test_fifo_batch_ordered_batch_stops_at_the_first_failure_whatever_the_group(
+    clients: dict[str, Any], clock: FakeClock
+) -> None:
+    sqs, dynamodb = clients["sqs"], clients["dynamodb"]
+    url, arn = queue(sqs, "whole.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    for n in range(10):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": n}), MessageGroupId="ab"[n % 2])
+    event = receive_event(sqs, url, arn)
+    order = [json.loads(r["body"])["n"] for r in event["Records"]]
+    processor = BatchProcessor(
+        policy=clock.policy(max_attempts=10), records="light", ordered="batch"
+    )
+    with chaos(dynamodb, throttle=0.2, seed=7):
+        batch = processor.process(event, recorder(dynamodb, {2}), FakeLambdaContext())
+    # AWS's advice for FIFO: 2 fails, every record after it, of either group, comes back
+    cut = order.index(2)
+    assert ids(batch.response) == [r["messageId"] for r in event["Records"][cut:]]
+    assert processed(dynamodb) == {str(n) for n in order[:cut]}
+    assert batch.succeeded + len(batch.failed) == 10
+
+
 def test_300_ms_left_and_100_ms_records_report_the_unprocessed_and_return_with_margin(
     clients: dict[str, Any], clock: FakeClock
 ) -> None:
