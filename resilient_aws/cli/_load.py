@@ -69,11 +69,7 @@ def run_load(ctx: Context) -> int:
     fmt: Format = args.format
     started = time.monotonic()
     with ExitStack() as stack:
-        source = stack.enter_context(_open(args.file))
-        total = _count_lines(args.file)
-        rejects: IO[bytes] | None = None
-        if args.rejects:
-            rejects = stack.enter_context(_create(args.rejects))
+        source, total, rejects = open_input(stack, args)
         client = ctx.client("dynamodb")
         # The table's key schema first: an unknown table is bad input before a line is read.
         schema = describe_key_schema(client, table, ctx.policy)
@@ -290,6 +286,15 @@ def _line_of(entry: Any) -> int:
 
 def _ended(raw: bytes) -> bytes:
     return raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+def open_input(stack: ExitStack, args: Any) -> tuple[Any, int | None, IO[bytes] | None]:
+    """The input lines (a file or stdin), their count for the progress line (None for stdin),
+    and the ``--rejects`` file if asked; closed with ``stack``."""
+    source = stack.enter_context(_open(args.file))
+    total = _count_lines(args.file)
+    rejects = stack.enter_context(_create(args.rejects)) if args.rejects else None
+    return source, total, rejects
 
 
 def _open(path: str) -> Any:

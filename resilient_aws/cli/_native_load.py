@@ -18,12 +18,12 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import IO, Any
+from typing import Any
 
 from resilient_aws.cli._context import Context
 from resilient_aws.cli._exit import INTERRUPTED, STOPPED, UsageError
 from resilient_aws.cli._jsonl import Format, dump_item, parse_item
-from resilient_aws.cli._load import LineFailure, _count_lines, _create, _ended, _open
+from resilient_aws.cli._load import LineFailure, _ended, open_input
 from resilient_aws.cli._native import (
     DetachedError,
     S3Upload,
@@ -80,11 +80,7 @@ def run_native_load(ctx: Context) -> int:
     )
     started = time.monotonic()
     with ExitStack() as stack:
-        source = stack.enter_context(_open(args.file))
-        total = _count_lines(args.file)
-        rejects: IO[bytes] | None = None
-        if args.rejects:
-            rejects = stack.enter_context(_create(args.rejects))
+        source, total, rejects = open_input(stack, args)
         client = ctx.client("dynamodb")
         _refuse_existing(ctx, client, table)
         upload = S3Upload(ctx.client("s3"), bucket, object_key, ctx.policy)

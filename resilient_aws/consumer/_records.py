@@ -130,10 +130,30 @@ class SQSRecordAttributes(_DictRecord):
         return "attributes"
 
 
-class SQSRecord(_DictRecord):
+class _EventRecord(_DictRecord):
+    """What every record of a Lambda batch carries: its source, source ARN and region."""
+
+    __slots__ = ()
+    _source = ""
+
+    @property
+    def event_source(self) -> str:
+        return str(self._data.get("eventSource", self._source))
+
+    @property
+    def event_source_arn(self) -> str:
+        return str(self._data.get("eventSourceARN", ""))
+
+    @property
+    def aws_region(self) -> str:
+        return str(self._data.get("awsRegion", ""))
+
+
+class SQSRecord(_EventRecord):
     """One SQS message of an ``aws:sqs`` batch (standard or FIFO)."""
 
     __slots__ = ()
+    _source = "aws:sqs"
 
     @property
     def message_id(self) -> str:
@@ -165,18 +185,6 @@ class SQSRecord(_DictRecord):
     @property
     def md5_of_body(self) -> str | None:
         return self._data.get("md5OfBody")
-
-    @property
-    def event_source(self) -> str:
-        return str(self._data.get("eventSource", "aws:sqs"))
-
-    @property
-    def event_source_arn(self) -> str:
-        return str(self._data.get("eventSourceARN", ""))
-
-    @property
-    def aws_region(self) -> str:
-        return str(self._data.get("awsRegion", ""))
 
     @property
     def queue_url(self) -> str:
@@ -222,7 +230,7 @@ class KinesisStreamRecordPayload(_DictRecord):
         return json.loads(self.data_as_text())
 
 
-class _StreamEvent(_DictRecord):
+class _StreamEvent(_EventRecord):
     """What the records of both stream sources carry: the event's id and name."""
 
     __slots__ = ()
@@ -240,6 +248,7 @@ class KinesisStreamRecord(_StreamEvent):
     """One record of an ``aws:kinesis`` batch."""
 
     __slots__ = ()
+    _source = "aws:kinesis"
 
     @property
     def kinesis(self) -> KinesisStreamRecordPayload:
@@ -248,18 +257,6 @@ class KinesisStreamRecord(_StreamEvent):
     @property
     def item_identifier(self) -> str:
         return str(self._data["kinesis"]["sequenceNumber"])
-
-    @property
-    def event_source(self) -> str:
-        return str(self._data.get("eventSource", "aws:kinesis"))
-
-    @property
-    def event_source_arn(self) -> str:
-        return str(self._data.get("eventSourceARN", ""))
-
-    @property
-    def aws_region(self) -> str:
-        return str(self._data.get("awsRegion", ""))
 
 
 # -- DynamoDB Streams ---------------------------------------------------------------------------
@@ -308,6 +305,7 @@ class DynamoDBStreamRecord(_StreamEvent):
     ``"REMOVE"`` (a string; Powertools gives an enum of the same names)."""
 
     __slots__ = ()
+    _source = "aws:dynamodb"
 
     @property
     def dynamodb(self) -> StreamRecord:
@@ -316,18 +314,6 @@ class DynamoDBStreamRecord(_StreamEvent):
     @property
     def item_identifier(self) -> str:
         return str(self._data["dynamodb"]["SequenceNumber"])
-
-    @property
-    def event_source(self) -> str:
-        return str(self._data.get("eventSource", "aws:dynamodb"))
-
-    @property
-    def event_source_arn(self) -> str:
-        return str(self._data.get("eventSourceARN", ""))
-
-    @property
-    def aws_region(self) -> str:
-        return str(self._data.get("awsRegion", ""))
 
     @property
     def user_identity(self) -> dict[str, Any] | None:
