@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
@@ -167,6 +167,12 @@ class BatchEngine(Generic[S]):
     that what the engine holds is bounded by its configuration, not by what went through it.
     """
 
+    # The share of a request's time spent computing in the thread that made it (None: no request
+    # measured yet; set per engine once one is). Threads overlap only waiting: requests that
+    # wait on nothing (botocore's Stubber, moto in the same process) are sent by the caller
+    # itself, since under the GIL more threads only contend for it.
+    _cpu_share: float | None = None
+
     def __init__(
         self,
         adapter: Adapter[S],
@@ -216,7 +222,7 @@ class BatchEngine(Generic[S]):
         self._stall_tokens = 0  # budget tokens the current stall's retries withdrew
         self.result: BatchResult[S] = BatchResult()
         # insertion order is sending order; entries sent back go to the front
-        self._pending: OrderedDict[Hashable, Entry[S]] = OrderedDict()
+        self._pending: dict[Hashable, Entry[S]] = {}
         self._pending_bytes = 0
         self._oldest: float | None = None
         self._serial = 0
@@ -249,30 +255,26 @@ class BatchEngine(Generic[S]):
                 return
             slot: Hashable
             pending = self._pending
-            if entry.dedupe is not None:
+            if entry.dedupe is None:
+                slot = self._serial = self._serial + 1
+            else:
                 slot = ("dedupe", entry.dedupe)
                 replaced = pending.pop(slot, None)
                 if replaced is not None:
                     self.result.deduplicated += 1
                     self._pending_bytes -= replaced.size
-            else:
-                self._serial += 1
-                slot = self._serial
             entry.slot = slot
             pending[slot] = entry
-            self._pending_bytes += entry.size
+            size = self._pending_bytes = self._pending_bytes + entry.size
             if self._oldest is None:
                 self._oldest = time.monotonic()
                 self._start_flusher()
             limits = self.limits
-            full = (
-                len(pending) >= limits.max_entries
-                or self._pending_bytes >= limits.max_request_bytes
-            )
-            if full and self._workers >= self.concurrency and not self._backlogged():
+            if len(pending) < limits.max_entries and size < limits.max_request_bytes:
+                return
+            if self._workers >= self.concurrency and not self._backlogged():
                 return  # every worker is busy and takes the next full chunk itself
-        if full:
-            self._send_full_chunks()
+        self._send_full_chunks()
 
     def reject(self, source: S, invalid: EntryValidationError) -> None:
         """Account for an entry refused before sending (``on_invalid="report"``)."""
@@ -451,7 +453,7 @@ class BatchEngine(Generic[S]):
     def _send_one_chunk(self) -> bool:
         """Send (or submit) one chunk; False when every pending entry must wait for a group."""
         pool = None
-        if self.concurrency > 1:
+        if self.concurrency > 1 and self._overlaps():
             # Wait for a free slot before a chunk leaves the buffer: an interrupt or a worker's
             # error surfacing here must not take entries with it.
             while len(self._futures) >= self.concurrency:
@@ -485,6 +487,20 @@ class BatchEngine(Generic[S]):
         with self._lock:
             self._futures.add(future)
         return True
+
+    def _overlaps(self) -> bool:
+        """Whether requests wait long enough that threads overlap them: measured on the first
+        request (sent by the caller), then on every one."""
+        share = self._cpu_share
+        return share is not None and share < _CPU_BOUND
+
+    def _measure(self, wall: float, cpu: float) -> None:
+        """Fold one request's wall and thread CPU time into :attr:`_cpu_share`."""
+        if wall <= 0:
+            return
+        share = min(cpu / wall, 1.0)
+        previous = self._cpu_share  # a lost update between threads is one sample, no harm
+        self._cpu_share = share if previous is None else previous + (share - previous) / 4
 
     def _wait_any(self) -> None:
         with self._lock:
@@ -578,9 +594,11 @@ class BatchEngine(Generic[S]):
             self._send(chunk)
         finally:
             with self._lock:
-                self._in_flight_groups -= groups
+                if groups:
+                    self._in_flight_groups -= groups
                 self._requests_in_flight -= 1
-                self._settled.notify_all()
+                if self._flusher is not None:  # only waits for the flusher's requests wait
+                    self._settled.notify_all()
 
     def _settled_without_sending(
         self, chunk: list[Entry[S]], groups: set[Hashable], error: BaseException
@@ -621,9 +639,14 @@ class BatchEngine(Generic[S]):
         with self._lock:
             self.result.requests += 1
             self.result.resent += resent
+        measure = self.concurrency > 1
+        if measure:
+            wall, cpu = time.perf_counter(), time.thread_time()
         try:
             sent = self.adapter.send_request(chunk)
         except (ClientError, BotoCoreError) as error:
+            if measure:
+                self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
             try:
                 self._request_failed(chunk, error)
             except BaseException as interrupt:
@@ -637,6 +660,8 @@ class BatchEngine(Generic[S]):
                 for entry in chunk:
                     self._record_failure(_outcome_unknown(entry, error))
             raise
+        if measure:
+            self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
         try:
             self._answered(sent)
         except BaseException as interrupt:
@@ -827,14 +852,19 @@ class BatchEngine(Generic[S]):
                     self._record_failure(replace(failure, attempts=entry.sends, gave_up=reason))
                 else:
                     back.append(entry)
-            pending = self._pending
-            for entry in reversed(back):
-                if entry.slot in pending:  # a later write of the same key replaced it
-                    self.result.deduplicated += 1
-                    continue
-                pending[entry.slot] = entry
-                pending.move_to_end(entry.slot, last=False)
-                self._pending_bytes += entry.size
+            if back:
+                pending = self._pending
+                front: dict[Hashable, Entry[S]] = {}
+                for entry in back:
+                    if entry.slot in pending:  # a later write of the same key replaced it
+                        self.result.deduplicated += 1
+                        continue
+                    front[entry.slot] = entry
+                    self._pending_bytes += entry.size
+                # a plain dict (cheaper per entry added than an OrderedDict) rebuilt with what
+                # goes back in front: a buffer holds a few requests' worth, and only on a retry
+                front.update(pending)
+                self._pending = front
             if back and self._oldest is None:
                 self._oldest = time.monotonic()
         if given_up:
@@ -1002,6 +1032,11 @@ def _not_sent(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:
         entry, entry.entry_id, "NotSent", f"not sent: {type(error).__name__} before sending it"
     )
 
+
+# The share of a request's time spent computing in its thread above which a request waits on
+# nothing worth overlapping: the caller sends it itself. Two threads that both compute share
+# the GIL, each then measuring about half: threads stay once they have been started.
+_CPU_BOUND = 0.5
 
 # No-progress rounds after which an entry is given up whatever the time: max_stalled is
 # measured on the policy's clock, which only the backoff moves when a policy never sleeps.

@@ -1,7 +1,8 @@
 """Build a Lambda layer zip of resilient_aws and its one dependency the runtime lacks, compiled.
 
 The Python runtimes ship boto3 and botocore, so the layer holds ``python/resilient_aws`` and
-``python/tenacity`` (with its licence and metadata) and nothing else, with the bytecode of every
+``python/tenacity`` (with its licence and metadata) and nothing else (not the command line,
+``resilient_aws.cli``, which no function imports), with the bytecode of every
 module: a layer is unpacked to ``/opt``, which is read-only, so a layer without ``__pycache__``
 makes every cold start compile every module it imports (2-4 times the import time).
 
@@ -35,6 +36,8 @@ SKIPPED_PARTS = {"__pycache__"}
 SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 LAMBDA_ROOT = "/opt"  # where Lambda unpacks a layer: python/ is on the runtime's sys.path
 DEFAULT_OUTPUT = "dist/resilient-aws-layer-python{version}.zip"
+# Subpackages no function imports: the command line runs where pip installed the package.
+LEFT_OUT = ("cli",)
 
 # Run by the target interpreter (``-I -S``: nothing of the environment), reads
 # [[source, name in the layer, pyc to write], ...] on stdin, prints its version and cache tag.
@@ -105,6 +108,7 @@ def build_layer(output: Path, python: str = sys.executable) -> int:
     entries = [
         (path, f"python/resilient_aws/{path.relative_to(PACKAGE).as_posix()}")
         for path in _files(PACKAGE)
+        if path.relative_to(PACKAGE).parts[0] not in LEFT_OUT
     ]
     entries += [(path, f"python/{name}") for path, name in _dependency_files("tenacity")]
     contents = [(path.read_bytes(), name) for path, name in entries]

@@ -174,6 +174,7 @@ def _client(service: str, client: Any, session: Any) -> Any:
 # The Id of each entry in a request is its index: "0".."9" for SQS and SNS (up to 1,000 for an
 # emulator's larger limits=); any other answered Id is not one the request sent.
 _INDEX = {str(i): i for i in range(1000)}
+_IDS = list(_INDEX)
 
 
 def _index(raw: Any) -> int:
@@ -190,6 +191,15 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
     so it is an error of the whole request, not a guess.
     """
     size = len(batch)
+    successful = response.get("Successful", ())
+    if (
+        size <= len(_IDS)
+        and len(successful) == size
+        and not response.get("Failed")
+        and [ok.get("Id") for ok in successful] == _IDS[:size]
+    ):
+        # What SQS and SNS answer for a request that went through whole: every Id, in order.
+        return Sent(list(zip(batch, successful, strict=True)), [], botocore_retries(response))
     answered: set[int] = set()
 
     def entry_of(answer: Mapping[str, Any]) -> Entry[Any]:
@@ -201,7 +211,7 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
         return batch[index]
 
     succeeded = []
-    for ok in response.get("Successful", ()):
+    for ok in successful:
         # entry_of, inlined: this runs once per message. The answer keeps its "Id" (the index in
         # the request, meaningless to callers): the engine drops it if the answer is kept.
         raw = ok.get("Id")

@@ -252,7 +252,13 @@ class _SqsBatch(BatchSender):
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         # a larger limits= than SQS allows (an emulator) needs more ids than the ones kept
         ids = _IDS if len(batch) <= len(_IDS) else tuple(map(str, range(len(batch))))
-        entries = [{**entry.payload, "Id": id_} for id_, entry in zip(ids, batch, strict=False)]
+        entries = []
+        for id_, entry in zip(ids, batch, strict=False):
+            # the payload is the sender's own dict, made for this entry: its Id is set in place
+            # (an entry is in one request at a time) instead of copying it per request
+            payload = entry.payload
+            payload["Id"] = id_
+            entries.append(payload)
         return by_id(batch, self._call(entries), self.service)
 
 

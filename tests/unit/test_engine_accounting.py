@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from resilient_aws._batching import BatchEngine
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import BatchWriteError
 from resilient_aws.results import BatchResult
@@ -105,7 +106,10 @@ def test_an_interrupt_mid_request_leaves_every_entry_accounted() -> None:
     assert balanced(result)
 
 
-def test_a_worker_error_surfacing_while_waiting_for_a_slot_takes_no_entry_with_it() -> None:
+def test_a_worker_error_surfacing_while_waiting_for_a_slot_takes_no_entry_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(BatchEngine, "_cpu_share", 0.0)  # workers from the first request
     # The third chunk waits for a free slot; the first request's error surfaces during that
     # wait. The third chunk must still be in the buffer, and be sent when the block exits.
     client = Scripted(raises(RuntimeError("a bug in request 1")))

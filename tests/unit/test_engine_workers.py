@@ -11,11 +11,19 @@ from typing import Any
 
 import pytest
 
+from resilient_aws._batching import BatchEngine
 from resilient_aws.batch import SqsSender
 from resilient_aws.testing import FakeClock
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
 WAIT_S = 30  # only ever reached if the engine deadlocks
+
+
+@pytest.fixture(autouse=True)
+def threaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers from the first request: these fakes answer without waiting, which the engine
+    would otherwise measure and send from the caller (test_engine_threads.py)."""
+    monkeypatch.setattr(BatchEngine, "_cpu_share", 0.0)
 
 
 class Gated:

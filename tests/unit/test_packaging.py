@@ -108,6 +108,8 @@ def test_layer_holds_the_package_and_tenacity_only(layer: Path) -> None:
     tops = {name.split("/")[1] for name in names}
     assert {"resilient_aws", "tenacity"} <= tops
     assert all(top in {"resilient_aws", "tenacity"} or top.startswith("tenacity-") for top in tops)
+    # the command line runs where pip installed the package, never inside a function
+    assert not [name for name in names if name.startswith("python/resilient_aws/cli/")]
     assert all(name.startswith("python/") for name in names)
     assert "python/resilient_aws/py.typed" in names
 
