@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     )
     from resilient_aws.outbox._actions import ConditionCheck, Delete, Put, Update
     from resilient_aws.outbox._deliver import DeliveryReport, deliver
-    from resilient_aws.outbox._event import OutboxEvent, envelope
+    from resilient_aws.outbox._event import OffloadedPayload, OutboxEvent, envelope
     from resilient_aws.outbox._layout import BLOCKED, DELIVERED, PENDING, Layout, StoredEvent
     from resilient_aws.outbox._outbox import Outbox
     from resilient_aws.outbox._relay import events_from_stream, relay_handler
@@ -48,6 +48,7 @@ __all__ = [
     "EventBridgeTarget",
     "KinesisTarget",
     "Layout",
+    "OffloadedPayload",
     "Outbox",
     "OutboxError",
     "OutboxEvent",
@@ -80,6 +81,7 @@ _MODULE_OF = {
     "EventBridgeTarget": "resilient_aws.outbox._targets",
     "KinesisTarget": "resilient_aws.outbox._targets",
     "Layout": "resilient_aws.outbox._layout",
+    "OffloadedPayload": "resilient_aws.outbox._event",
     "Outbox": "resilient_aws.outbox._outbox",
     "OutboxError": "resilient_aws.errors",
     "OutboxEvent": "resilient_aws.outbox._event",

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import dumps
+from resilient_aws.errors import ConfigurationError
 
-__all__ = ["OutboxEvent", "envelope"]
+if TYPE_CHECKING:
+    from resilient_aws.payloads import PayloadPointer, PayloadStore
+
+__all__ = ["OffloadedPayload", "OutboxEvent", "envelope"]
 
 
 def _now() -> dt.datetime:
@@ -30,6 +35,10 @@ class OutboxEvent:
     order across writers; left out, the outbox assigns a time-ordered number. ``destination``
     picks a target when a :class:`Router` publishes. ``id`` is generated once and travels with
     every message, so consumers can de-duplicate (``@idempotent(key="event_id")``).
+
+    An event read back from the table (by the relay, the sweeper, :meth:`Outbox.pending`...)
+    whose payload was offloaded to S3 (``Outbox(payloads=...)``) has an
+    :class:`OffloadedPayload` as its ``payload``: the pointer, not the payload.
     """
 
     type: str
@@ -57,15 +66,90 @@ class OutboxEvent:
         return f"event {self.id} ({self.aggregate_id} #{self.sequence})"
 
 
+@lean_dataclass(frozen=True)
+class OffloadedPayload:
+    """The payload of an event that ``Outbox(payloads=store)`` stored in S3: what a record
+    read back holds in the payload's place. Reading a record never downloads the object.
+
+    ``pointer`` names the object, which holds the event's whole :func:`envelope` (the message
+    body a consumer gets), ``size`` its length in bytes (UTF-8, before any encryption) and
+    ``legacy`` whether the pointer is written in the extended clients' older format. SQS and
+    SNS targets send :meth:`message_body` with :meth:`message_attributes` (the extended
+    clients' pointer message) without touching S3; :meth:`load` and :meth:`load_envelope`
+    download it (other targets, operators).
+    """
+
+    pointer: PayloadPointer
+    size: int
+    legacy: bool = False
+    # how to read the object (the outbox's store); not part of the value
+    store: PayloadStore | None = field(default=None, compare=False, repr=False)
+
+    def message_body(self) -> str:
+        """The extended client libraries' pointer body for this object."""
+        return self.pointer.to_body(legacy=self.legacy)
+
+    def message_attributes(self) -> dict[str, Any]:
+        """The size attribute (``ExtendedPayloadSize``, or ``SQSLargePayloadSize`` when
+        ``legacy``) that marks a pointer message for a consumer."""
+        from resilient_aws.payloads import LEGACY_SIZE_ATTRIBUTE, SIZE_ATTRIBUTE
+
+        name = LEGACY_SIZE_ATTRIBUTE if self.legacy else SIZE_ATTRIBUTE
+        return {name: {"DataType": "Number", "StringValue": str(self.size)}}
+
+    def load_envelope(self, *, message_id: str | None = None) -> str:
+        """The envelope text stored in S3 (one ``GetObject`` through the store's retry core).
+        :class:`~resilient_aws.payloads.PayloadNotFoundError` /
+        :class:`~resilient_aws.payloads.PayloadError` name ``message_id`` and the object."""
+        if self.store is None:
+            raise ConfigurationError(
+                "payloads",
+                f"the payload of {message_id or 'this event'} is in "
+                f"s3://{self.pointer.bucket}/{self.pointer.key}: read it through an Outbox made "
+                "with payloads= (a PayloadStore that can read the bucket)",
+            )
+        return self.store.get(self.pointer, message_id=message_id)
+
+    def load(self, *, message_id: str | None = None) -> Any:
+        """The payload itself (the envelope's ``payload``), as JSON values."""
+        return json.loads(self.load_envelope(message_id=message_id)).get("payload")
+
+
 def envelope(event: OutboxEvent) -> str:
     """The message body every target gets: the event's identity and its payload."""
-    return dumps(
+    if isinstance(event.payload, OffloadedPayload):
+        pointer = event.payload.pointer
+        raise ValueError(
+            f"the payload of {event.describe()} is offloaded to s3://{pointer.bucket}/"
+            f"{pointer.key}, which holds its envelope: see OffloadedPayload.load_envelope()"
+        )
+    return envelope_text(event, dumps(event.payload))
+
+
+def envelope_text(event: OutboxEvent, payload_json: str) -> str:
+    """:func:`envelope` of ``event`` whose payload's JSON text is ``payload_json``, without
+    serializing the payload again (byte for byte what ``dumps`` writes: sorted keys, so
+    ``payload`` goes between ``event_id`` and ``sequence``)."""
+    head = dumps(
         {
-            "event_id": event.id,
-            "type": event.type,
             "aggregate_id": event.aggregate_id,
-            "sequence": event.sequence,
             "created_at": event.created_at.isoformat(),
-            "payload": event.payload,
+            "event_id": event.id,
         }
     )
+    tail = dumps({"sequence": event.sequence, "type": event.type})
+    return f'{head[:-1]}, "payload": {payload_json}, {tail[1:]}'
+
+
+def message_attributes(event: OutboxEvent) -> dict[str, Any]:
+    """The message attributes SQS and SNS targets send with every event."""
+    return {
+        "event_id": {"DataType": "String", "StringValue": event.id},
+        "event_type": {"DataType": "String", "StringValue": event.type},
+    }
+
+
+def message_attributes_size(event: OutboxEvent) -> int:
+    """Bytes SQS and SNS count for :func:`message_attributes` (name, type and value of each)."""
+    fixed = len("event_id") + len("event_type") + 2 * len("String")
+    return fixed + len(event.id.encode("utf-8")) + len(event.type.encode("utf-8"))

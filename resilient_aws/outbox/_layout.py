@@ -8,6 +8,12 @@ undelivered events, by aggregate and in order; the relay asks it whether an aggr
 earlier event still undelivered, the sweeper scans it. Delivery removes the attribute and sets
 the TTL attribute. An aggregate with a poison event gets a
 ``BLOCKED`` marker item in its partition, which holds back its later events until unblocked.
+
+An event whose payload was offloaded to S3 (``Outbox(payloads=...)``) keeps the same record
+with ``outbox_payload`` holding the extended client libraries' pointer
+(``["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":..,"s3Key":..}]``)
+instead of the payload's JSON, and ``outbox_payload_size`` (a number: the bytes of the object,
+the event's envelope) marking it as such, as ``ExtendedPayloadSize`` marks a pointer message.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import dumps
 from resilient_aws.errors import ConfigurationError, UnsupportedValueError
-from resilient_aws.outbox._event import OutboxEvent
+from resilient_aws.outbox._event import OffloadedPayload, OutboxEvent
+
+if TYPE_CHECKING:
+    from resilient_aws.payloads import PayloadPointer, PayloadStore
 
 __all__ = ["PENDING", "DELIVERED", "BLOCKED", "Layout", "StoredEvent"]
 
@@ -34,6 +43,7 @@ A_TYPE = "outbox_type"
 A_AGGREGATE = "outbox_aggregate_id"
 A_SEQUENCE = "outbox_sequence"
 A_PAYLOAD = "outbox_payload"
+A_PAYLOAD_SIZE = "outbox_payload_size"  # present when outbox_payload holds an S3 pointer
 A_CREATED = "outbox_created_at"
 A_DESTINATION = "outbox_destination"
 A_STATUS = "outbox_status"
@@ -55,6 +65,12 @@ class StoredEvent:
     status: str
     attempts: int = 0
     last_error: str | None = None
+
+    @property
+    def pointer(self) -> PayloadPointer | None:
+        """Where the event's payload is when it was offloaded to S3, else ``None``."""
+        payload = self.event.payload
+        return payload.pointer if isinstance(payload, OffloadedPayload) else None
 
 
 @lean_dataclass(frozen=True)
@@ -85,20 +101,37 @@ class Layout:
             self.sort_key: {"S": MARKER_SORT_KEY},
         }
 
-    def record(self, event: OutboxEvent, *, written_at: float) -> dict[str, Any]:
-        """The outbox item of ``event`` in wire format (its ``sequence`` must be set).
-
-        ``written_at`` (epoch seconds, the outbox's clock) starts the sweeper's grace period:
-        an event's own ``created_at`` may be set by the caller to any time, and an old one
-        would let the sweeper race the relay the moment the record lands.
-        """
-        assert event.sequence is not None
+    @staticmethod
+    def payload_json(event: OutboxEvent) -> str:
+        """The JSON text of ``event``'s payload, or :class:`UnsupportedValueError` naming it."""
         try:
-            payload = dumps(event.payload)
+            return dumps(event.payload)
         except (TypeError, ValueError) as error:
             raise UnsupportedValueError(
                 event.id, f"the payload of {event.describe()} has no JSON form: {error}"
             ) from error
+
+    def record(
+        self,
+        event: OutboxEvent,
+        *,
+        written_at: float,
+        payload_json: str | None = None,
+        offloaded: OffloadedPayload | None = None,
+    ) -> dict[str, Any]:
+        """The outbox item of ``event`` in wire format (its ``sequence`` must be set).
+
+        ``written_at`` (epoch seconds, the outbox's clock) starts the sweeper's grace period:
+        an event's own ``created_at`` may be set by the caller to any time, and an old one
+        would let the sweeper race the relay the moment the record lands. ``payload_json``:
+        :meth:`payload_json`, if already made. ``offloaded``: the record holds this pointer
+        instead of the payload.
+        """
+        assert event.sequence is not None
+        if offloaded is not None:
+            payload = offloaded.message_body()
+        else:
+            payload = payload_json if payload_json is not None else self.payload_json(event)
         item: dict[str, Any] = {
             **self.event_key(event.aggregate_id, event.sequence),
             A_ID: {"S": event.id},
@@ -112,6 +145,8 @@ class Layout:
             A_PENDING: {"S": event.aggregate_id},
             A_PENDING_AT: {"N": str(int(written_at * 1000))},
         }
+        if offloaded is not None:
+            item[A_PAYLOAD_SIZE] = {"N": str(offloaded.size)}
         if event.destination is not None:
             item[A_DESTINATION] = {"S": event.destination}
         return item
@@ -121,8 +156,10 @@ class Layout:
         return A_ID in item and A_SEQUENCE in item
 
     @staticmethod
-    def stored(item: Mapping[str, Any]) -> StoredEvent:
-        """The event of an outbox item (plain Python values, as reads hand them out)."""
+    def stored(item: Mapping[str, Any], store: PayloadStore | None = None) -> StoredEvent:
+        """The event of an outbox item (plain Python values, as reads hand them out). An
+        offloaded payload is an :class:`OffloadedPayload` (read through ``store`` when asked),
+        never downloaded here."""
 
         def text(name: str) -> str | None:
             value = item.get(name)
@@ -136,7 +173,11 @@ class Layout:
         event = OutboxEvent(
             type=text(A_TYPE) or "unknown",
             aggregate_id=text(A_AGGREGATE) or "unknown",
-            payload=json.loads(text(A_PAYLOAD) or "null"),
+            payload=(
+                _offloaded(item, text(A_ID), store)
+                if A_PAYLOAD_SIZE in item
+                else json.loads(text(A_PAYLOAD) or "null")
+            ),
             sequence=number(A_SEQUENCE),
             destination=text(A_DESTINATION),
             id=text(A_ID) or "unknown",
@@ -151,3 +192,24 @@ class Layout:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _offloaded(
+    item: Mapping[str, Any], event_id: str | None, store: PayloadStore | None
+) -> OffloadedPayload:
+    """The pointer of a record marked offloaded; :class:`InvalidPointerError` naming the event
+    when it holds none (a record damaged by hand: publishing its text as the payload, or
+    nothing, would hand consumers a wrong event without a word)."""
+    from resilient_aws.payloads import LEGACY_POINTER_CLASS, InvalidPointerError, PayloadPointer
+
+    body = item.get(A_PAYLOAD)
+    pointer = PayloadPointer.parse(body)
+    size = item.get(A_PAYLOAD_SIZE)
+    if pointer is None or not isinstance(size, (int, Decimal)):
+        raise InvalidPointerError(
+            event_id,
+            f"the record is marked offloaded ({A_PAYLOAD_SIZE}) but {A_PAYLOAD} holds no pointer",
+        )
+    assert isinstance(body, str)  # parsed above
+    legacy = body.lstrip().startswith(f'["{LEGACY_POINTER_CLASS}"')
+    return OffloadedPayload(pointer, int(size), legacy, store)

@@ -9,9 +9,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+)
 
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
@@ -27,7 +32,12 @@ from resilient_aws.errors import (
 )
 from resilient_aws.limits import DYNAMODB_ITEM_BYTES, DYNAMODB_TRANSACT_WRITE
 from resilient_aws.outbox._actions import ConditionCheck, Delete, Put, Update
-from resilient_aws.outbox._event import OutboxEvent
+from resilient_aws.outbox._event import (
+    OffloadedPayload,
+    OutboxEvent,
+    envelope_text,
+    message_attributes_size,
+)
 from resilient_aws.outbox._layout import (
     A_ATTEMPTS,
     A_BLOCKED_EVENT,
@@ -44,6 +54,9 @@ from resilient_aws.outbox._layout import (
     StoredEvent,
 )
 from resilient_aws.retry import DEFAULT_POLICY, ErrorClass, RetryPolicy, classify
+
+if TYPE_CHECKING:
+    from resilient_aws.payloads import PayloadPointer, PayloadStore
 
 __all__ = ["Outbox"]
 
@@ -99,6 +112,35 @@ class _Action:
     size: int
 
 
+@lean_dataclass
+class _Planned:
+    """An event's record as planned before anything is sent; ``envelope`` (the object's
+    text) is set when its payload goes to S3."""
+
+    event: OutboxEvent
+    payload_json: str
+    action: _Action
+    envelope: str | None = None
+    offloaded: OffloadedPayload | None = None
+
+
+# Errors raised before the request left: nothing was applied. Any other error (a timeout, a
+# connection lost after sending, a 5xx) leaves the transaction's outcome unknown.
+_NOT_SENT = (ParamValidationError, EndpointConnectionError, NoCredentialsError)
+# A request with the same ClientRequestToken is still being applied: it may yet succeed.
+_STILL_APPLYING = "TransactionInProgressException"
+
+
+def outcome_unknown(error: BaseException) -> bool:
+    """Whether a transaction that raised ``error`` may have been applied all the same."""
+    if isinstance(error, ClientError):
+        if _code(error) == _STILL_APPLYING:
+            return True
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return not (isinstance(status, int) and status < 500)
+    return not isinstance(error, _NOT_SENT)
+
+
 class Outbox:
     """Writes business changes and their events atomically; tracks each event's delivery.
 
@@ -108,6 +150,13 @@ class Outbox:
     sparse GSI ``layout.pending_index`` (see the docs for the table definition). Delivered
     records get ``layout.ttl_attribute`` = now + ``delivered_ttl_s``; after ``max_attempts``
     failed deliveries an event is blocked until :meth:`unblock`.
+
+    ``payloads`` (a :class:`~resilient_aws.payloads.PayloadStore`) stores in S3 the envelope
+    of each event that the table or a target could not take (always, over the store's
+    threshold, over the 400 KB item, or to fit the 4 MB transaction) before the transaction;
+    its record holds the pointer (an :class:`OffloadedPayload`), and SQS and SNS targets send
+    the extended client libraries' pointer message. Objects of a transaction that finally
+    failed are deleted; those of one whose outcome is unknown are kept and named.
 
     Every DynamoDB call goes through ``policy`` (the retry core). Without ``client``, the
     library's shared default DynamoDB client is used (of ``session`` if given; made once,
@@ -126,11 +175,16 @@ class Outbox:
         delivered_ttl_s: int = 7 * 24 * 3600,
         max_attempts: int = 5,
         clock: Any = time.time,
+        payloads: PayloadStore | None = None,
     ) -> None:
         if not isinstance(table, str) or not table:
             raise ConfigurationError("table", "must be a non-empty table name")
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigurationError("max_attempts", f"must be an int >= 1, got {max_attempts!r}")
+        if payloads is not None and not callable(getattr(payloads, "put", None)):
+            raise ConfigurationError(
+                "payloads", f"must be a PayloadStore, got {type(payloads).__name__}"
+            )
         self.table = table
         self.outbox_table = outbox_table or table
         self._client = client
@@ -140,6 +194,7 @@ class Outbox:
         self.delivered_ttl_s = delivered_ttl_s
         self.max_attempts = max_attempts
         self.clock = clock
+        self.payloads = payloads
         self._transaction_policy = dataclasses.replace(policy, classifier=classify_transaction)
         self._sequence_lock = threading.Lock()
         self._last_sequence = 0
@@ -183,7 +238,32 @@ class Outbox:
         carries the same ``ClientRequestToken``, so DynamoDB applies it once. A failed condition
         raises :class:`TransactionConditionFailedError` naming the action; contention and
         throttling are retried through the core. Pass ``policy`` for a per-call deadline.
+
+        With ``payloads``, the offloaded envelopes are uploaded after every check and before the
+        transaction. A transaction that finally fails has them deleted; one whose outcome is
+        unknown (a timeout, a lost connection, a 5xx: DynamoDB may have applied it) keeps them.
+        Whatever a write with ``payloads`` raises carries ``payloads_left``: the
+        ``(event id, PayloadPointer)`` of the objects it left in S3 (logged too; empty when it
+        left none), for a cleanup job or the lifecycle rule.
         """
+        if self.payloads is None:
+            return self._write(puts, updates, deletes, conditions, events, policy)
+        try:
+            return self._write(puts, updates, deletes, conditions, events, policy)
+        except BaseException as error:
+            if not isinstance(getattr(error, "payloads_left", None), list):
+                _set_left(error, [])  # refused before anything was uploaded
+            raise
+
+    def _write(
+        self,
+        puts: Iterable[Mapping[str, Any] | Put],
+        updates: Iterable[Update],
+        deletes: Iterable[Mapping[str, Any] | Delete],
+        conditions: Iterable[ConditionCheck],
+        events: Iterable[OutboxEvent],
+        policy: RetryPolicy | None,
+    ) -> list[OutboxEvent]:
         actions: list[_Action] = []
         for put in puts:
             actions.append(self._put(put if isinstance(put, Put) else Put(item=put)))
@@ -196,9 +276,13 @@ class Outbox:
         for check in conditions:
             actions.append(self._condition(check))
         written = self._sequenced(list(events))
-        for event in written:
-            actions.append(self._event(event))
+        planned = [self._event(event) for event in written]
+        if self.payloads is not None:
+            self._offload_to_fit(actions, planned, self.payloads)
+        actions.extend(plan.action for plan in planned)
         self._check(actions)
+        uploaded = self._upload(planned)
+        del planned  # the payloads' JSON and envelopes: in the requests or in S3 now
         token = str(uuid.uuid4())
         base = policy or self.policy
         transaction_policy = (
@@ -206,16 +290,36 @@ class Outbox:
             if policy is None
             else dataclasses.replace(base, classifier=classify_transaction)
         )
+        client = self.client
+        unknown = False
+
+        def transact_write_items(**request: Any) -> Any:
+            nonlocal unknown
+            try:
+                return client.transact_write_items(**request)
+            except BaseException as error:
+                # one attempt that may have been applied makes the whole call's outcome unknown
+                unknown = unknown or outcome_unknown(error)
+                raise
+
         try:
             transaction_policy.call(
-                self.client.transact_write_items,
+                transact_write_items,
                 TransactItems=[action.request for action in actions],
                 ClientRequestToken=token,
             )
-        except ClientError as error:
-            if str(error.response.get("Error", {}).get("Code")) == "TransactionCanceledException":
-                raise self._canceled(error, actions) from error
-            raise
+        except BaseException as error:
+            raised = error
+            if isinstance(error, ClientError) and _code(error) == "TransactionCanceledException":
+                raised = self._canceled(error, actions)
+            if uploaded:
+                if unknown or not isinstance(error, Exception):
+                    self._keep(uploaded, raised, "the transaction's outcome is unknown")
+                else:
+                    self._discard(uploaded, raised)
+            if raised is error:
+                raise
+            raise raised from error
         return written
 
     def _sequenced(self, events: list[OutboxEvent]) -> list[OutboxEvent]:
@@ -298,12 +402,59 @@ class Outbox:
         request.update(self._expression_parts(check.condition, check.names, check.values, name))
         return _Action(name, (table, identity), {"ConditionCheck": request}, item_size(key))
 
-    def _event(self, event: OutboxEvent) -> _Action:
-        item = self.layout.record(event, written_at=self.clock())
-        name = event.describe()
+    def _event(self, event: OutboxEvent) -> _Planned:
+        payload_json = self.layout.payload_json(event)
+        item = self.layout.record(event, written_at=self.clock(), payload_json=payload_json)
         size = item_size(item)
-        if size > MAX_ITEM_BYTES:
-            raise EntryTooLargeError(name, size, MAX_ITEM_BYTES)
+        plan = _Planned(event, payload_json, self._event_action(event, item, size))
+        store = self.payloads
+        if store is None:
+            if size > MAX_ITEM_BYTES:
+                raise EntryTooLargeError(event.describe(), size, MAX_ITEM_BYTES)
+        elif size > MAX_ITEM_BYTES or store.config.always:
+            self._offload(plan, store)
+        else:
+            # the threshold is the message's, as for a sender: the envelope and its attributes
+            text = envelope_text(event, payload_json)
+            if store.config.offloads(len(text) + message_attributes_size(event)):
+                self._offload(plan, store, text)
+        return plan
+
+    def _offload(self, plan: _Planned, store: PayloadStore, text: str | None = None) -> None:
+        """Plan ``plan``'s envelope for S3 and its record with the pointer (nothing sent)."""
+        event = plan.event
+        # dumps writes ASCII only (\u escapes), so characters are bytes
+        text = text if text is not None else envelope_text(event, plan.payload_json)
+        if len(text) > store.config.max_bytes:
+            raise EntryTooLargeError(event.describe(), len(text), store.config.max_bytes)
+        offloaded = OffloadedPayload(store.new_pointer(), len(text), store.config.legacy, store)
+        item = self.layout.record(
+            event, written_at=self.clock(), payload_json=plan.payload_json, offloaded=offloaded
+        )
+        size = item_size(item)
+        if size > MAX_ITEM_BYTES:  # the pointer is small: an enormous aggregate id or type
+            raise EntryTooLargeError(event.describe(), size, MAX_ITEM_BYTES)
+        plan.action = self._event_action(event, item, size)
+        plan.envelope = text
+        plan.offloaded = offloaded
+
+    def _offload_to_fit(
+        self, actions: list[_Action], planned: list[_Planned], store: PayloadStore
+    ) -> None:
+        """Offload the largest events still inline until the transaction fits 4 MB."""
+        total = sum(a.size for a in actions) + sum(p.action.size for p in planned)
+        inline = sorted(
+            (p for p in planned if p.offloaded is None), key=lambda p: p.action.size, reverse=True
+        )
+        for plan in inline:
+            if total <= MAX_TRANSACTION_BYTES:
+                break
+            before = plan.action.size
+            self._offload(plan, store)
+            total -= before - plan.action.size
+
+    def _event_action(self, event: OutboxEvent, item: dict[str, Any], size: int) -> _Action:
+        name = event.describe()
         request = {
             "TableName": self.outbox_table,
             "Item": item,
@@ -348,7 +499,72 @@ class Outbox:
             return TransactionConditionFailedError("a condition of the transaction failed", reasons)
         return TransactionCanceledError("DynamoDB cancelled the transaction", reasons)
 
+    # -- offloaded payloads -----------------------------------------------------------------------
+
+    def _upload(self, planned: Sequence[_Planned]) -> list[tuple[str, PayloadPointer]]:
+        """Store the planned envelopes; the ``(event id, pointer)`` of each object written (or
+        maybe written). An upload that fails deletes the objects written before it and raises
+        (nothing was sent to DynamoDB); an interrupt names them (no S3 call while it goes on)."""
+        store = self.payloads
+        uploaded: list[tuple[str, PayloadPointer]] = []
+        if store is None:
+            return uploaded
+        try:
+            for plan in planned:
+                if plan.offloaded is None or plan.envelope is None:
+                    continue
+                # listed before the put: a put that fails after S3 stored the object leaves it
+                uploaded.append((plan.event.id, plan.offloaded.pointer))
+                store.put(plan.envelope, entry_id=plan.event.id, pointer=plan.offloaded.pointer)
+        except Exception as error:
+            self._discard(uploaded, error)
+            raise
+        except BaseException as error:
+            self._keep(uploaded, error, "their upload was interrupted")
+            raise
+        return uploaded
+
+    def _discard(self, uploaded: list[tuple[str, PayloadPointer]], error: BaseException) -> None:
+        """Delete the objects of a write that finally failed; those whose delete fails too are
+        named on ``error.payloads_left`` and in the log."""
+        store = self.payloads
+        assert store is not None
+        left: list[tuple[str, PayloadPointer]] = []
+        for event_id, pointer in uploaded:
+            try:
+                store.delete(pointer, message_id=event_id)
+            except Exception as failure:
+                code = getattr(failure, "code", None) or type(failure).__name__
+                self._name_left(event_id, pointer, f"the write failed, its delete too ({code})")
+                left.append((event_id, pointer))
+        _set_left(error, left)
+
+    def _keep(
+        self, uploaded: list[tuple[str, PayloadPointer]], error: BaseException, why: str
+    ) -> None:
+        """Keep the objects of a write that may have been applied (deleting them could leave a
+        committed event pointing to nothing): named on ``error.payloads_left`` and logged."""
+        for event_id, pointer in uploaded:
+            self._name_left(event_id, pointer, why)
+        _set_left(error, list(uploaded))
+
+    @staticmethod
+    def _name_left(event_id: str, pointer: PayloadPointer, why: str) -> None:
+        logger.warning(
+            "outbox: the payload of event %s is left in s3://%s/%s: %s (a lifecycle rule or a "
+            "cleanup job removes it; a committed event still needs it)",
+            event_id,
+            pointer.bucket,
+            pointer.key,
+            why,
+        )
+
     # -- delivery state (used by the relay and the sweeper) --------------------------------------
+
+    def stored(self, item: Mapping[str, Any]) -> StoredEvent:
+        """The event of an outbox record (plain Python values); an offloaded payload is an
+        :class:`OffloadedPayload` read through this outbox's ``payloads`` when asked."""
+        return self.layout.stored(item, self.payloads)
 
     def states(self, events: Sequence[OutboxEvent]) -> tuple[dict[str, StoredEvent], set[str]]:
         """The stored state of ``events`` (consistent reads) and the aggregates now blocked."""
@@ -373,7 +589,7 @@ class Outbox:
         blocked: set[str] = set()
         for item in found.items:
             if layout.is_event(item):
-                stored = layout.stored(item)
+                stored = self.stored(item)
                 states[stored.event.id] = stored
             elif A_BLOCKED_EVENT in item:
                 blocked.add(str(item[layout.partition_key])[len("OUTBOX#") :])
@@ -571,7 +787,7 @@ class Outbox:
             )
         with self._pending_index_required():
             found = [
-                self.layout.stored(item)
+                self.stored(item)
                 for item in scan(
                     self.outbox_table, client=self.client, policy=self.policy, **params
                 )
@@ -597,7 +813,7 @@ class Outbox:
             values[":before"] = {"N": str(before)}
         with self._pending_index_required():
             return [
-                self.layout.stored(item)
+                self.stored(item)
                 for item in query(
                     self.outbox_table,
                     client=self.client,
@@ -685,3 +901,8 @@ def _failure_state(item: Mapping[str, Any]) -> tuple[int, str | None] | None:
 
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _set_left(error: BaseException, left: list[tuple[str, PayloadPointer]]) -> None:
+    # on whatever the write raises (a ClientError, a RetryError...): the caller's one handle
+    error.payloads_left = left  # type: ignore[attr-defined]

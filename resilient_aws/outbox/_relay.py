@@ -56,7 +56,7 @@ def events_from_stream(outbox: Outbox, event: dict[str, Any]) -> dict[str, Outbo
             )
         item = deserialize_item(image)
         if outbox.layout.is_event(item):
-            found[str(stream.get("SequenceNumber"))] = outbox.layout.stored(item).event
+            found[str(stream.get("SequenceNumber"))] = outbox.stored(item).event
     return found
 
 

@@ -4,6 +4,12 @@ A target publishes a list of events in one go through the batch engine (chunking
 per-entry retries through the core) and says, per event id, what failed; every other event was
 accepted. Each message carries the event id (in the body's envelope and as the ``event_id``
 message attribute) so that consumers can de-duplicate.
+
+An event whose payload the outbox offloaded to S3 (an :class:`OffloadedPayload`) goes to SQS
+and SNS as the extended client libraries' pointer message (the object already exists: nothing
+is downloaded); EventBridge and Kinesis have no pointer convention, so their targets download
+the envelope and put it whole (an event over the service's entry limit fails, reported by its
+id).
 """
 
 from __future__ import annotations
@@ -13,8 +19,13 @@ from typing import Any, Protocol
 
 from resilient_aws.batch import EventBridgePutter, KinesisPutter, SnsPublisher, SqsSender
 from resilient_aws.batch._base import BatchSender
-from resilient_aws.errors import ConfigurationError, EntryValidationError
-from resilient_aws.outbox._event import OutboxEvent, envelope
+from resilient_aws.errors import ConfigurationError, ResilientAWSError
+from resilient_aws.outbox._event import (
+    OffloadedPayload,
+    OutboxEvent,
+    envelope,
+    message_attributes,
+)
 from resilient_aws.retry import DEFAULT_POLICY, Deadline, RetryPolicy
 
 __all__ = [
@@ -37,13 +48,6 @@ class Target(Protocol):
     ) -> Failures: ...
 
 
-def _attributes(event: OutboxEvent) -> dict[str, Any]:
-    return {
-        "event_id": {"DataType": "String", "StringValue": event.id},
-        "event_type": {"DataType": "String", "StringValue": event.type},
-    }
-
-
 class _SenderTarget:
     """Runs one batch sender per ``publish`` and reads its per-entry result."""
 
@@ -60,6 +64,14 @@ class _SenderTarget:
     def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
         raise NotImplementedError
 
+    def _body(self, event: OutboxEvent) -> str:
+        """The message body: the envelope; an offloaded one is downloaded (a target that cannot
+        carry the extended clients' pointer)."""
+        payload = event.payload
+        if isinstance(payload, OffloadedPayload):
+            return payload.load_envelope(message_id=event.id)
+        return envelope(event)
+
     def publish(
         self, events: Sequence[OutboxEvent], *, deadline: Deadline | None = None
     ) -> Failures:
@@ -68,8 +80,9 @@ class _SenderTarget:
         with sender:
             for event in events:
                 try:
-                    self._add(sender, event, envelope(event))
-                except (EntryValidationError, TypeError, ValueError) as error:
+                    self._add(sender, event, self._body(event))
+                # a bad entry, or an offloaded envelope that could not be read (PayloadError)
+                except (ResilientAWSError, TypeError, ValueError) as error:
                     failures[event.id] = f"{type(error).__name__}: {error}"
         for failed in sender.result.failed:
             failures[failed.entry_id] = f"{failed.code}: {failed.message}"
@@ -86,7 +99,26 @@ class _SenderTarget:
         }
 
 
-class SqsTarget(_SenderTarget):
+class _PointerTarget(_SenderTarget):
+    """SQS and SNS: an offloaded event goes as the extended client libraries' pointer message
+    (its pointer as body, ``ExtendedPayloadSize`` among its attributes), which a consumer
+    with ``BatchProcessor(payloads=store)`` (or on those libraries) resolves to the envelope."""
+
+    def _body(self, event: OutboxEvent) -> str:
+        payload = event.payload
+        if isinstance(payload, OffloadedPayload):
+            return payload.message_body()
+        return envelope(event)
+
+    @staticmethod
+    def _attributes(event: OutboxEvent) -> dict[str, Any]:
+        attributes = message_attributes(event)
+        if isinstance(event.payload, OffloadedPayload):
+            attributes.update(event.payload.message_attributes())
+        return attributes
+
+
+class SqsTarget(_PointerTarget):
     """An SQS queue. On a FIFO queue, ``MessageGroupId`` is the aggregate id and
     ``MessageDeduplicationId`` the event id."""
 
@@ -100,10 +132,10 @@ class SqsTarget(_SenderTarget):
 
     def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
         fifo = {"group_id": event.aggregate_id, "deduplication_id": event.id} if self.fifo else {}
-        sender.send_message(body, id=event.id, attributes=_attributes(event), **fifo)
+        sender.send_message(body, id=event.id, attributes=self._attributes(event), **fifo)
 
 
-class SnsTarget(_SenderTarget):
+class SnsTarget(_PointerTarget):
     """An SNS topic (FIFO topics as FIFO queues)."""
 
     def __init__(self, topic_arn: str, **options: Any) -> None:
@@ -116,11 +148,13 @@ class SnsTarget(_SenderTarget):
 
     def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
         fifo = {"group_id": event.aggregate_id, "deduplication_id": event.id} if self.fifo else {}
-        sender.publish(body, id=event.id, attributes=_attributes(event), **fifo)
+        sender.publish(body, id=event.id, attributes=self._attributes(event), **fifo)
 
 
 class EventBridgeTarget(_SenderTarget):
-    """An event bus: ``DetailType`` is the event type, ``Detail`` the envelope."""
+    """An event bus: ``DetailType`` is the event type, ``Detail`` the envelope (an offloaded
+    one downloaded first; one over EventBridge's entry limit, 1 MB, is reported failed,
+    ``EntryTooLargeError``, and blocked after ``max_attempts``)."""
 
     def __init__(
         self, bus_name: str = "default", *, source: str = "resilient_aws.outbox", **options: Any
@@ -137,7 +171,9 @@ class EventBridgeTarget(_SenderTarget):
 
 
 class KinesisTarget(_SenderTarget):
-    """A Kinesis stream, partitioned by aggregate id (one aggregate stays on one shard)."""
+    """A Kinesis stream, partitioned by aggregate id (one aggregate stays on one shard); an
+    offloaded envelope is downloaded and put whole (a record takes 1 MiB, up to 10 MiB on a
+    stream configured for it)."""
 
     def __init__(self, stream_name: str, **options: Any) -> None:
         super().__init__(**options)
