@@ -7,13 +7,16 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilient_aws._batching import Entry, Sent
-from resilient_aws.batch._base import BatchSender, positional
-from resilient_aws.batch._sqs import PARAMETERS_REFUSED
+from resilient_aws.batch._base import positional
+from resilient_aws.batch._sqs import PARAMETERS_REFUSED, Offloading
 from resilient_aws.errors import EntryValidationError, UnsupportedValueError
 from resilient_aws.limits import EVENTBRIDGE_PUT_EVENTS
+
+if TYPE_CHECKING:
+    from resilient_aws.payloads import PayloadPointer, PayloadStore
 
 __all__ = ["EventBridgePutter", "event_size"]
 
@@ -32,7 +35,7 @@ def event_size(entry: Mapping[str, Any]) -> int:
     return size
 
 
-class EventBridgePutter(BatchSender):
+class EventBridgePutter(Offloading):
     """``PutEvents`` for any number of events; every event put or reported.
 
     ::
@@ -41,6 +44,14 @@ class EventBridgePutter(BatchSender):
             events.put({"order_id": "o-1"}, source="shop.orders", detail_type="OrderPlaced")
 
     With ``keep_answers=True``, ``result.answers`` maps each event to its ``EventId``.
+
+    ``payloads=`` a :class:`~resilient_aws.payloads.PayloadStore` offloads the ``detail`` of an
+    event over the store's threshold (or over EventBridge's entry limit, or every event with
+    ``always=True``) to S3 when it is added; the event carries
+    ``{"ExtendedPayloadSize": <bytes>, "s3BucketName": ..., "s3Key": ...}`` as its detail,
+    which :func:`~resilient_aws.payloads.resolve` turns back into the detail. The objects of
+    events that finally fail are deleted after the flush, or listed in :attr:`payloads_left`
+    when the event may have been put.
     """
 
     client_name = "events"
@@ -50,8 +61,14 @@ class EventBridgePutter(BatchSender):
     split_codes = frozenset({PARAMETERS_REFUSED})
 
     def __init__(
-        self, *, bus_name: str | None = None, endpoint_id: str | None = None, **options: Any
+        self,
+        *,
+        bus_name: str | None = None,
+        endpoint_id: str | None = None,
+        payloads: PayloadStore | None = None,
+        **options: Any,
     ) -> None:
+        self._init_payloads(payloads)
         self.bus_name = bus_name
         self.endpoint_id = endpoint_id
         super().__init__(**options)
@@ -92,12 +109,41 @@ class EventBridgePutter(BatchSender):
         except EntryValidationError as invalid:
             self._refuse(source_entry, invalid)
             return
+        if self.payloads is not None:
+            offloaded = self._offload_detail(entry_id, source_entry, payload, size)
+            if offloaded is None:
+                return
+            size = offloaded
         self._add(source_entry, entry_id, payload, size)
+
+    def _offload_detail(
+        self, entry_id: str, source: dict[str, Any], payload: dict[str, Any], size: int
+    ) -> int | None:
+        """``size`` when the event goes as it is, its new size when its detail went to S3, or
+        None when it was refused or reported failed."""
+        from resilient_aws.payloads._senders import offload_data, offloads
+
+        store = self.payloads
+        assert store is not None
+        if not offloads(store, size, self.limits.max_entry_bytes):
+            return size
+        data = payload["Detail"].encode("utf-8")
+
+        def point(pointer: PayloadPointer) -> int:
+            payload["Detail"] = pointer.to_detail(len(data))
+            return event_size(payload)
+
+        return offload_data(self, store, entry_id, source, data, point)
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         options: dict[str, Any] = {"EndpointId": self.endpoint_id} if self.endpoint_id else {}
-        response = self.client.put_events(Entries=[e.payload for e in batch], **options)
-        return positional(batch, response, "Entries", self.service)
+        try:
+            response = self.client.put_events(Entries=[e.payload for e in batch], **options)
+            return positional(batch, response, "Entries", self.service)
+        except BaseException as error:
+            if self.payloads is not None:
+                self._unknown_outcome(batch, error)
+            raise
 
 
 def _payload(

@@ -18,6 +18,10 @@ class FirehosePutter(BatchSender):
     """``PutRecordBatch`` for any number of records; every record put or reported.
 
     With ``keep_answers=True``, ``result.answers`` maps each record to its ``RecordId``.
+
+    It takes no ``payloads=`` store: Firehose delivers records to S3, Redshift, OpenSearch or
+    HTTP endpoints that cannot follow a pointer, so an offloaded record would arrive as a
+    dangling reference in the destination (see "Kinesis and Firehose" in docs/payloads.md).
     """
 
     client_name = "firehose"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilient_aws._batching import Entry, Sent
-from resilient_aws.batch._base import BatchSender, positional
-from resilient_aws.batch._sqs import NOT_TEXT, PARAMETERS_REFUSED, text_size
+from resilient_aws.batch._base import positional
+from resilient_aws.batch._sqs import NOT_TEXT, PARAMETERS_REFUSED, Offloading, text_size
 from resilient_aws.errors import EntryValidationError
 from resilient_aws.limits import KINESIS_PUT_RECORDS
+
+if TYPE_CHECKING:
+    from resilient_aws.payloads import PayloadPointer, PayloadStore
 
 __all__ = ["KinesisPutter", "record_data"]
 
@@ -30,7 +33,7 @@ def record_data(entry_id: str, data: Any) -> bytes:
     raise EntryValidationError(entry_id, f"data must be bytes or str, got {type(data).__name__}")
 
 
-class KinesisPutter(BatchSender):
+class KinesisPutter(Offloading):
     """``PutRecords`` for any number of records; every record put or reported.
 
     Retrying only the failed records of a request re-orders records of one partition key: the
@@ -41,6 +44,14 @@ class KinesisPutter(BatchSender):
     round trip, so a hot key is slow; many keys still share each request. With
     ``keep_answers=True``, ``result.answers`` maps each record to its ``SequenceNumber`` and
     ``ShardId``.
+
+    ``payloads=`` a :class:`~resilient_aws.payloads.PayloadStore` offloads a record whose data
+    and partition key exceed the store's threshold (or the stream's record limit, or every
+    record with ``always=True``) to S3 when it is added: the record's data is the extended
+    clients' pointer (``["software.amazon.payloadoffloading.PayloadS3Pointer",{...}]``), which
+    :func:`~resilient_aws.payloads.resolve` turns back into the data. The objects of records
+    that finally fail are deleted after the flush, or listed in :attr:`payloads_left` when the
+    record may have been put.
     """
 
     client_name = "kinesis"
@@ -53,8 +64,14 @@ class KinesisPutter(BatchSender):
     )
 
     def __init__(
-        self, stream_name: str | None = None, *, stream_arn: str | None = None, **options: Any
+        self,
+        stream_name: str | None = None,
+        *,
+        stream_arn: str | None = None,
+        payloads: PayloadStore | None = None,
+        **options: Any,
     ) -> None:
+        self._init_payloads(payloads)
         if not (stream_name or stream_arn):
             from resilient_aws.errors import ConfigurationError
 
@@ -84,7 +101,8 @@ class KinesisPutter(BatchSender):
         try:
             data = record_data(entry_id, data)
             # The record limit counts the data and the partition key together.
-            size = len(data) + text_size(entry_id, "the partition key", partition_key)
+            key_size = text_size(entry_id, "the partition key", partition_key)
+            size = len(data) + key_size
             if explicit_hash_key and not (
                 isinstance(explicit_hash_key, str)
                 and explicit_hash_key.isascii()
@@ -99,9 +117,43 @@ class KinesisPutter(BatchSender):
         payload: dict[str, Any] = {"Data": data, "PartitionKey": partition_key}
         if explicit_hash_key:
             payload["ExplicitHashKey"] = explicit_hash_key
+        if self.payloads is not None:
+            offloaded = self._offload_data(entry_id, source, payload, size, key_size)
+            if offloaded is None:
+                return
+            size = offloaded
         group = (explicit_hash_key or partition_key) if self.ordered else None
         self._add(source, entry_id, payload, size, group=group)
 
+    def _offload_data(
+        self,
+        entry_id: str,
+        source: dict[str, Any],
+        payload: dict[str, Any],
+        size: int,
+        key_size: int,
+    ) -> int | None:
+        """``size`` when the record goes as it is, its new size when its data went to S3, or
+        None when it was refused or reported failed."""
+        from resilient_aws.payloads._senders import offload_data, offloads
+
+        store = self.payloads
+        assert store is not None
+        if not offloads(store, size, self.limits.max_entry_bytes):
+            return size
+        data = payload["Data"]
+
+        def point(pointer: PayloadPointer) -> int:
+            payload["Data"] = pointer.to_body(legacy=store.config.legacy).encode("utf-8")
+            return len(payload["Data"]) + key_size
+
+        return offload_data(self, store, entry_id, source, data, point)
+
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
-        response = self.client.put_records(Records=[e.payload for e in batch], **self.stream)
-        return positional(batch, response, "Records", self.service)
+        try:
+            response = self.client.put_records(Records=[e.payload for e in batch], **self.stream)
+            return positional(batch, response, "Records", self.service)
+        except BaseException as error:
+            if self.payloads is not None:
+                self._unknown_outcome(batch, error)
+            raise

@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _load(commands, common)
     _export(commands, common)
     _redrive(commands, common)
+    _payloads(commands, common)
     return parser
 
 
@@ -537,3 +538,69 @@ def _redrive_stream_pointers(
     )
     _drain_options(parser, visibility_timeout=300)
     parser.set_defaults(handler="resilient_aws.cli._redrive:run_redrive_stream_pointers")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """``15d``, ``36h``, ``90m``, ``3600s``: a positive duration, in seconds."""
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in _DURATION_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (a number and a unit: 15d, 36h, 90m, 3600s)"
+        )
+    try:
+        seconds = float(value) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a duration > 0, got {text!r}")
+    return seconds
+
+
+def _payloads(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    payloads = commands.add_parser(
+        "payloads",
+        help="claim-check objects in S3 (resilient_aws.payloads)",
+        description="Work on the S3 objects that large messages were offloaded to.",
+    )
+    # "source" as redrive's: the run reports itself as "payloads sweep"
+    actions = payloads.add_subparsers(dest="source", required=True, metavar="ACTION")
+    sweep = actions.add_parser(
+        "sweep",
+        parents=[common],
+        help="delete the objects older than a retention after which no message points at them",
+        description="List BUCKET under PREFIX page by page and delete, with DeleteObjects "
+        "(keys S3 fails to delete are retried one by one), each object last modified more than "
+        "--older-than ago. Choose it beyond the longest any message may still point at an "
+        "object: SQS keeps a message 14 days at most (see docs/payloads.md).",
+    )
+    sweep.add_argument("--bucket", required=True, metavar="BUCKET", help="the payloads' bucket")
+    sweep.add_argument(
+        "--prefix",
+        default="",
+        metavar="PREFIX",
+        help="only the keys under this prefix (PayloadConfig.prefix; default: the whole bucket)",
+    )
+    sweep.add_argument(
+        "--older-than",
+        type=duration,
+        required=True,
+        metavar="AGE",
+        help="delete what was last modified more than AGE ago: 15d, 36h, 90m, 3600s",
+    )
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="list and count, delete nothing (dry_run)"
+    )
+    sweep.add_argument(
+        "--page-size",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="keys per ListObjectsV2 page and DeleteObjects request, 1..1000 (default 1000)",
+    )
+    sweep.set_defaults(handler="resilient_aws.cli._payloads:run_payloads_sweep")

@@ -14,9 +14,14 @@ written here are read by consumers on those libraries, and the other way round::
 
     processor = BatchProcessor(payloads=store)   # record.body is the payload again
 
+``EventBridgePutter`` (the event's detail) and ``KinesisPutter`` (the record's data) take
+``payloads=`` too; :func:`resolve` reads every shape a pointer arrives in (an SQS body, an SNS
+notification in one, an EventBridge event, a Kinesis record).
+
 The object is written before the message; a message that finally fails to send has its
 object deleted (or listed in ``sender.payloads_left`` when it may have been sent); a consumer
-deletes objects only when ``PayloadConfig(delete_after=True)``, after its record succeeded.
+deletes objects only when ``PayloadConfig(delete_after=True)``, after its record succeeded;
+:func:`sweep_payloads` deletes what is older than any message that could point at it.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
         PayloadConfig,
         PayloadStore,
     )
+    from resilient_aws.payloads._sweep import SweepResult, sweep_payloads
 
 __all__ = [
     "EXTENDED_CLIENT_THRESHOLD",
@@ -61,10 +67,12 @@ __all__ = [
     "PayloadPointer",
     "PayloadStore",
     "PayloadUploadError",
+    "SweepResult",
     "embed_in_receipt_handle",
     "pointer_of",
     "resolve",
     "split_receipt_handle",
+    "sweep_payloads",
 ]
 
 _MODULE_OF = {
@@ -80,10 +88,12 @@ _MODULE_OF = {
     "PayloadPointer": "_pointer",
     "PayloadStore": "_store",
     "PayloadUploadError": "_errors",
+    "SweepResult": "_sweep",
     "embed_in_receipt_handle": "_pointer",
     "pointer_of": "_resolve",
     "resolve": "_resolve",
     "split_receipt_handle": "_pointer",
+    "sweep_payloads": "_sweep",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF)

@@ -10,6 +10,11 @@ in older versions). A receiver recognises such a message by the attribute. The J
 also embeds the pointer in the receipt handle it hands out
 (``-..s3BucketName..-<bucket>-..s3BucketName..--..s3Key..-<key>-..s3Key..-<handle>``), so
 that deleting by receipt handle can delete the object too.
+
+An EventBridge event's ``Detail`` must be a JSON object, so an offloaded event carries the
+pointer's own fields with the payload's size, which also marks it::
+
+    {"ExtendedPayloadSize":301234,"s3BucketName":"b","s3Key":"k"}
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "SIZE_ATTRIBUTE",
     "SIZE_ATTRIBUTES",
     "PayloadPointer",
+    "detail_pointer",
     "embed_in_receipt_handle",
     "split_receipt_handle",
 ]
@@ -52,6 +58,14 @@ class PayloadPointer:
     bucket: str
     key: str
 
+    def to_detail(self, size: int) -> str:
+        """The EventBridge ``Detail`` standing for an offloaded payload of ``size`` bytes: the
+        pointer's fields and the size, under the extended clients' names."""
+        return json.dumps(
+            {SIZE_ATTRIBUTE: size, "s3BucketName": self.bucket, "s3Key": self.key},
+            separators=(",", ":"),
+        )
+
     def to_body(self, *, legacy: bool = False) -> str:
         """The message body the extended client libraries write for this pointer."""
         name = LEGACY_POINTER_CLASS if legacy else POINTER_CLASS
@@ -73,14 +87,17 @@ class PayloadPointer:
             value = json.loads(body)
         except ValueError:
             return None
-        if not (
-            isinstance(value, list)
-            and len(value) == 2
-            and value[0] in _CLASSES
-            and isinstance(value[1], dict)
-        ):
+        if not (isinstance(value, list) and len(value) == 2 and value[0] in _CLASSES):
             return None
-        bucket, key = value[1].get("s3BucketName"), value[1].get("s3Key")
+        return cls.from_fields(value[1])
+
+    @classmethod
+    def from_fields(cls, fields: Any) -> PayloadPointer | None:
+        """The pointer whose ``s3BucketName`` and ``s3Key`` ``fields`` holds (the object of an
+        extended client's pointer, or an offloaded event's detail), or ``None``."""
+        if not isinstance(fields, Mapping):
+            return None
+        bucket, key = fields.get("s3BucketName"), fields.get("s3Key")
         if not (isinstance(bucket, str) and bucket and isinstance(key, str) and key):
             return None
         return cls(bucket, key)
@@ -95,6 +112,14 @@ def size_attribute(attributes: Mapping[str, Any] | None) -> str | None:
         if name in attributes:
             return name
     return None
+
+
+def detail_pointer(detail: Any) -> tuple[bool, PayloadPointer | None]:
+    """Whether an EventBridge event's ``detail`` (parsed) is marked as offloaded (it has the
+    size field), and its pointer (``None`` when it is not one)."""
+    if not isinstance(detail, Mapping) or SIZE_ATTRIBUTE not in detail:
+        return False, None
+    return True, PayloadPointer.from_fields(detail)
 
 
 def embed_in_receipt_handle(pointer: PayloadPointer, receipt_handle: str) -> str:

@@ -1,15 +1,18 @@
-"""What ``SqsSender`` and ``SnsPublisher`` do with a :class:`PayloadStore`: offload a message
-when it is added, and after a flush delete the objects of the messages that finally failed."""
+"""What the senders do with a :class:`PayloadStore`: offload a message (``SqsSender``,
+``SnsPublisher``), an event's detail (``EventBridgePutter``) or a record's data
+(``KinesisPutter``) when it is added, and after a flush delete the objects of the entries that
+finally failed."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError, ParamValidationError
 
 from resilient_aws.batch._sqs import message_attributes_size
-from resilient_aws.errors import ConfigurationError, EntryValidationError
+from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
 from resilient_aws.payloads._errors import PayloadError, PayloadUploadError
 
 if TYPE_CHECKING:
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
     from resilient_aws.payloads._pointer import PayloadPointer
     from resilient_aws.payloads._store import PayloadStore
 
-__all__ = ["mark_maybe_sent", "offload_entry", "settle_failed"]
+__all__ = ["mark_maybe_sent", "offload_data", "offload_entry", "offloads", "settle_failed"]
 
 logger = logging.getLogger("resilient_aws.payloads")
 
@@ -55,14 +58,7 @@ def offload_entry(
             max_entry_bytes=sender.limits.max_entry_bytes,
         )
     except PayloadUploadError as failed:
-        logger.warning(
-            "entry %r not sent: its payload could not be stored in s3://%s/%s (%s)",
-            entry_id,
-            failed.bucket,
-            failed.key,
-            failed.code,
-        )
-        sender._engine.reject(source, failed)
+        _upload_failed(sender, source, failed)
         return None
     except EntryValidationError as invalid:
         sender._refuse(source, invalid)
@@ -71,6 +67,80 @@ def offload_entry(
     payload["MessageAttributes"] = attributes
     source[POINTER] = pointer
     return len(pointer_body.encode("utf-8")) + message_attributes_size(attributes)
+
+
+def offloads(store: PayloadStore, size: int, limit: int | None) -> bool:
+    """Whether an entry of ``size`` bytes goes to S3: over the store's threshold (or every
+    entry with ``always=True``), or over the service's entry ``limit`` whatever the
+    threshold."""
+    return store.config.offloads(size) or (limit is not None and size > limit)
+
+
+def offload_data(
+    sender: BatchSender,
+    store: PayloadStore,
+    entry_id: str,
+    source: dict[str, Any],
+    data: bytes,
+    point: Callable[[PayloadPointer], int],
+) -> int | None:
+    """Store ``data`` (an event's detail, a record's data) in S3; ``point(pointer)`` puts the
+    pointer in the entry's place and returns the entry's new size. That size, or ``None``
+    when the entry was refused (bad input) or reported failed (the upload failed).
+
+    Whatever would refuse the entry once uploaded (a closed sender, a payload over
+    ``max_bytes``, an entry still over the service's limit with the pointer) is checked
+    first: an object uploaded for a refused entry would be deleted by nobody."""
+    if sender._engine.closed:
+        raise ConfigurationError("closed", "the writer is closed")
+    try:
+        if len(data) > store.config.max_bytes:
+            raise EntryTooLargeError(entry_id, len(data), store.config.max_bytes)
+        pointer = store.new_pointer()
+        size = point(pointer)
+        limit = sender.limits.max_entry_bytes
+        if limit is not None and size > limit:
+            raise EntryTooLargeError(entry_id, size, limit)
+        _upload(store, entry_id, data, pointer)
+    except PayloadUploadError as failed:
+        _upload_failed(sender, source, failed)
+        return None
+    except EntryValidationError as invalid:
+        sender._refuse(source, invalid)
+        return None
+    source[POINTER] = pointer
+    return size
+
+
+def _upload(store: PayloadStore, entry_id: str, data: bytes, pointer: PayloadPointer) -> None:
+    """``store.put``; after a failed upload, the object is deleted (a response lost after S3
+    stored it leaves it behind), and one cut by an interrupt is named for a cleanup job."""
+    try:
+        store.put(data, entry_id=entry_id, pointer=pointer)
+    except PayloadUploadError:
+        store._forget(pointer, entry_id)
+        raise
+    except BaseException:
+        # no S3 call while an interrupt goes on: the lifecycle rule or the sweeper removes it
+        logger.warning(
+            "upload of the payload of entry %r to s3://%s/%s interrupted: the object may be "
+            "left behind",
+            entry_id,
+            pointer.bucket,
+            pointer.key,
+        )
+        raise
+
+
+def _upload_failed(sender: BatchSender, source: dict[str, Any], failed: PayloadUploadError) -> None:
+    logger.warning(
+        "entry %r not sent: its payload could not be stored in s3://%s/%s (%s)",
+        failed.entry_id,
+        failed.bucket,
+        failed.key,
+        failed.code,
+    )
+    sender._engine.reject(source, failed)
 
 
 def mark_maybe_sent(batch: list[Entry[Any]], error: BaseException) -> None:

@@ -148,10 +148,12 @@ def test_payloads_exports() -> None:
         "PayloadStore",
         "PayloadUploadError",
         "SIZE_ATTRIBUTE",
+        "SweepResult",
         "embed_in_receipt_handle",
         "pointer_of",
         "resolve",
         "split_receipt_handle",
+        "sweep_payloads",
     ]
     assert resilient_aws.payloads is payloads
     assert set(dir(payloads)) >= set(payloads.__all__)
@@ -227,6 +229,7 @@ def test_outbox_exports() -> None:
         "EventBridgeTarget",
         "KinesisTarget",
         "Layout",
+        "OffloadedPayload",
         "Outbox",
         "OutboxError",
         "OutboxEvent",
