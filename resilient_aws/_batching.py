@@ -611,24 +611,65 @@ class BatchEngine(Generic[S]):
             self._settled.notify_all()
 
     def _send(self, chunk: list[Entry[S]]) -> None:
-        """One request of ``chunk``, paced; what it did not complete goes back to the buffer."""
-        policy = self.policy
-        delay = self.pacer.reserve(len(chunk), policy)
-        chunk = self._still_worth_sending(chunk, delay)
+        """One request of ``chunk``, paced; what it did not complete goes back to the buffer.
+
+        The sync driver; ``resilient_aws._abatching`` is the async one. Both only wait and
+        call the adapter: what a request means for its entries is decided by the phases they
+        share (``_paced``, ``_sending``, ``_failed_request``, ``_answer``).
+        """
+        chunk, delay = self._paced(chunk)
         if not chunk:
             return
         if delay > 0:
-            deadline = policy.deadline
-            if deadline is not None:  # first attempts are always made, at the latest by then
-                delay = min(delay, deadline.remaining())
             try:
-                policy.sleep(delay)
+                self.policy.sleep(delay)
             except BaseException as error:
-                with self._lock:
-                    for entry in chunk:
-                        self._record_failure(_not_sent(entry, error))
+                self._not_sent(chunk, error)
                 raise
-        now = policy.clock()
+        self._sending(chunk)
+        measure = self.concurrency > 1
+        if measure:
+            wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            sent = self.adapter.send_request(chunk)
+        except (ClientError, BotoCoreError) as error:
+            if measure:
+                self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
+            halves = self._failed_request(chunk, error)
+            if halves is not None:
+                first, second = halves
+                try:
+                    self._send(first)
+                except BaseException as interrupt:  # the first half accounted for itself
+                    self._not_sent(second, interrupt)
+                    raise
+                self._send(second)
+            return
+        except BaseException as error:
+            self._unknown(chunk, error)
+            raise
+        if measure:
+            self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
+        self._answer(chunk, sent)
+
+    # -- what a request means for its entries: shared by the sync and the async driver ----------
+
+    def _paced(self, chunk: list[Entry[S]]) -> tuple[list[Entry[S]], float]:
+        """Book ``chunk``'s request with the pacer: the entries still worth sending once the
+        delay is over, and the seconds to wait (never past the deadline: first attempts are
+        always made, at the latest by then)."""
+        policy = self.policy
+        delay = self.pacer.reserve(len(chunk), policy)
+        chunk = self._still_worth_sending(chunk, delay)
+        if chunk and delay > 0:
+            deadline = policy.deadline
+            if deadline is not None:
+                delay = min(delay, deadline.remaining())
+        return chunk, delay
+
+    def _sending(self, chunk: list[Entry[S]]) -> None:
+        """Count the request and each entry's send, just before it leaves."""
+        now = self.policy.clock()
         resent = 0
         for entry in chunk:
             if entry.sends:
@@ -639,29 +680,33 @@ class BatchEngine(Generic[S]):
         with self._lock:
             self.result.requests += 1
             self.result.resent += resent
-        measure = self.concurrency > 1
-        if measure:
-            wall, cpu = time.perf_counter(), time.thread_time()
+
+    def _not_sent(self, chunk: list[Entry[S]], error: BaseException) -> None:
+        """``error`` (an interrupt, a cancellation) came before ``chunk`` was sent."""
+        with self._lock:
+            for entry in chunk:
+                self._record_failure(_not_sent(entry, error))
+
+    def _unknown(self, chunk: list[Entry[S]], error: BaseException) -> None:
+        """A bug in an adapter, an interrupt or a cancellation ended the request mid-way: its
+        outcome is unknown for every entry of it; account for them (the caller raises on)."""
+        with self._lock:
+            for entry in chunk:
+                self._record_failure(_outcome_unknown(entry, error))
+
+    def _failed_request(
+        self, chunk: list[Entry[S]], error: ClientError | BotoCoreError
+    ) -> tuple[list[Entry[S]], list[Entry[S]]] | None:
+        """The request failed whole: its entries retried, failed, or the two halves to send
+        (in order) when the service refused it for one entry."""
         try:
-            sent = self.adapter.send_request(chunk)
-        except (ClientError, BotoCoreError) as error:
-            if measure:
-                self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
-            try:
-                self._request_failed(chunk, error)
-            except BaseException as interrupt:
-                self._settle_leftovers(chunk, interrupt, applied=())
-                raise
-            return
-        except BaseException as error:
-            # A bug in an adapter, or an interrupt, ended the request mid-way: its outcome is
-            # unknown for every entry of it; account for them, then let the exception go on.
-            with self._lock:
-                for entry in chunk:
-                    self._record_failure(_outcome_unknown(entry, error))
+            return self._request_failed(chunk, error)
+        except BaseException as interrupt:
+            self._settle_leftovers(chunk, interrupt, applied=())
             raise
-        if measure:
-            self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
+
+    def _answer(self, chunk: list[Entry[S]], sent: Sent[S]) -> None:
+        """Read the service's per-entry answer of ``chunk``'s request."""
         try:
             self._answered(sent)
         except BaseException as interrupt:
@@ -711,7 +756,9 @@ class BatchEngine(Generic[S]):
             self._gave_up_events(Counter(reason for _, reason in expired), None, attempts)
         return keep
 
-    def _request_failed(self, chunk: list[Entry[S]], error: ClientError | BotoCoreError) -> None:
+    def _request_failed(
+        self, chunk: list[Entry[S]], error: ClientError | BotoCoreError
+    ) -> tuple[list[Entry[S]], list[Entry[S]]] | None:
         verdict = (self.policy.classifier or classify)(error)
         message = _error_message(error)
         if verdict.retryable:
@@ -724,7 +771,7 @@ class BatchEngine(Generic[S]):
                 FailedEntry(e, e.entry_id, verdict.code, message, retryable=True) for e in chunk
             ]
             self._send_back(failures, stalled=True, botocore=_botocore_retries(error))
-            return
+            return None
         self.pacer.record(self.policy, completed=len(chunk), withheld=0)
         split = verdict.code in self.split_codes and len(chunk) > 1
         deadline = self.policy.deadline
@@ -737,28 +784,21 @@ class BatchEngine(Generic[S]):
             with self._lock:
                 for failure in failures:
                     self._record_failure(failure)
-            return
+            return None
         if split:
             # The service refused the whole request for one entry: halve until it stands alone.
             half = len(chunk) // 2
             first, second = chunk[:half], chunk[half:]
             for entry in chunk:  # the halves are new requests, not re-sends
                 entry.sends -= 1
-            try:
-                self._send(first)
-            except BaseException as interrupt:  # the first half accounted for itself
-                with self._lock:
-                    for entry in second:
-                        self._record_failure(_not_sent(entry, interrupt))
-                raise
-            self._send(second)
-            return
+            return first, second
         failures = [
             FailedEntry(e, e.entry_id, verdict.code, message, attempts=e.sends) for e in chunk
         ]
         with self._lock:
             for failure in failures:
                 self._record_failure(failure)
+        return None
 
     def _answered(self, sent: Sent[S]) -> None:
         retry = [f for f in sent.failed if f.retryable]

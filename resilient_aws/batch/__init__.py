@@ -11,6 +11,10 @@ permanent ones at once, and account for every entry in a :class:`BatchResult`::
         for order in orders:
             sender.send_message(json.dumps(order))
     # leaving the block flushes; entries that finally failed raise BatchWriteError(result)
+
+On asyncio (the ``aio`` extra, aiobotocore), ``AsyncSqsSender``, ``AsyncSnsPublisher`` and
+the others are the same senders with ``await``: ``async with AsyncSqsSender(url) as sender:
+await sender.send_message(body)``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ from typing import TYPE_CHECKING
 from resilient_aws._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from resilient_aws.batch._aio import (
+        AsyncFirehosePutter,
+        AsyncSnsPublisher,
+        AsyncSqsDeleter,
+        AsyncSqsSender,
+        AsyncSqsVisibilityChanger,
+    )
     from resilient_aws.batch._base import BatchSender
     from resilient_aws.batch._eventbridge import EventBridgePutter, event_size
     from resilient_aws.batch._firehose import FirehosePutter
@@ -30,6 +41,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Answer",
+    "AsyncFirehosePutter",
+    "AsyncSnsPublisher",
+    "AsyncSqsDeleter",
+    "AsyncSqsSender",
+    "AsyncSqsVisibilityChanger",
     "BatchResult",
     "BatchSender",
     "EventBridgePutter",
@@ -47,6 +63,11 @@ __all__ = [
 # a handler pays only for what it uses.
 _MODULE_OF = {
     "Answer": "resilient_aws.results",
+    "AsyncFirehosePutter": "resilient_aws.batch._aio",
+    "AsyncSnsPublisher": "resilient_aws.batch._aio",
+    "AsyncSqsDeleter": "resilient_aws.batch._aio",
+    "AsyncSqsSender": "resilient_aws.batch._aio",
+    "AsyncSqsVisibilityChanger": "resilient_aws.batch._aio",
     "BatchResult": "resilient_aws.results",
     "BatchSender": "resilient_aws.batch._base",
     "EventBridgePutter": "resilient_aws.batch._eventbridge",

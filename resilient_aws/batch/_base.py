@@ -85,13 +85,13 @@ class BatchSender:
             raise ConfigurationError(
                 "on_invalid", f"must be 'raise' or 'report', got {on_invalid!r}"
             )
-        self.client = _client(self.client_name, client, session)
+        self.client = self._make_client(client, session)
         self.policy = policy.with_deadline(deadline) if deadline is not None else policy
         self.limits = limits or self.default_limits
         self.on_invalid = on_invalid
         self.ordered = ordered
         self._ids = itertools.count()
-        self._engine: BatchEngine[Any] = BatchEngine(
+        self._engine: BatchEngine[Any] = self._engine_type(
             self,
             policy=self.policy,
             concurrency=concurrency,
@@ -107,6 +107,9 @@ class BatchSender:
 
     client_name = ""
     split_codes: frozenset[str] = frozenset()
+    method = ""
+    """The client method of one request (``send_message_batch``), given :meth:`_request`."""
+    _engine_type: type[BatchEngine[Any]] = BatchEngine
 
     @property
     def result(self) -> BatchResult[Any]:
@@ -135,7 +138,18 @@ class BatchSender:
     # -- for subclasses -------------------------------------------------------------------------
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:  # the engine's Adapter protocol
+        return self._read(batch, getattr(self.client, self.method)(**self._request(batch)))
+
+    def _request(self, batch: list[Entry[Any]]) -> dict[str, Any]:
+        """The parameters of one request of ``batch`` (sync and async clients alike)."""
         raise NotImplementedError
+
+    def _read(self, batch: list[Entry[Any]], response: dict[str, Any]) -> Sent[Any]:
+        """What the service's ``response`` to a request of ``batch`` says of each entry."""
+        raise NotImplementedError
+
+    def _make_client(self, client: Any, session: Any) -> Any:
+        return _client(self.client_name, client, session)
 
     def _next_id(self, given: str | None) -> str:
         return given if given is not None else f"#{next(self._ids)}"

@@ -27,6 +27,7 @@ class FirehosePutter(BatchSender):
     client_name = "firehose"
     service = "firehose"
     operation = "PutRecordBatch"
+    method = "put_record_batch"
     default_limits = FIREHOSE_PUT_RECORD_BATCH
     split_codes = frozenset({PARAMETERS_REFUSED})
 
@@ -44,8 +45,8 @@ class FirehosePutter(BatchSender):
             return
         self._add({"id": entry_id}, entry_id, {"Data": data}, len(data))
 
-    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
-        response = self.client.put_record_batch(
-            DeliveryStreamName=self.delivery_stream, Records=[e.payload for e in batch]
-        )
+    def _request(self, batch: list[Entry[Any]]) -> dict[str, Any]:
+        return {"DeliveryStreamName": self.delivery_stream, "Records": [e.payload for e in batch]}
+
+    def _read(self, batch: list[Entry[Any]], response: dict[str, Any]) -> Sent[Any]:
         return positional(batch, response, "RequestResponses", self.service)

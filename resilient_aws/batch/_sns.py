@@ -40,6 +40,7 @@ class SnsPublisher(Offloading):
     client_name = "sns"
     service = "sns"
     operation = "PublishBatch"
+    method = "publish_batch"
     default_limits = SNS_PUBLISH_BATCH
     split_codes = frozenset({"BatchRequestTooLong", PARAMETERS_REFUSED})
 
@@ -139,18 +140,9 @@ class SnsPublisher(Offloading):
             size += attributes_size(entry_id, attributes)
         return payload, size
 
-    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def _request(self, batch: list[Entry[Any]]) -> dict[str, Any]:
         entries = [{**entry.payload, "Id": str(index)} for index, entry in enumerate(batch)]
-        if self.payloads is None:
-            response = self.client.publish_batch(
-                TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
-            )
-            return by_id(batch, response, self.service)
-        try:
-            response = self.client.publish_batch(
-                TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
-            )
-            return by_id(batch, response, self.service)
-        except BaseException as error:
-            self._unknown_outcome(batch, error)
-            raise
+        return {"TopicArn": self.topic_arn, "PublishBatchRequestEntries": entries}
+
+    def _read(self, batch: list[Entry[Any]], response: dict[str, Any]) -> Sent[Any]:
+        return by_id(batch, response, self.service)

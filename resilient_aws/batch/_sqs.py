@@ -227,6 +227,15 @@ class Offloading(BatchSender):
             self, self.payloads, entry_id, source, payload, body_key, max_attributes=_MAX_ATTRIBUTES
         )
 
+    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
+        if self.payloads is None:
+            return super().send_request(batch)
+        try:
+            return super().send_request(batch)
+        except BaseException as error:
+            self._unknown_outcome(batch, error)
+            raise
+
     def _unknown_outcome(self, batch: list[Entry[Any]], error: BaseException) -> None:
         from resilient_aws.payloads._senders import mark_maybe_sent
 
@@ -246,10 +255,7 @@ class _SqsBatch(BatchSender):
         self.fifo = queue_url.endswith(".fifo")
         super().__init__(**options)
 
-    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
+    def _request(self, batch: list[Entry[Any]]) -> dict[str, Any]:
         # a larger limits= than SQS allows (an emulator) needs more ids than the ones kept
         ids = _IDS if len(batch) <= len(_IDS) else tuple(map(str, range(len(batch))))
         entries = []
@@ -259,7 +265,10 @@ class _SqsBatch(BatchSender):
             payload = entry.payload
             payload["Id"] = id_
             entries.append(payload)
-        return by_id(batch, self._call(entries), self.service)
+        return {"QueueUrl": self.queue_url, "Entries": entries}
+
+    def _read(self, batch: list[Entry[Any]], response: dict[str, Any]) -> Sent[Any]:
+        return by_id(batch, response, self.service)
 
 
 class SqsSender(Offloading, _SqsBatch):
@@ -284,6 +293,7 @@ class SqsSender(Offloading, _SqsBatch):
     """
 
     operation = "SendMessageBatch"
+    method = "send_message_batch"
 
     def __init__(
         self,
@@ -434,26 +444,13 @@ class SqsSender(Offloading, _SqsBatch):
         for body in bodies:
             self.send_message(body, **options)
 
-    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
-        if self.payloads is None:
-            return super().send_request(batch)
-        try:
-            return super().send_request(batch)
-        except BaseException as error:
-            self._unknown_outcome(batch, error)
-            raise
-
-    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        response: dict[str, Any] = self.client.send_message_batch(
-            QueueUrl=self.queue_url, Entries=entries
-        )
-        return response
 
 
 class SqsDeleter(_SqsBatch):
     """``DeleteMessageBatch`` by receipt handle; every delete confirmed or reported."""
 
     operation = "DeleteMessageBatch"
+    method = "delete_message_batch"
 
     def delete(self, receipt_handle: str, *, id: str | None = None) -> None:
         """Buffer the deletion of one received message."""
@@ -468,17 +465,13 @@ class SqsDeleter(_SqsBatch):
             len(receipt_handle),
         )
 
-    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        response: dict[str, Any] = self.client.delete_message_batch(
-            QueueUrl=self.queue_url, Entries=entries
-        )
-        return response
 
 
 class SqsVisibilityChanger(_SqsBatch):
     """``ChangeMessageVisibilityBatch``: extend (or end) the visibility of received messages."""
 
     operation = "ChangeMessageVisibilityBatch"
+    method = "change_message_visibility_batch"
 
     def change(self, receipt_handle: str, timeout_s: int, *, id: str | None = None) -> None:
         """Buffer a visibility change of one received message to ``timeout_s`` seconds."""
@@ -496,8 +489,3 @@ class SqsVisibilityChanger(_SqsBatch):
             len(receipt_handle),
         )
 
-    def _call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        response: dict[str, Any] = self.client.change_message_visibility_batch(
-            QueueUrl=self.queue_url, Entries=entries
-        )
-        return response

@@ -92,6 +92,11 @@ def test_dynamodb_exports() -> None:
 def test_batch_exports() -> None:
     assert sorted(batch.__all__) == [
         "Answer",
+        "AsyncFirehosePutter",
+        "AsyncSnsPublisher",
+        "AsyncSqsDeleter",
+        "AsyncSqsSender",
+        "AsyncSqsVisibilityChanger",
         "BatchResult",
         "BatchSender",
         "EventBridgePutter",

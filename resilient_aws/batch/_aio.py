@@ -1,0 +1,183 @@
+"""The senders on asyncio (aiobotocore): same checks, engine and result as the sync ones.
+
+Each async sender is its sync sender with the engine's async driver: a call like
+``await sender.send_message(body)`` checks and buffers the message exactly as
+``SqsSender.send_message`` does, then awaits the requests that became full. Use them in an
+``async with`` block; without ``client=``, the block opens an aiobotocore client (configured by
+the policy, as the sync default clients are) and closes it at the end::
+
+    async with AsyncSqsSender(queue_url) as sender:
+        for order in orders:
+            await sender.send_message(json.dumps(order))
+    print(sender.result)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from resilient_aws._abatching import AsyncBatchEngine
+from resilient_aws.batch._firehose import FirehosePutter
+from resilient_aws.batch._sns import SnsPublisher
+from resilient_aws.batch._sqs import SqsDeleter, SqsSender, SqsVisibilityChanger
+from resilient_aws.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from resilient_aws._batching import Entry, Sent
+    from resilient_aws.results import BatchResult
+
+__all__ = [
+    "AsyncFirehosePutter",
+    "AsyncSending",
+    "AsyncSnsPublisher",
+    "AsyncSqsDeleter",
+    "AsyncSqsSender",
+    "AsyncSqsVisibilityChanger",
+]
+
+SelfT = TypeVar("SelfT", bound="AsyncSending")
+
+
+class AsyncSending:
+    """What the async senders share: the client's life, the async driver, flush and close."""
+
+    _engine_type = AsyncBatchEngine
+    _engine: AsyncBatchEngine[Any]
+    client: Any
+    client_name: str
+    method: str
+    policy: Any
+    payloads: Any = None
+
+    def _make_client(self, client: Any, session: Any) -> Any:
+        if getattr(self, "payloads", None) is not None:
+            raise ConfigurationError(
+                "payloads", "not supported by the async senders yet: offload with the sync ones"
+            )
+        self._session = session
+        self._client_context: Any = None
+        return client  # None: opened by `async with`
+
+    async def _open_client(self) -> None:
+        from aiobotocore.session import get_session
+
+        session = self._session if self._session is not None else get_session()
+        self._client_context = session.create_client(
+            self.client_name, config=self.policy.botocore_config()
+        )
+        self.client = await self._client_context.__aenter__()
+
+    async def _close_client(self) -> None:
+        context, self._client_context = self._client_context, None
+        if context is not None:
+            await context.__aexit__(None, None, None)
+
+    def _ready(self) -> None:
+        """Refuse an entry before it is buffered when there is no client to send it with."""
+        if self.client is None:
+            raise ConfigurationError(
+                "client", "pass an aiobotocore client= or use the sender in `async with`"
+            )
+
+    async def asend_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
+        """One request of ``batch`` through the async client (the engine's AsyncAdapter)."""
+        response = await getattr(self.client, self.method)(**self._request(batch))  # type: ignore[attr-defined]
+        return self._read(batch, response)  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def result(self) -> BatchResult[Any]:
+        """Every entry so far, and the service's answers for those that succeeded."""
+        return self._engine.result
+
+    async def flush(self) -> None:
+        """Send everything buffered and wait until every request in flight has settled."""
+        await self._engine.aflush()
+
+    async def close(self) -> BatchResult[Any]:
+        """Flush and return the result; raise ``BatchWriteError`` if entries finally failed.
+        Closes the client the sender opened, never one it was given."""
+        try:
+            return await self._engine.aclose()
+        finally:
+            await self._close_client()
+
+    def __enter__(self) -> Any:
+        raise ConfigurationError("with", "an async sender is used with `async with`")
+
+    async def __aenter__(self: SelfT) -> SelfT:
+        if self.client is None:
+            await self._open_client()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._engine.aexit(exc, type(self).__name__)
+        finally:
+            await self._close_client()
+
+
+class AsyncSqsSender(AsyncSending, SqsSender):  # type: ignore[misc]
+    """:class:`~resilient_aws.batch.SqsSender` on asyncio: ``await send_message(...)``."""
+
+    async def send_message(self, body: str, **options: Any) -> None:  # type: ignore[override]
+        """Check and buffer one message (:meth:`SqsSender.send_message`'s options), then await
+        the requests that became full."""
+        self._ready()
+        SqsSender.send_message(self, body, **options)
+        await self._engine.pump()
+
+    async def send_many(self, bodies: Iterable[str], **options: Any) -> None:  # type: ignore[override]
+        """``send_message`` each body of an iterable, with the same options."""
+        for body in bodies:
+            await self.send_message(body, **options)
+
+
+class AsyncSqsDeleter(AsyncSending, SqsDeleter):  # type: ignore[misc]
+    """:class:`~resilient_aws.batch.SqsDeleter` on asyncio: ``await delete(receipt_handle)``."""
+
+    async def delete(self, receipt_handle: str, *, id: str | None = None) -> None:  # type: ignore[override]
+        """Buffer the deletion of one received message, then await full requests."""
+        self._ready()
+        SqsDeleter.delete(self, receipt_handle, id=id)
+        await self._engine.pump()
+
+
+class AsyncSqsVisibilityChanger(AsyncSending, SqsVisibilityChanger):  # type: ignore[misc]
+    """:class:`~resilient_aws.batch.SqsVisibilityChanger` on asyncio."""
+
+    async def change(  # type: ignore[override]
+        self, receipt_handle: str, timeout_s: int, *, id: str | None = None
+    ) -> None:
+        """Buffer a visibility change of one received message, then await full requests."""
+        self._ready()
+        SqsVisibilityChanger.change(self, receipt_handle, timeout_s, id=id)
+        await self._engine.pump()
+
+
+class AsyncSnsPublisher(AsyncSending, SnsPublisher):  # type: ignore[misc]
+    """:class:`~resilient_aws.batch.SnsPublisher` on asyncio: ``await publish(...)``."""
+
+    async def publish(self, message: str, **options: Any) -> None:  # type: ignore[override]
+        """Check and buffer one message (:meth:`SnsPublisher.publish`'s options), then await
+        the requests that became full."""
+        self._ready()
+        SnsPublisher.publish(self, message, **options)
+        await self._engine.pump()
+
+
+class AsyncFirehosePutter(AsyncSending, FirehosePutter):  # type: ignore[misc]
+    """:class:`~resilient_aws.batch.FirehosePutter` on asyncio: ``await put(data)``."""
+
+    async def put(self, data: bytes | str, *, id: str | None = None) -> None:  # type: ignore[override]
+        """Buffer one record, then await the requests that became full."""
+        self._ready()
+        FirehosePutter.put(self, data, id=id)
+        await self._engine.pump()
+
