@@ -26,7 +26,7 @@ from resilient_aws.idempotency._cache import CachedResult, ResultCache
 from resilient_aws.idempotency._codec import decode_result, encode_result, result_type_of
 from resilient_aws.idempotency._key import KeySelector, KeySpec, prepare_payload
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
-from resilient_aws.idempotency._store import MAX_ITEM_BYTES, IdempotencyStore, RecordVanishedError
+from resilient_aws.idempotency._store import IdempotencyStore, RecordVanishedError
 from resilient_aws.retry import ErrorClass, RetryPolicy
 
 __all__ = ["idempotent"]
@@ -68,8 +68,9 @@ def idempotent(
     with one ``UpdateItem``; a repeat costs one ``PutItem`` (the condition fails and DynamoDB
     returns the stored record with it) or nothing with ``cache_size``. If the function raises,
     the key is released so that a retry runs again. If it returns a result that cannot be stored
-    (not JSON, over the 400 KB item limit), :class:`IdempotencyResultError`, and the key stays
-    taken until the record expires: the side effect ran, and repeats raise the same error.
+    (not JSON, over the 400 KB item limit without the store's ``payloads``),
+    :class:`IdempotencyResultError`, and the key stays taken until the record expires: the side
+    effect ran, and repeats raise the same error.
 
     - ``payload``: the parameter whose value is the payload (default: the first parameter,
       ``self``/``cls`` skipped, so ``event`` for a Lambda handler).
@@ -374,6 +375,7 @@ class _Idempotent:
                 expires_at=expires_at,
                 validation=call.validation,
                 policy=call.policy,
+                owner=call.owner,
             )
         except ClientError as error:
             if _code(error) != "ValidationException":
@@ -552,7 +554,8 @@ class _Idempotent:
 
     def encode(self, call: _Call, result: Any) -> str:
         """The result as the record's JSON text; :class:`_UnstorableResultError` (nothing written
-        yet) if it has no JSON form or would not fit in a DynamoDB item."""
+        yet) if it has no JSON form, or would not fit in a DynamoDB item and the store has no
+        ``payloads`` to put it in S3 (or it is over their ``max_bytes``)."""
         try:
             data = encode_result(result)
         except (TypeError, ValueError) as error:
@@ -560,12 +563,9 @@ class _Idempotent:
                 f"its {type(result).__name__} result cannot be stored as JSON "
                 f"({type(error).__name__})"
             ) from error
-        size = self.store.record_size(call.key, data, call.validation, call.owner)
-        if size > MAX_ITEM_BYTES:
-            raise _UnstorableResultError(
-                f"its result makes a {size}-byte record, over DynamoDB's {MAX_ITEM_BYTES}-byte "
-                "item limit"
-            )
+        reason = self.store.unstorable(call.key, data, call.validation, call.owner)
+        if reason is not None:
+            raise _UnstorableResultError(reason)
         return data
 
     def decode(self, call: _Call, data: str | None) -> Any:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from resilient_aws.errors import (
     ConfigurationError,
+    IdempotencyError,
     IdempotencyResultError,
     IdempotencyTableError,
+    RetryError,
 )
 from resilient_aws.idempotency._record import COMPLETED, INPROGRESS, IdempotencyRecord
 from resilient_aws.limits import DYNAMODB_ITEM_BYTES
@@ -23,7 +27,9 @@ from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from resilient_aws.payloads import PayloadPointer, PayloadStore
     from resilient_aws.payloads.crypto import Encryptor
+    from resilient_aws.retry import Deadline
 
 __all__ = ["IdempotencyStore", "MAX_ITEM_BYTES"]
 
@@ -34,6 +40,29 @@ MAX_ITEM_BYTES = DYNAMODB_ITEM_BYTES
 SEALED_PREFIX = "sealed:"
 """What starts the ``data`` attribute of a result sealed by an encryptor (then base64): no
 JSON text starts so, so a sealed result is never read as JSON."""
+
+OFFLOADED_PREFIX = "offloaded:"
+"""What starts the ``data`` attribute of a result stored in S3 by ``payloads=``, then a JSON
+object: ``{"bucket", "key", "bytes", "sha256", "sealed"}`` (the object's size and SHA-256 as
+stored, and whether it is sealed under the idempotency key). No JSON text, and no sealed
+result, starts so."""
+
+# DynamoDB answered these without applying the request (4xx); after any other failure (a 5xx,
+# a timeout, a lost connection) the write may have been applied.
+_REFUSED_CODES = frozenset(
+    {
+        "ConditionalCheckFailedException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ThrottlingException",
+        "ValidationException",
+        "ResourceNotFoundException",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "ItemCollectionSizeLimitExceededException",
+        "TransactionConflictException",
+    }
+)
 
 
 class RecordVanishedError(Exception):
@@ -71,7 +100,20 @@ class IdempotencyStore:
     idempotency key as associated data: a result moved to another record, sealed by another
     KMS key, or tampered with raises :class:`IdempotencyResultError` instead of being replayed,
     and so does a sealed result read by a store without an encryptor, or a plain result read by
-    a store with one. Powertools cannot read sealed results.
+    a store with one. Powertools cannot read sealed results. ``accept_plaintext=True`` (for
+    turning encryption on) reads results stored in clear before it, and still writes sealed
+    ones; that a plain result was read is logged once per store (no key, no value).
+
+    ``payloads`` (a :class:`~resilient_aws.payloads.PayloadStore`) stores a result whose record
+    would not fit a DynamoDB item (400 KB), or would exceed the payload store's
+    ``config.threshold`` (or every result with ``config.always``), as an S3 object written
+    before the record is marked ``COMPLETED``; the record holds a small pointer (``data``
+    starts with :data:`OFFLOADED_PREFIX`). With an ``encryptor`` the object is sealed under
+    the idempotency key. A replay reads it back through the caller's policy (the Lambda
+    deadline); an object that is gone, changed, or sealed under another key raises
+    :class:`IdempotencyResultError` naming the key, never runs the function again. The bucket
+    needs a lifecycle rule that keeps objects at least as long as the records (``ttl_s``),
+    plus a day. Powertools cannot read offloaded results.
     """
 
     def __init__(
@@ -92,6 +134,8 @@ class IdempotencyStore:
         error_attr: str = "error",
         clock: Callable[[], float] = time.time,
         encryptor: Encryptor | None = None,
+        accept_plaintext: bool = False,
+        payloads: PayloadStore | None = None,
     ) -> None:
         if not isinstance(table, str) or not table:
             raise ConfigurationError("table", "must be a non-empty table name")
@@ -120,8 +164,24 @@ class IdempotencyStore:
             from resilient_aws.payloads.crypto import check_encryptor
 
             check_encryptor(encryptor)
+        if not isinstance(accept_plaintext, bool):
+            raise ConfigurationError("accept_plaintext", "must be a bool")
+        if payloads is not None and not (
+            all(
+                callable(getattr(payloads, name, None))
+                for name in ("put", "get_bytes", "delete", "new_pointer")
+            )
+            and callable(getattr(getattr(payloads, "config", None), "offloads", None))
+        ):
+            raise ConfigurationError(
+                "payloads", f"must be a PayloadStore, got {type(payloads).__name__}"
+            )
         self.encryptor = encryptor
+        self.accept_plaintext = accept_plaintext
+        self.payloads = payloads
         self._client = client
+        self._lock = threading.Lock()
+        self._plaintext_seen = False
 
     @property
     def client(self) -> DynamoDBClient:
@@ -168,8 +228,12 @@ class IdempotencyStore:
         }
         if validation is not None:
             item[self.validation_attr] = {"S": validation}
+        extra: dict[str, Any] = {}
+        if self.payloads is not None:
+            # an expired record taken over is replaced: its offloaded result is deleted below
+            extra["ReturnValues"] = "ALL_OLD"
         try:
-            self._call(
+            response = self._call(
                 policy,
                 self.client.put_item,
                 TableName=self.table,
@@ -187,12 +251,13 @@ class IdempotencyStore:
                     ":inprogress": {"S": INPROGRESS},
                 },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **extra,
             )
         except ClientError as error:
             if _code(error) != "ConditionalCheckFailedException":
                 raise
             old: Any = error.response.get("Item")
-            existing = self._record(old) if old else self.get(key, policy=policy)
+            existing = self._record(old, policy) if old else self.get(key, policy=policy)
             if existing is None:
                 # A table that does not return the record with the failure (the fallback read)
                 # can lose it between the two calls: nothing was written, so the caller's race
@@ -202,6 +267,9 @@ class IdempotencyStore:
                 # Our own write, applied on an attempt whose response was lost.
                 return None
             return existing
+        if self.payloads is not None:
+            replaced = (response or {}).get("Attributes") or {}
+            self._drop_replaced(key, replaced.get(self.data_attr), policy)
         return None
 
     def complete(
@@ -212,15 +280,35 @@ class IdempotencyStore:
         expires_at: int,
         validation: str | None,
         policy: RetryPolicy | None = None,
+        owner: str | None = None,
     ) -> None:
         """Store the result (``data``, JSON text; sealed first with an ``encryptor``) and mark
-        the record ``COMPLETED``."""
+        the record ``COMPLETED``.
+
+        With ``payloads``, a result over the item limit or the payload store's threshold is
+        written to S3 first and the record gets its pointer. If marking the record then fails,
+        the object is deleted when DynamoDB refused every attempt (nothing was written), else
+        its S3 key is logged (the record may point to it: a lifecycle rule expires it).
+        ``owner`` (the in-progress record's token, which stays on it) is counted in the size.
+        """
+        stored = data
+        blob: bytes | None = None
         if self.encryptor is not None:
-            sealed = self.encryptor.encrypt(data.encode("utf-8"), context=key)
-            data = SEALED_PREFIX + base64.b64encode(sealed).decode("ascii")
+            from resilient_aws.payloads.crypto import encrypt_with
+
+            blob = encrypt_with(
+                self.encryptor, data.encode("utf-8"), context=key, deadline=_deadline(policy)
+            )
+            stored = SEALED_PREFIX + base64.b64encode(blob).decode("ascii")
+        pointer: PayloadPointer | None = None
+        if self.payloads is not None:
+            size = self._size(key, len(stored.encode("utf-8")), validation, owner)
+            if size > MAX_ITEM_BYTES or self.payloads.config.offloads(size):
+                body = blob if blob is not None else data.encode("utf-8")
+                pointer, stored = self._offload(key, body, blob is not None, policy)
         names = {"#data": self.data_attr, "#expiry": self.expiry_attr, "#status": self.status_attr}
         values: dict[str, Any] = {
-            ":data": {"S": data},
+            ":data": {"S": stored},
             ":expiry": {"N": str(expires_at)},
             ":status": {"S": COMPLETED},
         }
@@ -229,15 +317,36 @@ class IdempotencyStore:
             expression += ", #validation = :validation"
             names["#validation"] = self.validation_attr
             values[":validation"] = {"S": validation}
-        self._call(
-            policy,
-            self.client.update_item,
-            TableName=self.table,
-            Key=self._key(key),
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        if self.payloads is None:
+            self._call(
+                policy,
+                self.client.update_item,
+                TableName=self.table,
+                Key=self._key(key),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+            return
+        update = _Attempts(self.client.update_item)
+        try:
+            response = self._call(
+                policy,
+                update,
+                TableName=self.table,
+                Key=self._key(key),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                # a result this call replaces (a second completion) leaves its object behind
+                ReturnValues="UPDATED_OLD",
+            )
+        except BaseException as error:
+            if pointer is not None:
+                self._not_marked(key, pointer, update, error, policy)
+            raise
+        replaced = (response or {}).get("Attributes") or {}
+        self._drop_replaced(key, replaced.get(self.data_attr), policy, keep=pointer)
 
     def hold_unstorable(
         self,
@@ -312,7 +421,9 @@ class IdempotencyStore:
                 raise
 
     def get(self, key: str, *, policy: RetryPolicy | None = None) -> IdempotencyRecord | None:
-        """The record of ``key`` (consistent read), or ``None``."""
+        """The record of ``key`` (consistent read), or ``None``. A live completed record's
+        result is opened (decrypted, read from S3) through ``policy``; an expired record's
+        offloaded result is not read (``data`` is ``None``)."""
         response = self._call(
             policy,
             self.client.get_item,
@@ -321,26 +432,37 @@ class IdempotencyStore:
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return self._record(item) if item else None
+        return self._record(item, policy) if item else None
 
     def record_size(
         self, key: str, data: str, validation: str | None, owner: str | None = None
     ) -> int:
-        """The size DynamoDB counts for a completed record (attribute names + values; the
-        in-progress record's ``owner`` stays on it)."""
-        size = sum(len(name.encode()) for name in self._attribute_names()) + 3 * 21
+        """The size DynamoDB counts for a completed record holding ``data`` itself (attribute
+        names + values; the in-progress record's ``owner`` stays on it)."""
         data_size = len(data.encode())
         if self.encryptor is not None:
-            overhead = getattr(self.encryptor, "overhead", 1024)
-            data_size = len(SEALED_PREFIX) + 4 * -(-(data_size + overhead) // 3)  # base64
-        size += len(key.encode()) + data_size + len(COMPLETED)
-        if owner is not None:
-            size += len(owner.encode())
-        if self.sort_key_attr is not None:
-            size += len(self.static_pk_value.encode())
-        if validation is not None:
-            size += len(validation)
-        return size
+            data_size = len(SEALED_PREFIX) + 4 * -(-(data_size + self._overhead()) // 3)  # base64
+        return self._size(key, data_size, validation, owner)
+
+    def unstorable(
+        self, key: str, data: str, validation: str | None, owner: str | None = None
+    ) -> str | None:
+        """Why the result ``data`` cannot be stored (no value in it), or ``None``: a record over
+        the item limit without ``payloads``, or a result over the payload store's
+        ``max_bytes``."""
+        size = self.record_size(key, data, validation, owner)
+        if size <= MAX_ITEM_BYTES:
+            return None
+        if self.payloads is None:
+            return (
+                f"its result makes a {size}-byte record, over DynamoDB's {MAX_ITEM_BYTES}-byte "
+                "item limit (an IdempotencyStore with payloads= stores such results in S3)"
+            )
+        body = len(data.encode()) + (self._overhead() if self.encryptor is not None else 0)
+        limit = self.payloads.config.max_bytes
+        if body > limit:
+            return f"its {body}-byte result is over the payload store's max_bytes ({limit})"
+        return None
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -366,7 +488,7 @@ class IdempotencyStore:
             }
         return {self.key_attr: {"S": key}}
 
-    def _record(self, item: dict[str, Any]) -> IdempotencyRecord:
+    def _record(self, item: dict[str, Any], policy: RetryPolicy | None = None) -> IdempotencyRecord:
         key_attr = self.sort_key_attr or self.key_attr
 
         def text(name: str) -> str | None:
@@ -380,20 +502,31 @@ class IdempotencyStore:
             return None
 
         key = text(key_attr) or ""
+        status = text(self.status_attr) or ""
+        expires_at = number(self.expiry_attr) or 0
+        data = text(self.data_attr)
+        if data is not None and data.startswith(OFFLOADED_PREFIX):
+            # read from S3 only what may be replayed: an expired record is taken over, and its
+            # object may be gone already (the lifecycle rule)
+            live = status == COMPLETED and expires_at >= int(self.clock())
+            data = self._fetch(key, data, policy) if live else None
+        else:
+            data = self._open(key, data, policy)
         return IdempotencyRecord(
             key=key,
-            status=text(self.status_attr) or "",
-            expires_at=number(self.expiry_attr) or 0,
+            status=status,
+            expires_at=expires_at,
             in_progress_until_ms=number(self.in_progress_expiry_attr),
-            data=self._open(key, text(self.data_attr)),
+            data=data,
             validation=text(self.validation_attr),
             owner=text(self.owner_attr),
             error=text(self.error_attr),
         )
 
-    def _open(self, key: str, data: str | None) -> str | None:
+    def _open(self, key: str, data: str | None, policy: RetryPolicy | None = None) -> str | None:
         """The stored result as JSON text: opened by the encryptor when sealed; refused when
-        sealed without one or plain with one (never replayed as something else)."""
+        sealed without one or plain with one (unless ``accept_plaintext``: never replayed as
+        something else)."""
         if data is None:
             return None
         sealed = data.startswith(SEALED_PREFIX)
@@ -406,23 +539,232 @@ class IdempotencyStore:
                 )
             return data
         if not sealed:
-            raise IdempotencyResultError(
-                f"idempotency table {self.table!r}: the stored result is not sealed, and this "
-                "store reads sealed results only",
-                key=key,
-            )
-        from resilient_aws.payloads.crypto import DecryptionError
-
+            self._plain_allowed(key)
+            return data
         try:
             blob = base64.b64decode(data[len(SEALED_PREFIX) :], validate=True)
-            return self.encryptor.decrypt(blob, context=key).decode("utf-8")
-        except (DecryptionError, ValueError) as error:
-            code = getattr(error, "code", type(error).__name__)
+        except ValueError as error:
             raise IdempotencyResultError(
                 f"idempotency table {self.table!r}: the stored result cannot be decrypted "
-                f"({code}): moved from another record, sealed by another key, or tampered with",
+                f"(Malformed): not base64",
                 key=key,
             ) from error
+        return self._unseal(key, blob, policy, "the stored result")
+
+    def _unseal(self, key: str, blob: bytes, policy: RetryPolicy | None, what: str) -> str:
+        """``blob`` opened under ``key`` (KMS bound to the call's deadline), as text. A blob
+        that does not open is :class:`IdempotencyResultError`; KMS failing past its retries
+        is :class:`IdempotencyError` (the record may replay later), both naming the key."""
+        from resilient_aws.payloads.crypto import DecryptionError, decrypt_with
+
+        assert self.encryptor is not None
+        where = f"idempotency table {self.table!r}"
+        try:
+            opened = decrypt_with(self.encryptor, blob, context=key, deadline=_deadline(policy))
+            return opened.decode("utf-8")
+        except (DecryptionError, UnicodeDecodeError) as error:
+            code = getattr(error, "code", type(error).__name__)
+            raise IdempotencyResultError(
+                f"{where}: {what} cannot be decrypted ({code}): moved from another record, "
+                "sealed by another key, or tampered with",
+                key=key,
+            ) from error
+        except (ClientError, BotoCoreError, RetryError) as error:
+            raise IdempotencyError(
+                f"{where}: decrypting {what} failed ({_error_code(error)})", key=key
+            ) from error
+
+    def _plain_allowed(self, key: str) -> None:
+        """A result stored in clear, read by a store with an encryptor: refused, or accepted
+        (and logged once per store) with ``accept_plaintext``."""
+        if not self.accept_plaintext:
+            raise IdempotencyResultError(
+                f"idempotency table {self.table!r}: the stored result is not sealed, and this "
+                "store reads sealed results only (accept_plaintext=True reads the results "
+                "stored before encryption was turned on)",
+                key=key,
+            )
+        with self._lock:
+            if self._plaintext_seen:
+                return
+            self._plaintext_seen = True
+        logger.warning(
+            "idempotency table %r: read a result stored without encryption "
+            "(accept_plaintext=True); turn accept_plaintext off once the records written "
+            "before encryption have expired",
+            self.table,
+        )
+
+    def _s3_policy(self, policy: RetryPolicy | None) -> RetryPolicy | None:
+        """The payload store's own policy, bound to the deadline of the call's (the Lambda
+        deadline ``@idempotent`` gives the table's calls); ``None``: the store's as it is."""
+        deadline = _deadline(policy)
+        if deadline is None or self.payloads is None:
+            return None
+        return self.payloads.policy.with_deadline(deadline)
+
+    def _overhead(self) -> int:
+        return int(getattr(self.encryptor, "overhead", 1024))
+
+    def _size(self, key: str, data_size: int, validation: str | None, owner: str | None) -> int:
+        size = sum(len(name.encode()) for name in self._attribute_names()) + 3 * 21
+        size += len(key.encode()) + data_size + len(COMPLETED)
+        if owner is not None:
+            size += len(owner.encode())
+        if self.sort_key_attr is not None:
+            size += len(self.static_pk_value.encode())
+        if validation is not None:
+            size += len(validation)
+        return size
+
+    # -- results in S3 -------------------------------------------------------------------------
+
+    def _offload(
+        self, key: str, body: bytes, sealed: bool, policy: RetryPolicy | None
+    ) -> tuple[PayloadPointer, str]:
+        """Write ``body`` (the result, sealed under ``key`` when ``sealed``) to S3; its pointer
+        and the record's ``data`` naming it. A failed upload deletes what it may have left."""
+        import hashlib
+
+        from resilient_aws.payloads import PayloadUploadError
+
+        payloads = self.payloads
+        assert payloads is not None
+        pointer = payloads.new_pointer()
+        try:
+            payloads.put(body, entry_id=key, pointer=pointer, policy=self._s3_policy(policy))
+        except PayloadUploadError:
+            self._delete_object(key, pointer, policy, "its upload failed")
+            raise
+        except BaseException:
+            _left_behind(key, pointer, "its upload was interrupted")
+            raise
+        reference = {
+            "bucket": pointer.bucket,
+            "key": pointer.key,
+            "bytes": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "sealed": sealed,
+        }
+        return pointer, OFFLOADED_PREFIX + json.dumps(reference, separators=(",", ":"))
+
+    def _fetch(self, key: str, data: str, policy: RetryPolicy | None) -> str:
+        """The offloaded result ``data`` points to, as JSON text: read from S3 through
+        ``policy``, checked against the record's size and SHA-256, opened under ``key``."""
+        import hashlib
+
+        from resilient_aws.payloads import PayloadError, PayloadNotFoundError, PayloadPointer
+
+        where = f"idempotency table {self.table!r}"
+        if self.payloads is None:
+            raise IdempotencyResultError(
+                f"{where}: the stored result is in S3 and this store has no payloads=", key=key
+            )
+        try:
+            reference = json.loads(data[len(OFFLOADED_PREFIX) :])
+            pointer = PayloadPointer(str(reference["bucket"]), str(reference["key"]))
+            size, digest = int(reference["bytes"]), str(reference["sha256"])
+            sealed = reference["sealed"] is True
+        except (ValueError, TypeError, KeyError) as error:
+            raise IdempotencyResultError(
+                f"{where}: the stored result's S3 pointer is malformed", key=key
+            ) from error
+        location = f"s3://{pointer.bucket}/{pointer.key}"
+        if sealed and self.encryptor is None:
+            raise IdempotencyResultError(
+                f"{where}: the stored result ({location}) is sealed and this store has no "
+                "encryptor",
+                key=key,
+            )
+        if not sealed and self.encryptor is not None:
+            self._plain_allowed(key)
+        try:
+            body = self.payloads.get_bytes(pointer, message_id=key, policy=self._s3_policy(policy))
+        except PayloadNotFoundError as error:
+            raise IdempotencyResultError(
+                f"{where}: the stored result's object {location} does not exist (deleted, or "
+                "expired by a lifecycle rule shorter than the record's ttl_s); the function "
+                "does not run again, repeats raise this error until the record expires",
+                key=key,
+            ) from error
+        except PayloadError as error:
+            if _decryption_failed(error):
+                raise IdempotencyResultError(
+                    f"{where}: the stored result's object {location} cannot be decrypted by "
+                    f"the payload store ({error.code})",
+                    key=key,
+                ) from error
+            raise IdempotencyError(
+                f"{where}: reading the stored result from {location} failed ({error.code})",
+                key=key,
+            ) from error
+        if len(body) != size or hashlib.sha256(body).hexdigest() != digest:
+            raise IdempotencyResultError(
+                f"{where}: the stored result's object {location} was changed or replaced (its "
+                "size or SHA-256 is not the record's)",
+                key=key,
+            )
+        if sealed:
+            return self._unseal(key, body, policy, f"the stored result's object {location}")
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise IdempotencyResultError(
+                f"{where}: the stored result's object {location} is not UTF-8 text", key=key
+            ) from error
+
+    def _not_marked(
+        self,
+        key: str,
+        pointer: PayloadPointer,
+        update: _Attempts,
+        error: BaseException,
+        policy: RetryPolicy | None,
+    ) -> None:
+        """Marking the record COMPLETED failed after its result went to S3: delete the object
+        if DynamoDB refused every attempt, else name it (the record may point to it)."""
+        if update.errors and all(_refused(e) for e in update.errors):
+            self._delete_object(key, pointer, policy, "its record could not be marked COMPLETED")
+            return
+        _left_behind(
+            key,
+            pointer,
+            f"marking its record COMPLETED failed ({type(error).__name__}) and may have been "
+            "applied",
+        )
+
+    def _drop_replaced(
+        self,
+        key: str,
+        old: Any,
+        policy: RetryPolicy | None,
+        keep: PayloadPointer | None = None,
+    ) -> None:
+        """Delete the object of an offloaded result this write replaced (an expired record
+        taken over, a second completion): nothing points to it any more."""
+        text = old.get("S") if isinstance(old, dict) else None
+        if not isinstance(text, str) or not text.startswith(OFFLOADED_PREFIX):
+            return
+        from resilient_aws.payloads import PayloadPointer
+
+        try:
+            reference = json.loads(text[len(OFFLOADED_PREFIX) :])
+            pointer = PayloadPointer(str(reference["bucket"]), str(reference["key"]))
+        except (ValueError, TypeError, KeyError):
+            return
+        if pointer != keep:
+            self._delete_object(key, pointer, policy, "its record was replaced")
+
+    def _delete_object(
+        self, key: str, pointer: PayloadPointer, policy: RetryPolicy | None, why: str
+    ) -> None:
+        from resilient_aws.payloads import PayloadError
+
+        assert self.payloads is not None
+        try:
+            self.payloads.delete(pointer, policy=self._s3_policy(policy))
+        except PayloadError as error:
+            _left_behind(key, pointer, f"{why}, and deleting it failed ({error.code})")
 
     def _call(self, policy: RetryPolicy | None, fn: Callable[..., Any], **params: Any) -> Any:
         try:
@@ -454,3 +796,68 @@ class IdempotencyStore:
 
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+class _Attempts:
+    """A client method that keeps the error of each attempt the retry core makes with it, so
+    that after it gives up we know whether any attempt may have been applied. It passes for the
+    method (``__self__``, ``__name__``): the core still classifies by the client's model."""
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self._method = method
+        self.__self__ = getattr(method, "__self__", None)
+        self.__name__ = str(getattr(method, "__name__", "update_item"))
+        self.errors: list[BaseException] = []
+
+    def __call__(self, **params: Any) -> Any:
+        try:
+            return self._method(**params)
+        except BaseException as error:
+            self.errors.append(error)
+            raise
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether DynamoDB certainly did not apply the request that raised ``error``."""
+    if isinstance(error, ParamValidationError):
+        return True  # never sent
+    if not isinstance(error, ClientError):
+        return False  # a timeout, a lost connection, an interrupt: it may have been applied
+    metadata: dict[str, Any] = dict(error.response.get("ResponseMetadata") or {})
+    if metadata.get("RetryAttempts"):
+        return False  # botocore retried inside: an earlier attempt may have been a 5xx
+    status = metadata.get("HTTPStatusCode")
+    if isinstance(status, int):
+        return 400 <= status < 500
+    return _code(error) in _REFUSED_CODES
+
+
+def _deadline(policy: RetryPolicy | None) -> Deadline | None:
+    return policy.deadline if policy is not None else None
+
+
+def _error_code(error: BaseException) -> str:
+    """AWS's error code (a RetryError's last error's), else the error's type name."""
+    last = getattr(error, "last_error", None)
+    if isinstance(last, ClientError):
+        error = last
+    if isinstance(error, ClientError):
+        return _code(error) or type(error).__name__
+    return type(error).__name__
+
+
+def _decryption_failed(error: BaseException) -> bool:
+    from resilient_aws.payloads.crypto import DecryptionError
+
+    return isinstance(error.__cause__, DecryptionError)
+
+
+def _left_behind(key: str, pointer: PayloadPointer, why: str) -> None:
+    logger.warning(
+        "the result of idempotency key %s may be left in s3://%s/%s: %s (a lifecycle rule on "
+        "the bucket expires it)",
+        key,
+        pointer.bucket,
+        pointer.key,
+        why,
+    )

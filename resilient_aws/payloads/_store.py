@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -27,6 +27,7 @@ from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
 if TYPE_CHECKING:
     from resilient_aws.payloads.crypto import Encryptor
+    from resilient_aws.retry import Deadline
 
 __all__ = [
     "EXTENDED_CLIENT_THRESHOLD",
@@ -144,6 +145,18 @@ class PayloadStore:
     uploaded, with its S3 key as associated data: an object copied under another key, tampered
     with, or sealed by another KMS key is refused with a :class:`PayloadError` (code
     ``DecryptionFailed`` or the reason's) naming the message, and fails that record only.
+    The deadline of a ``policy`` given to :meth:`get`/:meth:`get_bytes`/:meth:`put` for one
+    call reaches the encryptor too (see :func:`~resilient_aws.payloads.crypto.decrypt_with`):
+    KMS is not retried past the deadline the S3 call had.
+
+    ``accept_plaintext=True`` (with an ``encryptor``) is for turning encryption on: objects
+    written before it, in clear, are read as they are (logged once per store, without names or
+    values), new ones are sealed. The encryptor must tell its blobs from plaintext
+    (``is_sealed``: :class:`~resilient_aws.payloads.crypto.KmsEnvelope` can, by its header; a
+    :class:`~resilient_aws.payloads.crypto.CallableEncryptor` needs ``is_sealed=``), else
+    :class:`ConfigurationError`. While it is on, a sealed object whose header was destroyed
+    reads as plaintext: turn it off once the lifecycle rule has expired the older objects.
+    Without an encryptor it changes nothing (everything is read in clear).
     """
 
     def __init__(
@@ -154,6 +167,7 @@ class PayloadStore:
         session: Any = None,
         policy: RetryPolicy = DEFAULT_POLICY,
         encryptor: Encryptor | None = None,
+        accept_plaintext: bool = False,
     ) -> None:
         if isinstance(config, str):
             config = PayloadConfig(bucket=config)
@@ -165,13 +179,23 @@ class PayloadStore:
             raise ConfigurationError(
                 "policy", f"must be a RetryPolicy, got {type(policy).__name__}"
             )
+        if not isinstance(accept_plaintext, bool):
+            raise ConfigurationError("accept_plaintext", "must be a bool")
         if encryptor is not None:
-            from resilient_aws.payloads.crypto import check_encryptor
+            from resilient_aws.payloads.crypto import check_encryptor, tells_sealed
 
             check_encryptor(encryptor)
+            if accept_plaintext and not tells_sealed(encryptor):
+                raise ConfigurationError(
+                    "accept_plaintext",
+                    f"needs an encryptor that tells its blobs from plaintext (is_sealed); "
+                    f"{type(encryptor).__name__} cannot",
+                )
         self.config = config
         self.policy = policy
         self.encryptor = encryptor
+        self.accept_plaintext = accept_plaintext
+        self._plaintext_seen = False
         self._client = client
         self._session = session
         self._lock = threading.Lock()
@@ -200,23 +224,34 @@ class PayloadStore:
     # -- the three calls ------------------------------------------------------------------------
 
     def put(
-        self, payload: str | bytes, *, entry_id: str = "-", pointer: PayloadPointer | None = None
+        self,
+        payload: str | bytes,
+        *,
+        entry_id: str = "-",
+        pointer: PayloadPointer | None = None,
+        policy: RetryPolicy | None = None,
     ) -> PayloadPointer:
         """Write ``payload`` (text is stored as UTF-8) and return its pointer; a payload over
         ``multipart_bytes`` is uploaded in parts (an upload that fails is aborted, leaving no
         parts behind). Raises :class:`PayloadUploadError` naming ``entry_id`` and the key when
-        the retry core gives up; a payload over ``max_bytes`` raises ``EntryTooLargeError``."""
+        the retry core gives up; a payload over ``max_bytes`` raises ``EntryTooLargeError``.
+        ``policy`` replaces the store's for this call; its deadline bounds the encryptor's KMS
+        calls too."""
         data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
         if len(data) > self.config.max_bytes:
             raise EntryTooLargeError(entry_id, len(data), self.config.max_bytes)
         pointer = pointer or self.new_pointer()
         try:
             if self.encryptor is not None:
-                data = self.encryptor.encrypt(data, context=pointer.key)
+                from resilient_aws.payloads.crypto import encrypt_with
+
+                data = encrypt_with(
+                    self.encryptor, data, context=pointer.key, deadline=_deadline(policy)
+                )
             if len(data) > self.config.multipart_bytes:
-                self._put_parts(pointer, data, entry_id)
+                self._put_parts(pointer, data, entry_id, policy)
             else:
-                self.policy.call(
+                (policy or self.policy).call(
                     self.client.put_object, Bucket=pointer.bucket, Key=pointer.key, Body=data
                 )
         except PayloadError:
@@ -280,7 +315,10 @@ class PayloadStore:
             ) from error
         if self.encryptor is None:
             return data
-        return _decrypt(self.encryptor, data, pointer, message_id)
+        if self.accept_plaintext and not cast(Any, self.encryptor).is_sealed(data):
+            self._accepted_plaintext()
+            return data
+        return _decrypt(self.encryptor, data, pointer, message_id, policy)
 
     def delete(
         self,
@@ -378,8 +416,27 @@ class PayloadStore:
                 pointer.key,
             )
 
-    def _put_parts(self, pointer: PayloadPointer, data: bytes, entry_id: str) -> None:
-        client, call = self.client, self.policy.call
+    def _accepted_plaintext(self) -> None:
+        """Log, once per store, that an object stored in clear was read."""
+        with self._lock:
+            if self._plaintext_seen:
+                return
+            self._plaintext_seen = True
+        logger.warning(
+            "payload store on bucket %r read an object stored without encryption "
+            "(accept_plaintext=True); turn accept_plaintext off once the objects written before "
+            "encryption have expired",
+            self.config.bucket,
+        )
+
+    def _put_parts(
+        self,
+        pointer: PayloadPointer,
+        data: bytes,
+        entry_id: str,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        client, call = self.client, (policy or self.policy).call
         upload = call(client.create_multipart_upload, Bucket=pointer.bucket, Key=pointer.key)
         upload_id = upload["UploadId"]
         size = self.config.part_bytes
@@ -436,14 +493,24 @@ def _code(error: BaseException) -> str:
     return type(error).__name__
 
 
+def _deadline(policy: RetryPolicy | None) -> Deadline | None:
+    """The deadline a per-call policy carries, for the encryptor's KMS calls."""
+    return policy.deadline if policy is not None else None
+
+
 def _decrypt(
-    encryptor: Encryptor, data: bytes, pointer: PayloadPointer, message_id: str | None
+    encryptor: Encryptor,
+    data: bytes,
+    pointer: PayloadPointer,
+    message_id: str | None,
+    policy: RetryPolicy | None = None,
 ) -> bytes:
-    """The payload in ``data`` opened by ``encryptor`` (its S3 key as associated data)."""
-    from resilient_aws.payloads.crypto import DecryptionError
+    """The payload in ``data`` opened by ``encryptor`` (its S3 key as associated data; KMS
+    bound to the deadline of ``policy``, the S3 read's, when it has one)."""
+    from resilient_aws.payloads.crypto import DecryptionError, decrypt_with
 
     try:
-        return encryptor.decrypt(data, context=pointer.key)
+        return decrypt_with(encryptor, data, context=pointer.key, deadline=_deadline(policy))
     except DecryptionError as error:
         raise PayloadError(
             message_id,

@@ -10,6 +10,14 @@ does not open. Two implementations:
   :mod:`retry core <resilient_aws.retry>` (KMS throttles are throttles).
 * :class:`CallableEncryptor`: a user's own ``encrypt``/``decrypt`` pair.
 
+The stores call an encryptor through :func:`encrypt_with`/:func:`decrypt_with`, which hand it the
+deadline of the call it serves (``deadline=``, a :class:`~resilient_aws.retry.Deadline`: the
+consumer's Lambda deadline that bounds the S3 read, the one ``@idempotent`` gives the table's
+calls) when its methods take one: :class:`KmsEnvelope` then retries KMS under its own policy
+bound to that deadline (a copy per call; the envelope is never changed), so KMS is not retried
+past the time the record has. An encryptor of one's own may take ``deadline=`` too; one that
+does not is called as before.
+
 ``cryptography`` is needed by :class:`KmsEnvelope` only (``pip install 'resilient-aws[crypto]'``)
 and imported when one is made: importing this module costs nothing more. Errors name the
 context at most, never a key, a data key or a plaintext.
@@ -23,12 +31,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from botocore.exceptions import ClientError
 
 from resilient_aws.errors import ConfigurationError, ResilientAWSError
-from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy, classify
+from resilient_aws.retry import DEFAULT_POLICY, Deadline, RetryPolicy, classify
 
 __all__ = [
     "ENVELOPE_MAGIC",
@@ -37,6 +45,9 @@ __all__ = [
     "DecryptionError",
     "Encryptor",
     "KmsEnvelope",
+    "decrypt_with",
+    "encrypt_with",
+    "tells_sealed",
 ]
 
 ENVELOPE_MAGIC = 0xE5
@@ -118,7 +129,10 @@ class KmsEnvelope:
     ``context`` as associated data. ``decrypt`` asks KMS to ``Decrypt`` the data key (with
     ``KeyId``, so a blob of another KMS key is refused) and keeps up to ``cache_size`` data keys
     by their encrypted form. ``client`` is a KMS client, else the library's default one (made
-    on first use, reached by ``chaos_defaults``); every call goes through ``policy``.
+    on first use, reached by ``chaos_defaults``); every call goes through ``policy``, bound for
+    one call to the ``deadline`` given to :meth:`encrypt`/:meth:`decrypt` (the stores pass the
+    Lambda deadline of the call they serve). :meth:`is_sealed` tells a blob from a plaintext
+    (for ``accept_plaintext``).
     """
 
     def __init__(
@@ -170,19 +184,21 @@ class KmsEnvelope:
 
         return default_client("kms", self._session)
 
-    def encrypt(self, plaintext: bytes, *, context: str) -> bytes:
+    def encrypt(self, plaintext: bytes, *, context: str, deadline: Deadline | None = None) -> bytes:
         """``plaintext`` sealed under ``context``. A KMS failure the retry core gives up on
-        raises (``ClientError`` or ``RetryError``)."""
-        key = self._data_key()
+        raises (``ClientError`` or ``RetryError``; ``DeadlineExceededError`` when the next
+        backoff would pass ``deadline``)."""
+        key = self._data_key(deadline)
         nonce = os.urandom(_NONCE_BYTES)
         sealed = key.cipher.encrypt(nonce, bytes(plaintext), context.encode("utf-8"))
         header = _HEADER.pack(ENVELOPE_MAGIC, ENVELOPE_VERSION, len(key.encrypted))
         return b"".join((header, key.encrypted, nonce, sealed))
 
-    def decrypt(self, blob: bytes, *, context: str) -> bytes:
+    def decrypt(self, blob: bytes, *, context: str, deadline: Deadline | None = None) -> bytes:
         """The plaintext of ``blob``; :class:`DecryptionError` when it does not open under
-        ``context`` and this KMS key. KMS throttles and 5xx are retried by the core; what is
-        left after it gives up raises as it is (``ClientError``/``RetryError``)."""
+        ``context`` and this KMS key. KMS throttles and 5xx are retried by the core, never past
+        ``deadline``; what is left after it gives up raises as it is (``ClientError``/
+        ``RetryError``)."""
         blob = bytes(blob)
         if len(blob) < _HEADER.size:
             raise DecryptionError(context, "not an envelope (too short)", code="Malformed")
@@ -197,7 +213,7 @@ class KmsEnvelope:
         encrypted = blob[start : start + length]
         nonce = blob[start + length : start + length + _NONCE_BYTES]
         sealed = blob[start + length + _NONCE_BYTES :]
-        cipher = self._opened_key(encrypted, context)
+        cipher = self._opened_key(encrypted, context, deadline)
         from cryptography.exceptions import InvalidTag
 
         try:
@@ -208,14 +224,25 @@ class KmsEnvelope:
             ) from None
         return plaintext
 
+    def is_sealed(self, blob: bytes) -> bool:
+        """Whether ``blob`` has this envelope's header (the magic byte, then a version byte
+        below 0x80). UTF-8 text never starts so (0xE5 opens a three-byte sequence, whose next
+        byte is 0x80-0xBF): a text or JSON payload stored in clear is never taken for a blob,
+        a binary one might."""
+        return len(blob) >= _HEADER.size and blob[0] == ENVELOPE_MAGIC and blob[1] < 0x80
+
     # -- data keys ---------------------------------------------------------------------------
 
-    def _data_key(self) -> _DataKey:
+    def _policy(self, deadline: Deadline | None) -> RetryPolicy:
+        """The envelope's policy, bound to ``deadline`` for one call (a copy)."""
+        return self.policy if deadline is None else self.policy.with_deadline(deadline)
+
+    def _data_key(self, deadline: Deadline | None = None) -> _DataKey:
         with self._lock:
             key = self._current
             now = self.clock()
             if key is None or key.uses >= self.max_uses or now - key.made_at >= self.max_age_s:
-                response = self.policy.call(
+                response = self._policy(deadline).call(
                     self.client.generate_data_key, KeyId=self.key_id, KeySpec="AES_256"
                 )
                 cipher = self._aesgcm(response["Plaintext"])
@@ -225,14 +252,14 @@ class KmsEnvelope:
             key.uses += 1
             return key
 
-    def _opened_key(self, encrypted: bytes, context: str) -> Any:
+    def _opened_key(self, encrypted: bytes, context: str, deadline: Deadline | None = None) -> Any:
         with self._lock:
             cipher = self._opened.get(encrypted)
             if cipher is not None:
                 self._opened.move_to_end(encrypted)
                 return cipher
         try:
-            response = self.policy.call(
+            response = self._policy(deadline).call(
                 self.client.decrypt, CiphertextBlob=encrypted, KeyId=self.key_id
             )
         except ClientError as error:
@@ -258,7 +285,10 @@ class CallableEncryptor:
     """An :class:`Encryptor` from a user's pair: ``encrypt(plaintext, context)`` and
     ``decrypt(blob, context)``, both taking and returning bytes (``context`` is the associated
     data the pair must bind the blob to). An exception from ``decrypt`` becomes a
-    :class:`DecryptionError` (its cause kept). ``overhead`` bounds the bytes a blob adds."""
+    :class:`DecryptionError` (its cause kept). ``overhead`` bounds the bytes a blob adds.
+    ``is_sealed(blob)``, if given, tells the pair's blobs from plaintext: without it a
+    ``PayloadStore(accept_plaintext=True)`` cannot use this encryptor (it could not tell an
+    object stored in clear from a sealed one that fails to open)."""
 
     def __init__(
         self,
@@ -266,22 +296,28 @@ class CallableEncryptor:
         decrypt: Callable[[bytes, str], bytes],
         *,
         overhead: int = 1024,
+        is_sealed: Callable[[bytes], bool] | None = None,
     ) -> None:
         if not callable(encrypt) or not callable(decrypt):
             raise ConfigurationError("encryptor", "encrypt and decrypt must be callables")
         if type(overhead) is not int or overhead < 0:
             raise ConfigurationError("overhead", f"must be an int >= 0, got {overhead!r}")
+        if is_sealed is not None and not callable(is_sealed):
+            raise ConfigurationError("is_sealed", "must be a callable of the blob, or None")
         self._encrypt = encrypt
         self._decrypt = decrypt
+        self._is_sealed = is_sealed
         self.overhead = overhead
 
     def __repr__(self) -> str:
         return f"CallableEncryptor(overhead={self.overhead})"
 
-    def encrypt(self, plaintext: bytes, *, context: str) -> bytes:
+    def encrypt(self, plaintext: bytes, *, context: str, deadline: Deadline | None = None) -> bytes:
+        """``encrypt(plaintext, context)``; ``deadline`` is not passed on (the pair takes none)."""
         return bytes(self._encrypt(bytes(plaintext), context))
 
-    def decrypt(self, blob: bytes, *, context: str) -> bytes:
+    def decrypt(self, blob: bytes, *, context: str, deadline: Deadline | None = None) -> bytes:
+        """``decrypt(blob, context)``; ``deadline`` is not passed on (the pair takes none)."""
         try:
             return bytes(self._decrypt(bytes(blob), context))
         except DecryptionError:
@@ -290,6 +326,59 @@ class CallableEncryptor:
             raise DecryptionError(
                 context, f"the decrypt function raised {type(error).__name__}", code="Callable"
             ) from error
+
+    def is_sealed(self, blob: bytes) -> bool:
+        """``is_sealed(blob)`` as given; :class:`ConfigurationError` when none was."""
+        if self._is_sealed is None:
+            raise ConfigurationError(
+                "is_sealed", "this CallableEncryptor cannot tell its blobs from plaintext"
+            )
+        return bool(self._is_sealed(bytes(blob)))
+
+
+def encrypt_with(
+    encryptor: Encryptor, plaintext: bytes, *, context: str, deadline: Deadline | None = None
+) -> bytes:
+    """``encryptor.encrypt(plaintext, context=context)``, with ``deadline=deadline`` when one is
+    given and the encryptor's ``encrypt`` takes it."""
+    if deadline is not None and _takes_deadline(encryptor, "encrypt"):
+        sealed: bytes = cast(Any, encryptor).encrypt(plaintext, context=context, deadline=deadline)
+        return sealed
+    return encryptor.encrypt(plaintext, context=context)
+
+
+def decrypt_with(
+    encryptor: Encryptor, blob: bytes, *, context: str, deadline: Deadline | None = None
+) -> bytes:
+    """``encryptor.decrypt(blob, context=context)``, with ``deadline=deadline`` when one is
+    given and the encryptor's ``decrypt`` takes it."""
+    if deadline is not None and _takes_deadline(encryptor, "decrypt"):
+        opened: bytes = cast(Any, encryptor).decrypt(blob, context=context, deadline=deadline)
+        return opened
+    return encryptor.decrypt(blob, context=context)
+
+
+def tells_sealed(encryptor: Any) -> bool:
+    """Whether ``encryptor`` can tell its blobs from plaintext (an ``is_sealed(blob)``)."""
+    if isinstance(encryptor, CallableEncryptor):
+        return encryptor._is_sealed is not None
+    return callable(getattr(encryptor, "is_sealed", None))
+
+
+def _takes_deadline(encryptor: Any, name: str) -> bool:
+    if type(encryptor) in (KmsEnvelope, CallableEncryptor):
+        return True
+    import inspect
+
+    try:
+        parameters = inspect.signature(getattr(encryptor, name)).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        or (p.name == "deadline" and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+        for p in parameters
+    )
 
 
 def check_encryptor(encryptor: Any) -> None:
