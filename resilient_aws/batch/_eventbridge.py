@@ -49,7 +49,9 @@ class EventBridgePutter(Offloading):
     event over the store's threshold (or over EventBridge's entry limit, or every event with
     ``always=True``) to S3 when it is added; the event carries
     ``{"ExtendedPayloadSize": <bytes>, "s3BucketName": ..., "s3Key": ...}`` as its detail,
-    which :func:`~resilient_aws.payloads.resolve` turns back into the detail. The objects of
+    which :func:`~resilient_aws.payloads.resolve` turns back into the detail. A detail with
+    its own top-level ``ExtendedPayloadSize`` field is offloaded whatever its size: a consumer
+    would take it for a pointer. The objects of
     events that finally fail are deleted after the flush, or listed in :attr:`payloads_left`
     when the event may have been put.
     """
@@ -125,7 +127,9 @@ class EventBridgePutter(Offloading):
 
         store = self.payloads
         assert store is not None
-        if not offloads(store, size, self.limits.max_entry_bytes):
+        if not offloads(store, size, self.limits.max_entry_bytes) and not _marked(
+            payload["Detail"]
+        ):
             return size
         data = payload["Detail"].encode("utf-8")
 
@@ -144,6 +148,20 @@ class EventBridgePutter(Offloading):
             if self.payloads is not None:
                 self._unknown_outcome(batch, error)
             raise
+
+
+def _marked(text: str) -> bool:
+    """Whether a consumer would take the detail ``text`` for an offloaded one (its own
+    top-level ``ExtendedPayloadSize`` field): such a detail goes to S3 whatever its size, so
+    that :func:`~resilient_aws.payloads.resolve` gives it back as it was put."""
+    from resilient_aws.payloads._pointer import SIZE_ATTRIBUTE, detail_pointer
+
+    if SIZE_ATTRIBUTE not in text:  # one search: most details are never parsed
+        return False
+    try:
+        return detail_pointer(json.loads(text))[0]
+    except (ValueError, RecursionError):  # checked when put: not reached, but never a crash
+        return False
 
 
 def _payload(

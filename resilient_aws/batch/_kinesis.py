@@ -33,6 +33,21 @@ def record_data(entry_id: str, data: Any) -> bytes:
     raise EntryValidationError(entry_id, f"data must be bytes or str, got {type(data).__name__}")
 
 
+def _pointer_like(data: bytes) -> bool:
+    """Whether a consumer would take ``data`` for a pointer (an extended client's pointer
+    body, forwarded as it is): such a record goes to S3 whatever its size, so that
+    :func:`~resilient_aws.payloads.resolve` gives it back as it was put."""
+    if not data.lstrip().startswith(b'["'):  # most records are never decoded
+        return False
+    from resilient_aws.payloads._pointer import PayloadPointer
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return PayloadPointer.parse(text) is not None
+
+
 class KinesisPutter(Offloading):
     """``PutRecords`` for any number of records; every record put or reported.
 
@@ -49,9 +64,10 @@ class KinesisPutter(Offloading):
     and partition key exceed the store's threshold (or the stream's record limit, or every
     record with ``always=True``) to S3 when it is added: the record's data is the extended
     clients' pointer (``["software.amazon.payloadoffloading.PayloadS3Pointer",{...}]``), which
-    :func:`~resilient_aws.payloads.resolve` turns back into the data. The objects of records
-    that finally fail are deleted after the flush, or listed in :attr:`payloads_left` when the
-    record may have been put.
+    :func:`~resilient_aws.payloads.resolve` turns back into the data (data that already is such
+    a pointer is offloaded whatever its size, so that it reads back as put). The objects of
+    records that finally fail are deleted after the flush, or listed in :attr:`payloads_left`
+    when the record may have been put.
     """
 
     client_name = "kinesis"
@@ -139,9 +155,9 @@ class KinesisPutter(Offloading):
 
         store = self.payloads
         assert store is not None
-        if not offloads(store, size, self.limits.max_entry_bytes):
-            return size
         data = payload["Data"]
+        if not offloads(store, size, self.limits.max_entry_bytes) and not _pointer_like(data):
+            return size
 
         def point(pointer: PayloadPointer) -> int:
             payload["Data"] = pointer.to_body(legacy=store.config.legacy).encode("utf-8")

@@ -22,9 +22,16 @@ class _Stopped(Exception):  # noqa: N818 - a request, not an error
     """Raised from the progress callback after Ctrl-C: the sweep stops after its page."""
 
 
+def _done(error: BaseException) -> Any:
+    """What the sweep that ``error`` ended did (``sweep_result``), or None when it ended
+    before its first page was listed."""
+    result = getattr(error, "sweep_result", None)
+    return result if result is not None and result.pages else None
+
+
 def run_payloads_sweep(ctx: Context) -> int:
     """``payloads sweep --bucket B [--prefix P] --older-than AGE [--dry-run]``."""
-    from resilient_aws.payloads import PayloadConfig, PayloadStore, sweep_payloads
+    from resilient_aws.payloads import PayloadConfig, PayloadError, PayloadStore, sweep_payloads
 
     args = ctx.args
     store = PayloadStore(
@@ -33,16 +40,15 @@ def run_payloads_sweep(ctx: Context) -> int:
         policy=ctx.policy,
     )
     progress = ctx.progress("payloads sweep", unit="objects")
-    last: list[Any] = []
 
     def on_page(result: Any) -> None:
-        last[:] = [result]
         progress.update(result.listed, failed=result.failed)
         if ctx.stop.requested:
             raise _Stopped
 
     started = time.monotonic()
     interrupted = False
+    ended: str | None = None
     result: Any = None
     try:
         result = sweep_payloads(
@@ -52,9 +58,16 @@ def run_payloads_sweep(ctx: Context) -> int:
             page_size=args.page_size,
             progress=on_page,
         )
-    except (_Stopped, KeyboardInterrupt):
+    except (_Stopped, KeyboardInterrupt) as error:
         interrupted = True
-        result = last[0] if last else None
+        result = _done(error)
+    except PayloadError as error:
+        # a listing error after some pages: report what they did (exit 3), not only the error
+        result = _done(error)
+        if result is None:
+            raise
+        result.stopped = error.code or type(error).__name__
+        ended = str(error)
     progress.finish()
     elapsed = round(time.monotonic() - started, 3)
     where = f"s3://{args.bucket}/{args.prefix}"
@@ -96,4 +109,6 @@ def run_payloads_sweep(ctx: Context) -> int:
         text.append(f"... {result.failed:,} failed in all (--json lists the first {shown:,})")
     if interrupted:
         text.append("interrupted: every key listed so far is counted; run again to go on")
+    if ended is not None:
+        text.append(f"stopped: {ended}")
     return ctx.report(data, text, ok=code == OK, exit_code=code)

@@ -775,6 +775,14 @@ class Outbox:
         cutoff_ms = int((self.clock() - older_than_s) * 1000)
         return [s for s in self._scan_pending(cutoff_ms) if s.status == PENDING]
 
+    def undelivered_payloads(self) -> list[PayloadPointer]:
+        """The S3 objects of the events not delivered yet (pending or blocked) whose payload
+        was offloaded: what a sweep must keep however old (``sweep_payloads(store, ...,
+        keep={p.key for p in outbox.undelivered_payloads()}.__contains__)``), since a blocked
+        event waits for :meth:`unblock` as long as it takes. Read from the pending index
+        (an event written moments ago may be missing: its object is too young to sweep)."""
+        return [s.pointer for s in self._scan_pending(None) if s.pointer is not None]
+
     def _scan_pending(self, cutoff_ms: int | None) -> list[StoredEvent]:
         from resilient_aws.dynamodb import scan
 

@@ -32,7 +32,12 @@ if TYPE_CHECKING:
     from resilient_aws.payloads._store import PayloadStore
     from resilient_aws.retry import RetryPolicy
 
-__all__ = ["S3_DELETE_OBJECTS", "SweepResult", "sweep_payloads"]
+__all__ = ["MIN_RETENTION_S", "S3_DELETE_OBJECTS", "SweepResult", "sweep_payloads"]
+
+MIN_RETENTION_S = 86_400
+"""The shortest retention a sweep takes: one day. Younger objects may belong to a message
+still being sent, retried or in a queue (EventBridge retries a target for 24 hours, a Kinesis
+stream keeps records 24 hours by default); an S3 lifecycle rule cannot expire sooner either."""
 
 S3_DELETE_OBJECTS = BatchLimits(max_entries=1000, max_request_bytes=16 * 1024 * 1024)
 """``DeleteObjects``: 1,000 keys per request (keys are 1,024 bytes at most)."""
@@ -182,6 +187,7 @@ def sweep_payloads(
     max_failures: int = 100,
     clock: Callable[[], float] = time.time,
     progress: Callable[[SweepResult], None] | None = None,
+    keep: Callable[[str], bool] | None = None,
 ) -> SweepResult:
     """Delete the objects under ``store``'s bucket and prefix last modified more than
     ``older_than_s`` seconds ago (``dry_run``: only count them).
@@ -191,7 +197,11 @@ def sweep_payloads(
     clock starts again), an EventBridge archive's or a Kinesis stream's retention,
     an idempotency record's time to live; plus the longest a producer may take between upload
     and send. Without a prefix, every old object of the bucket goes: give the payloads a
-    bucket or a prefix of their own.
+    bucket or a prefix of their own. Under :data:`MIN_RETENTION_S` (one day) is refused.
+
+    ``keep(key)`` true keeps an old object all the same (counted in ``kept``): the objects of
+    events an outbox has not delivered yet, which wait for ``Outbox.unblock`` as long as it
+    takes (``keep={p.key for p in outbox.undelivered_payloads()}.__contains__``).
 
     Memory stays bounded by one page (``page_size`` keys, 1,000 at most) and ``max_failures``
     named failures, whatever the bucket holds. Each page's old keys go to ``DeleteObjects``
@@ -200,18 +210,24 @@ def sweep_payloads(
     (``AccessDenied``) are counted as failed. ``progress`` is called with the result after
     each page (an exception it raises stops the sweep there, every listed key counted).
     Listing errors raise :class:`PayloadError` (:class:`PayloadNotFoundError` for a missing
-    bucket) naming the bucket and the prefix.
+    bucket) naming the bucket and the prefix. Whatever ends a sweep early (a listing error,
+    an interrupt) carries ``sweep_result``: what the sweep did up to then, every listed key
+    counted.
     """
     if not callable(getattr(store, "new_pointer", None)):
         raise ConfigurationError("store", f"must be a PayloadStore, got {type(store).__name__}")
     if (
         isinstance(older_than_s, bool)
         or not isinstance(older_than_s, (int, float))
-        or not (math.isfinite(older_than_s) and older_than_s > 0)
+        or not (math.isfinite(older_than_s) and older_than_s >= MIN_RETENTION_S)
     ):
         raise ConfigurationError(
-            "older_than_s", f"must be a finite number of seconds > 0, got {older_than_s!r}"
+            "older_than_s",
+            f"must be a finite number of seconds >= {MIN_RETENTION_S} (1 day: a younger "
+            f"object may belong to a message still in flight), got {older_than_s!r}",
         )
+    if keep is not None and not callable(keep):
+        raise ConfigurationError("keep", f"must be a callable(key) -> bool, got {keep!r}")
     if type(page_size) is not int or not 1 <= page_size <= S3_DELETE_OBJECTS.max_entries:
         raise ConfigurationError("page_size", f"must be an int in 1..1000, got {page_size!r}")
     if type(max_failures) is not int or max_failures < 0:
@@ -222,18 +238,44 @@ def sweep_payloads(
     result = SweepResult(
         bucket=bucket, prefix=prefix, cutoff=clock() - older_than_s, dry_run=dry_run
     )
+    try:
+        _sweep(client, policy, page_size, max_failures, result, progress, keep)
+    except BaseException as error:
+        # the caller's one handle on what was deleted before the sweep ended early
+        error.sweep_result = result  # type: ignore[attr-defined]
+        raise
+    return result
+
+
+def _sweep(
+    client: Any,
+    policy: RetryPolicy,
+    page_size: int,
+    max_failures: int,
+    result: SweepResult,
+    progress: Callable[[SweepResult], None] | None,
+    keep: Callable[[str], bool] | None,
+) -> None:
+    bucket, prefix, dry_run = result.bucket, result.prefix, result.dry_run
     pacer = Pacer()  # one pace for the whole sweep, as one writer's
     token: str | None = None
     while True:
         page = _list_page(client, policy, bucket, prefix, token, page_size)
         result.pages += 1
         old: list[str] = []
-        for item in page.get("Contents", ()):
-            result.listed += 1
-            if item["LastModified"].timestamp() < result.cutoff:
-                old.append(item["Key"])
-            else:
-                result.kept += 1
+        try:
+            for item in page.get("Contents", ()):
+                key = item["Key"]
+                if item["LastModified"].timestamp() < result.cutoff and not (
+                    keep is not None and keep(key)
+                ):
+                    old.append(key)
+                else:
+                    result.kept += 1
+                result.listed += 1
+        except BaseException:
+            result.kept += len(old)  # keep() raised: the page's old keys so far stay, counted
+            raise
         if dry_run:
             result.would_delete += len(old)
         elif old:
@@ -241,10 +283,10 @@ def sweep_payloads(
         if progress is not None:
             progress(result)
         if result.stopped is not None:
-            return result
+            return
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated") or not token:
-            return result
+            return
 
 
 def _list_page(
