@@ -88,17 +88,21 @@ class AsyncBatchEngine(BatchEngine[S]):
     async def aclose(self) -> BatchResult[S]:
         """Flush, then return the result; raise if entries finally failed.
 
-        If the flush raises (a cancellation, a bug), the requests still in flight are waited
-        for (cancelled if the close itself is cancelled again) and whatever is still buffered
-        is reported ``NotSent`` before the exception goes on.
+        If the flush raises, the requests still in flight are waited for (a bug) or cancelled
+        (the close was cancelled: their entries are ``OutcomeUnknown``), and whatever is still
+        buffered is reported ``NotSent``, before the exception goes on.
         """
         if not self.closed:
+            cancelled = False
             try:
                 await self.aflush()
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
             finally:
                 self.closed = True
                 try:
-                    await self._settle_tasks()
+                    await self._settle_tasks(cancel=cancelled)
                 finally:
                     self._fail_unsent()
                 self.adapter = _Closed(self.adapter.operation, self.limits)
@@ -201,12 +205,16 @@ class AsyncBatchEngine(BatchEngine[S]):
             self._tasks.discard(task)
             task.result()  # a bug in a request surfaces here, once; the others stay to collect
 
-    async def _settle_tasks(self) -> None:
-        """At close: let the requests in flight settle (each accounts for its entries), and
-        log the errors nobody raised. Cancelled again meanwhile: cancel them, then wait."""
+    async def _settle_tasks(self, *, cancel: bool) -> None:
+        """At close: let the requests in flight settle, or ``cancel`` them (each accounts for
+        its entries either way), and log the errors nobody raised. Cancelled meanwhile: cancel
+        them, then wait."""
         tasks = set(self._tasks)
         if not tasks:
             return
+        if cancel:
+            for task in tasks:
+                task.cancel()
         try:
             await asyncio.wait(tasks)
         except BaseException:

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from resilient_aws._abatching import AsyncBatchEngine
+from resilient_aws._aioclient import AsyncClientOwner
 from resilient_aws.batch._firehose import FirehosePutter
 from resilient_aws.batch._sns import SnsPublisher
 from resilient_aws.batch._sqs import SqsDeleter, SqsSender, SqsVisibilityChanger
@@ -40,15 +41,12 @@ __all__ = [
 SelfT = TypeVar("SelfT", bound="AsyncSending")
 
 
-class AsyncSending:
+class AsyncSending(AsyncClientOwner):
     """What the async senders share: the client's life, the async driver, flush and close."""
 
     _engine_type = AsyncBatchEngine
     _engine: AsyncBatchEngine[Any]
-    client: Any
-    client_name: str
     method: str
-    policy: Any
     payloads: Any = None
 
     def _make_client(self, client: Any, session: Any) -> Any:
@@ -56,30 +54,7 @@ class AsyncSending:
             raise ConfigurationError(
                 "payloads", "not supported by the async senders yet: offload with the sync ones"
             )
-        self._session = session
-        self._client_context: Any = None
-        return client  # None: opened by `async with`
-
-    async def _open_client(self) -> None:
-        from aiobotocore.session import get_session
-
-        session = self._session if self._session is not None else get_session()
-        self._client_context = session.create_client(
-            self.client_name, config=self.policy.botocore_config()
-        )
-        self.client = await self._client_context.__aenter__()
-
-    async def _close_client(self) -> None:
-        context, self._client_context = self._client_context, None
-        if context is not None:
-            await context.__aexit__(None, None, None)
-
-    def _ready(self) -> None:
-        """Refuse an entry before it is buffered when there is no client to send it with."""
-        if self.client is None:
-            raise ConfigurationError(
-                "client", "pass an aiobotocore client= or use the sender in `async with`"
-            )
+        return self._keep_client(client, session)
 
     async def asend_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         """One request of ``batch`` through the async client (the engine's AsyncAdapter)."""
@@ -103,12 +78,8 @@ class AsyncSending:
         finally:
             await self._close_client()
 
-    def __enter__(self) -> Any:
-        raise ConfigurationError("with", "an async sender is used with `async with`")
-
     async def __aenter__(self: SelfT) -> SelfT:
-        if self.client is None:
-            await self._open_client()
+        await self._open_client()
         return self
 
     async def __aexit__(
@@ -180,4 +151,3 @@ class AsyncFirehosePutter(AsyncSending, FirehosePutter):  # type: ignore[misc]
         self._ready()
         FirehosePutter.put(self, data, id=id)
         await self._engine.pump()
-

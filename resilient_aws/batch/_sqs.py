@@ -445,7 +445,6 @@ class SqsSender(Offloading, _SqsBatch):
             self.send_message(body, **options)
 
 
-
 class SqsDeleter(_SqsBatch):
     """``DeleteMessageBatch`` by receipt handle; every delete confirmed or reported."""
 
@@ -464,7 +463,6 @@ class SqsDeleter(_SqsBatch):
             {"ReceiptHandle": receipt_handle},
             len(receipt_handle),
         )
-
 
 
 class SqsVisibilityChanger(_SqsBatch):
@@ -488,4 +486,3 @@ class SqsVisibilityChanger(_SqsBatch):
             payload,
             len(receipt_handle),
         )
-

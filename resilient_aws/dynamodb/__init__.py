@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from resilient_aws._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from resilient_aws.dynamodb._aio import AsyncBatchWriter
     from resilient_aws.dynamodb._get import BatchGetResult, batch_get
     from resilient_aws.dynamodb._parallel import ParallelScan, parallel_scan
     from resilient_aws.dynamodb._read import Page, Read, ReadSummary, query, scan, scan_segment
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from resilient_aws.results import BatchResult, FailedEntry
 
 __all__ = [
+    "AsyncBatchWriter",
     "BatchGetResult",
     "BatchResult",
     "BatchWriter",
@@ -58,6 +60,7 @@ __all__ = [
 # PEP 562: a public name is imported from its module when it is first asked for, so that
 # a handler pays only for what it uses.
 _MODULE_OF = {
+    "AsyncBatchWriter": "resilient_aws.dynamodb._aio",
     "BatchGetResult": "resilient_aws.dynamodb._get",
     "BatchResult": "resilient_aws.results",
     "BatchWriter": "resilient_aws.dynamodb._write",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import field
 from typing import Any, Literal
 
@@ -13,7 +13,7 @@ from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.dynamodb._client import dynamodb_client, missing_table, table_name
 from resilient_aws.dynamodb._cursor import decode_cursor, encode_cursor
 from resilient_aws.dynamodb._expressions import prepare_expressions
-from resilient_aws.dynamodb._schema import position_attributes
+from resilient_aws.dynamodb._schema import _atable_keys, _positions, position_attributes
 from resilient_aws.dynamodb._serialize import Numbers, deserialize_item
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
@@ -55,8 +55,16 @@ class ReadSummary:
         return self.returned / self.scanned if self.scanned else 1.0
 
 
+def _at(names: tuple[str, ...], wire_item: Mapping[str, Any]) -> dict[str, Any]:
+    """The position of ``wire_item`` in a read: its ``names`` attributes."""
+    return {name: wire_item[name] for name in names if name in wire_item}
+
+
 class Read:
     """A scan or query, not yet sent: iterate it for items, or call :meth:`pages`.
+
+    With an async (aiobotocore) ``client=``, ``async for item in scan(...)`` and
+    :meth:`apages` read the same pages on the event loop (``client=`` is required then).
 
     Every page is followed (``LastEvaluatedKey``), every request goes through the retry core
     (a throttled page is retried, not the read restarted), and :attr:`cursor` says where a new
@@ -138,31 +146,78 @@ class Read:
         remaining = self.max_items
         call = self.client.scan if self.operation == "Scan" else self.client.query
         while remaining is None or remaining > 0:
-            request = dict(self.params, TableName=self.table)
-            if self.segment is not None:
-                request.update(Segment=self.segment, TotalSegments=self.total_segments)
-            if start_key:
-                request["ExclusiveStartKey"] = start_key
-            if self.page_size is not None:
-                request["Limit"] = self.page_size
             try:
-                response = self.policy.call(call, **request)
+                response = self.policy.call(call, **self._request(start_key))
             except ClientError as error:
                 raise missing_table(error, self.table) from error
-            wire_items = response.get("Items", [])
-            start_key = response.get("LastEvaluatedKey")
-            if remaining is not None and len(wire_items) > remaining:
-                # Stop mid-page: resume right after the last item handed out.
-                wire_items = wire_items[:remaining]
-                start_key = self._position_of(wire_items[-1])
-            page = self._page(response, wire_items, start_key)
-            if remaining is not None:
-                remaining -= len(page.items)
+            page, start_key, remaining = self._read_page(response, remaining, self._position_of)
             yield page
             # Only now has the consumer finished the page: a resume may skip it.
             self.cursor = page.cursor
             if not start_key:
                 break
+        self._finished()
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._aitems()
+
+    async def _aitems(self) -> AsyncIterator[dict[str, Any]]:
+        async for page in self.apages():
+            for item in page.items:
+                yield item
+
+    async def apages(self) -> AsyncIterator[Page]:
+        """:meth:`pages` with an async (aiobotocore) ``client=``: ``async for page in ...``."""
+        start_key = self._start_key
+        remaining = self.max_items
+        call = self.client.scan if self.operation == "Scan" else self.client.query
+        names: tuple[str, ...] = ()
+        if remaining is not None:  # where to resume when a page is cut: asked before, once
+            keys = await _atable_keys(self.client, self.table, self.policy)
+            names = _positions(keys, self.table, self.params.get("IndexName"))
+        while remaining is None or remaining > 0:
+            try:
+                response = await self.policy.acall(call, **self._request(start_key))
+            except ClientError as error:
+                raise missing_table(error, self.table) from error
+            page, start_key, remaining = self._read_page(
+                response, remaining, lambda item: _at(names, item)
+            )
+            yield page
+            self.cursor = page.cursor
+            if not start_key:
+                break
+        self._finished()
+
+    def _request(self, start_key: Any) -> dict[str, Any]:
+        request = dict(self.params, TableName=self.table)
+        if self.segment is not None:
+            request.update(Segment=self.segment, TotalSegments=self.total_segments)
+        if start_key:
+            request["ExclusiveStartKey"] = start_key
+        if self.page_size is not None:
+            request["Limit"] = self.page_size
+        return request
+
+    def _read_page(
+        self,
+        response: Mapping[str, Any],
+        remaining: int | None,
+        position_of: Callable[[Mapping[str, Any]], dict[str, Any]],
+    ) -> tuple[Page, Any, int | None]:
+        """The page of ``response``, where the next one starts, and how many items remain."""
+        wire_items = response.get("Items", [])
+        start_key = response.get("LastEvaluatedKey")
+        if remaining is not None and len(wire_items) > remaining:
+            # Stop mid-page: resume right after the last item handed out.
+            wire_items = wire_items[:remaining]
+            start_key = position_of(wire_items[-1])
+        page = self._page(response, wire_items, start_key)
+        if remaining is not None:
+            remaining -= len(page.items)
+        return page, start_key, remaining
+
+    def _finished(self) -> None:
         self.done = not self.cursor
         self._warn_about_filter()
 
@@ -208,7 +263,7 @@ class Read:
         names = position_attributes(
             self.client, self.table, self.params.get("IndexName"), self.policy
         )
-        return {name: wire_item[name] for name in names if name in wire_item}
+        return _at(names, wire_item)
 
     def _warn_about_filter(self) -> None:
         summary = self.summary

@@ -99,26 +99,56 @@ def _hash_first(key_schema: list[dict[str, str]]) -> tuple[str, ...]:
 
 
 def _table_keys(client: Any, table: str, policy: RetryPolicy) -> _TableKeys:
-    with _cache_lock:
-        known = _cache.get(client, {}).get(table)
+    known = _known(client, table)
     if known is not None:
         return known
     try:
         description = policy.call(client.describe_table, TableName=table)["Table"]
     except ClientError as error:
-        code = error.response.get("Error", {}).get("Code")
-        if code == "ResourceNotFoundException":
-            raise UnknownTableError(table) from error
-        if code in ("AccessDeniedException", "UnrecognizedClientException"):
-            # DescribeTable is a call the user did not write: say why it is made and how to
-            # do without it.
-            raise ConfigurationError(
-                "keys",
-                f"DescribeTable on {table!r} was refused ({code}), and the key schema comes"
-                " from it: grant dynamodb:DescribeTable, or pass keys= with the table's key"
-                " attribute names",
-            ) from error
-        raise
+        failure = _describe_failed(error, table)
+        if failure is error:
+            raise
+        raise failure from error
+    return _remember(client, table, description)
+
+
+async def _atable_keys(client: Any, table: str, policy: RetryPolicy) -> _TableKeys:
+    """:func:`_table_keys` with an async (aiobotocore) client."""
+    known = _known(client, table)
+    if known is not None:
+        return known
+    try:
+        description = (await policy.acall(client.describe_table, TableName=table))["Table"]
+    except ClientError as error:
+        failure = _describe_failed(error, table)
+        if failure is error:
+            raise
+        raise failure from error
+    return _remember(client, table, description)
+
+
+def _known(client: Any, table: str) -> _TableKeys | None:
+    with _cache_lock:
+        return _cache.get(client, {}).get(table)
+
+
+def _describe_failed(error: ClientError, table: str) -> BaseException:
+    code = error.response.get("Error", {}).get("Code")
+    if code == "ResourceNotFoundException":
+        return UnknownTableError(table)
+    if code in ("AccessDeniedException", "UnrecognizedClientException"):
+        # DescribeTable is a call the user did not write: say why it is made and how to do
+        # without it.
+        return ConfigurationError(
+            "keys",
+            f"DescribeTable on {table!r} was refused ({code}), and the key schema comes"
+            " from it: grant dynamodb:DescribeTable, or pass keys= with the table's key"
+            " attribute names",
+        )
+    return error
+
+
+def _remember(client: Any, table: str, description: dict[str, Any]) -> _TableKeys:
     types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
     names = _hash_first(description["KeySchema"])
     indexes = {
@@ -137,11 +167,21 @@ def describe_key_schema(client: Any, table: str, policy: RetryPolicy = DEFAULT_P
     return _table_keys(client, table, policy).schema
 
 
+async def adescribe_key_schema(
+    client: Any, table: str, policy: RetryPolicy = DEFAULT_POLICY
+) -> KeySchema:
+    """:func:`describe_key_schema` with an async (aiobotocore) client."""
+    return (await _atable_keys(client, table, policy)).schema
+
+
 def position_attributes(
     client: Any, table: str, index: str | None, policy: RetryPolicy = DEFAULT_POLICY
 ) -> tuple[str, ...]:
     """The attributes of a ``LastEvaluatedKey`` for a read of ``table`` (or of one of its indexes)."""
-    keys = _table_keys(client, table, policy)
+    return _positions(_table_keys(client, table, policy), table, index)
+
+
+def _positions(keys: _TableKeys, table: str, index: str | None) -> tuple[str, ...]:
     names = keys.schema.attributes
     if index is None:
         return names

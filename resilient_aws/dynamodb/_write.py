@@ -45,11 +45,15 @@ class _BatchWriteItem:
         self.limits = limits
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
-        request_items: dict[str, list[dict[str, Any]]] = {}
-        for entry in batch:
-            table, request = entry.payload
-            request_items.setdefault(table, []).append(request)
-        response = self.client.batch_write_item(RequestItems=request_items)
+        return self._read(batch, self.client.batch_write_item(RequestItems=_request_items(batch)))
+
+    async def asend_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
+        """:meth:`send_request` with an async (aiobotocore) client."""
+        response = await self.client.batch_write_item(RequestItems=_request_items(batch))
+        return self._read(batch, response)
+
+    def _read(self, batch: list[Entry[Any]], response: dict[str, Any]) -> Sent[Any]:
+        """``UnprocessedItems`` mapped back to the entries of ``batch``."""
         unprocessed = response.get("UnprocessedItems") or {}
         retries = botocore_retries(response)
         if not unprocessed:
@@ -81,6 +85,14 @@ class _BatchWriteItem:
                 )
         failed_ids = {id(f.entry) for f in failed}
         return Sent([(e, None) for e in batch if id(e) not in failed_ids], failed, retries)
+
+
+def _request_items(batch: list[Entry[Any]]) -> dict[str, list[dict[str, Any]]]:
+    request_items: dict[str, list[dict[str, Any]]] = {}
+    for entry in batch:
+        table, request = entry.payload
+        request_items.setdefault(table, []).append(request)
+    return request_items
 
 
 class BatchWriter:
@@ -138,8 +150,8 @@ class BatchWriter:
                 "on_invalid", f"must be 'raise' or 'report', got {on_invalid!r}"
             )
         self.table = table_name(table) if table is not None else None
-        self.client = dynamodb_client(client, session)
         self.policy = policy.with_deadline(deadline) if deadline is not None else policy
+        self.client = self._make_client(client, session)
         self.on_invalid = on_invalid
         self.limits = limits
         self._schemas: dict[str, KeySchema] = {}
@@ -150,7 +162,7 @@ class BatchWriter:
             if table is None:
                 raise ConfigurationError("keys", "a key without a table: pass keys={table: key}")
             self._schemas[table] = KeySchema.of(table, keys)
-        self._engine: BatchEngine[Any] = BatchEngine(
+        self._engine: BatchEngine[Any] = self._engine_type(
             _BatchWriteItem(self.client, self._schemas, limits),
             policy=self.policy,
             concurrency=concurrency,
@@ -162,6 +174,11 @@ class BatchWriter:
             flush_interval=flush_interval,
             pacer=pacer,
         )
+
+    _engine_type: type[BatchEngine[Any]] = BatchEngine
+
+    def _make_client(self, client: Any, session: Any) -> Any:
+        return dynamodb_client(client, session)
 
     @property
     def result(self) -> BatchResult[Any]:
@@ -223,7 +240,9 @@ class BatchWriter:
         return schema
 
     def _accept(self, table: str, source: Any, *, put: bool) -> None:
-        schema = self._schema(table)
+        self._accept_with(self._schema(table), table, source, put=put)
+
+    def _accept_with(self, schema: KeySchema, table: str, source: Any, *, put: bool) -> None:
         try:
             entry = self._prepare(table, schema, source, put=put)
         except EntryValidationError as invalid:

@@ -67,6 +67,7 @@ def test_retry_exports() -> None:
 
 def test_dynamodb_exports() -> None:
     assert sorted(dynamodb.__all__) == [
+        "AsyncBatchWriter",
         "BatchGetResult",
         "BatchResult",
         "BatchWriter",

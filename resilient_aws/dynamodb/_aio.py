@@ -1,0 +1,99 @@
+"""``AsyncBatchWriter``: :class:`BatchWriter` on asyncio (aiobotocore), on the same engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable
+from types import TracebackType
+from typing import Any
+
+from resilient_aws._abatching import AsyncBatchEngine
+from resilient_aws._aioclient import AsyncClientOwner
+from resilient_aws.dynamodb._schema import KeySchema, adescribe_key_schema
+from resilient_aws.dynamodb._write import BatchWriter
+from resilient_aws.results import BatchResult
+
+__all__ = ["AsyncBatchWriter"]
+
+
+class AsyncBatchWriter(AsyncClientOwner, BatchWriter):
+    """:class:`~resilient_aws.dynamodb.BatchWriter` with ``await``: the same checks, last-write-
+    wins per key, pacing, per-item retries and result, with up to ``concurrency`` requests in
+    flight as tasks on the running event loop::
+
+        async with AsyncBatchWriter("orders", concurrency=8) as writer:
+            async for order in orders():
+                await writer.put(order)
+        print(writer.result)
+
+    Without ``client=``, the block opens an aiobotocore DynamoDB client and closes it at the
+    end. A cancelled producer loses nothing: what it buffered is still written when the block
+    exits, and a cancelled exit reports what it could not settle (``NotSent``,
+    ``OutcomeUnknown``). ``flush_interval`` is not supported: await :meth:`flush`.
+    """
+
+    client_name = "dynamodb"
+    _engine_type = AsyncBatchEngine
+    _engine: AsyncBatchEngine[Any]
+
+    def _make_client(self, client: Any, session: Any) -> Any:
+        return self._keep_client(client, session)
+
+    async def put(self, item: Any, *, table: str | None = None) -> None:  # type: ignore[override]
+        """Buffer a ``PutRequest`` for ``item``, then await the requests that became full."""
+        await self._aaccept(table, item, put=True)
+
+    async def delete(self, key: Any, *, table: str | None = None) -> None:  # type: ignore[override]
+        """Buffer a ``DeleteRequest`` for ``key``, then await the requests that became full."""
+        await self._aaccept(table, key, put=False)
+
+    async def put_many(  # type: ignore[override]
+        self, items: Iterable[Any] | AsyncIterable[Any], *, table: str | None = None
+    ) -> None:
+        """``put`` each item of an iterable or an async iterable."""
+        if isinstance(items, AsyncIterable):
+            async for item in items:
+                await self.put(item, table=table)
+        else:
+            for item in items:
+                await self.put(item, table=table)
+
+    async def flush(self) -> None:  # type: ignore[override]
+        """Send everything buffered and wait until every request in flight has settled."""
+        await self._engine.aflush()
+
+    async def close(self) -> BatchResult[Any]:  # type: ignore[override]
+        """Flush and return the result (or raise ``BatchWriteError``); closes the client the
+        writer opened, never one it was given."""
+        try:
+            return await self._engine.aclose()
+        finally:
+            await self._close_client()
+
+    async def __aenter__(self) -> AsyncBatchWriter:
+        await self._open_client()
+        self._engine.adapter.client = self.client  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._engine.aexit(exc, "AsyncBatchWriter")
+        finally:
+            await self._close_client()
+
+    async def _aaccept(self, table: str | None, source: Any, *, put: bool) -> None:
+        self._ready()
+        name = self._table(table)
+        self._accept_with(await self._aschema(name), name, source, put=put)
+        await self._engine.pump()
+
+    async def _aschema(self, table: str) -> KeySchema:
+        schema = self._schemas.get(table)
+        if schema is None:
+            schema = await adescribe_key_schema(self.client, table, self.policy)
+            self._schemas[table] = schema
+        return schema
