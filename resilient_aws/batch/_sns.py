@@ -11,6 +11,7 @@ from resilient_aws.batch._sqs import (
     NOT_TEXT,
     PARAMETERS_REFUSED,
     Offloading,
+    _pointer_like,
     attributes_problem,
     attributes_size,
     text_size,
@@ -85,7 +86,9 @@ class SnsPublisher(Offloading):
             self._refuse(source, invalid)
             return
         store = self.payloads
-        if store is not None and (store.config.always or size > store.config.threshold):
+        if store is not None and (
+            store.config.always or size > store.config.threshold or _pointer_like(message)
+        ):
             if message_structure:
                 self._refuse(
                     source,

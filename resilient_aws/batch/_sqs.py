@@ -367,7 +367,9 @@ class SqsSender(Offloading, _SqsBatch):
                 self._refuse(source, invalid)
                 return
         store = self.payloads
-        if store is not None and (store.config.always or size > store.config.threshold):
+        if store is not None and (
+            store.config.always or size > store.config.threshold or _pointer_like(body)
+        ):
             offloaded = self._offload(entry_id, source, payload, "MessageBody")
             if offloaded is None:
                 return
@@ -486,3 +488,11 @@ class SqsVisibilityChanger(_SqsBatch):
             payload,
             len(receipt_handle),
         )
+
+
+def _pointer_like(body: str) -> bool:
+    """A body a consumer would read as a pointer (an extended client's message forwarded as it
+    is): offloaded too, so that what is read back is what was sent, not someone else's object."""
+    from resilient_aws.payloads._pointer import PayloadPointer
+
+    return PayloadPointer.looks_like(body)

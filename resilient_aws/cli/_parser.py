@@ -591,7 +591,7 @@ def _payloads(
         type=duration,
         required=True,
         metavar="AGE",
-        help="delete what was last modified more than AGE ago: 15d, 36h, 90m, 3600s",
+        help="delete what was last modified more than AGE ago: 15d, 36h, 86400s; at least 1d",
     )
     sweep.add_argument(
         "--dry-run", action="store_true", help="list and count, delete nothing (dry_run)"

@@ -52,12 +52,13 @@ if TYPE_CHECKING:
         PayloadConfig,
         PayloadStore,
     )
-    from resilient_aws.payloads._sweep import SweepResult, sweep_payloads
+    from resilient_aws.payloads._sweep import MIN_RETENTION_S, SweepResult, sweep_payloads
 
 __all__ = [
     "EXTENDED_CLIENT_THRESHOLD",
     "LEGACY_POINTER_CLASS",
     "LEGACY_SIZE_ATTRIBUTE",
+    "MIN_RETENTION_S",
     "POINTER_CLASS",
     "SIZE_ATTRIBUTE",
     "InvalidPointerError",
@@ -79,6 +80,7 @@ _MODULE_OF = {
     "EXTENDED_CLIENT_THRESHOLD": "_store",
     "LEGACY_POINTER_CLASS": "_pointer",
     "LEGACY_SIZE_ATTRIBUTE": "_pointer",
+    "MIN_RETENTION_S": "_sweep",
     "POINTER_CLASS": "_pointer",
     "SIZE_ATTRIBUTE": "_pointer",
     "InvalidPointerError": "_errors",

@@ -146,6 +146,7 @@ def test_payloads_exports() -> None:
         "InvalidPointerError",
         "LEGACY_POINTER_CLASS",
         "LEGACY_SIZE_ATTRIBUTE",
+        "MIN_RETENTION_S",
         "POINTER_CLASS",
         "PayloadConfig",
         "PayloadError",
