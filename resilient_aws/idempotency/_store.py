@@ -299,13 +299,19 @@ class IdempotencyStore:
             blob = encrypt_with(
                 self.encryptor, data.encode("utf-8"), context=key, deadline=_deadline(policy)
             )
-            stored = SEALED_PREFIX + base64.b64encode(blob).decode("ascii")
         pointer: PayloadPointer | None = None
         if self.payloads is not None:
-            size = self._size(key, len(stored.encode("utf-8")), validation, owner)
-            if size > MAX_ITEM_BYTES or self.payloads.config.offloads(size):
-                body = blob if blob is not None else data.encode("utf-8")
+            body = blob if blob is not None else data.encode("utf-8")
+            # measured, not built: the base64 text of a large sealed result is never needed
+            inline = _sealed_size(len(body)) if blob is not None else len(body)
+            size = self._size(key, inline, validation, owner)
+            # a result the payload store refuses (max_bytes) but the record holds stays there:
+            # an upload refused after the function ran would let it run again
+            fits_s3 = len(body) <= self.payloads.config.max_bytes
+            if size > MAX_ITEM_BYTES or (fits_s3 and self.payloads.config.offloads(size)):
                 pointer, stored = self._offload(key, body, blob is not None, policy)
+        if pointer is None and blob is not None:
+            stored = SEALED_PREFIX + base64.b64encode(blob).decode("ascii")
         names = {"#data": self.data_attr, "#expiry": self.expiry_attr, "#status": self.status_attr}
         values: dict[str, Any] = {
             ":data": {"S": stored},
@@ -441,7 +447,7 @@ class IdempotencyStore:
         names + values; the in-progress record's ``owner`` stays on it)."""
         data_size = len(data.encode())
         if self.encryptor is not None:
-            data_size = len(SEALED_PREFIX) + 4 * -(-(data_size + self._overhead()) // 3)  # base64
+            data_size = _sealed_size(data_size + self._overhead())
         return self._size(key, data_size, validation, owner)
 
     def unstorable(
@@ -512,6 +518,11 @@ class IdempotencyStore:
             data = self._fetch(key, data, policy) if live else None
         else:
             data = self._open(key, data, policy)
+            # every result stored has data ("null" for None, sealed by an encrypting store):
+            # a live completed record without it is not sealed, so not replayed as None
+            live = status == COMPLETED and expires_at >= int(self.clock())
+            if data is None and self.encryptor is not None and live:
+                self._plain_allowed(key)
         return IdempotencyRecord(
             key=key,
             status=status,
@@ -688,6 +699,12 @@ class IdempotencyStore:
                 key=key,
             ) from error
         except PayloadError as error:
+            if error.code == "PayloadTooLarge":
+                raise IdempotencyResultError(
+                    f"{where}: the stored result's object {location} is larger than the "
+                    f"payload store reads ({error.code}): not the object this store wrote",
+                    key=key,
+                ) from error
             if _decryption_failed(error):
                 raise IdempotencyResultError(
                     f"{where}: the stored result's object {location} cannot be decrypted by "
@@ -752,8 +769,22 @@ class IdempotencyStore:
             pointer = PayloadPointer(str(reference["bucket"]), str(reference["key"]))
         except (ValueError, TypeError, KeyError):
             return
-        if pointer != keep:
-            self._delete_object(key, pointer, policy, "its record was replaced")
+        if pointer == keep:
+            return
+        assert self.payloads is not None
+        config = self.payloads.config
+        if pointer.bucket != config.bucket or not pointer.key.startswith(config.prefix):
+            # the record names it, but this store did not write it: anyone who can write the
+            # table (or a store on another bucket) must not make us delete any object we can
+            logger.warning(
+                "idempotency key %s: the result it replaced names s3://%s/%s, outside this "
+                "store's bucket and prefix: not deleted",
+                key,
+                pointer.bucket,
+                pointer.key,
+            )
+            return
+        self._delete_object(key, pointer, policy, "its record was replaced")
 
     def _delete_object(
         self, key: str, pointer: PayloadPointer, policy: RetryPolicy | None, why: str
@@ -830,6 +861,11 @@ def _refused(error: BaseException) -> bool:
     if isinstance(status, int):
         return 400 <= status < 500
     return _code(error) in _REFUSED_CODES
+
+
+def _sealed_size(blob_size: int) -> int:
+    """The length of ``sealed:`` + the base64 text of a ``blob_size``-byte blob."""
+    return len(SEALED_PREFIX) + 4 * -(-blob_size // 3)
 
 
 def _deadline(policy: RetryPolicy | None) -> Deadline | None:

@@ -287,13 +287,30 @@ class PayloadStore:
         policy: RetryPolicy | None = None,
     ) -> bytes:
         """:meth:`get`, as bytes. The body is read inside the retried call, so a connection
-        lost halfway through is retried like any other."""
+        lost halfway through is retried like any other. An object larger than this store
+        writes (``config.max_bytes``, plus the ``encryptor``'s ``overhead``) is refused before
+        its body is read: :class:`PayloadError` with ``code="PayloadTooLarge"`` (a pointer
+        naming a huge object must not take the consumer's memory)."""
         client = self.client
+        limit = self.config.max_bytes + (
+            int(getattr(self.encryptor, "overhead", 0)) if self.encryptor is not None else 0
+        )
 
         def get_object() -> bytes:
             response = client.get_object(Bucket=pointer.bucket, Key=pointer.key)
             body = response["Body"]
             try:
+                size = response.get("ContentLength")
+                if isinstance(size, int) and size > limit:
+                    # not retried: the retry core treats an error of ours as permanent
+                    raise PayloadError(
+                        message_id,
+                        f"the payload object is {size} bytes, over the {limit} this store "
+                        "reads (PayloadTooLarge)",
+                        bucket=pointer.bucket,
+                        key=pointer.key,
+                        code="PayloadTooLarge",
+                    )
                 data: bytes = body.read()
             finally:
                 body.close()

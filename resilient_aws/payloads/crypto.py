@@ -35,7 +35,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from botocore.exceptions import ClientError
 
-from resilient_aws.errors import ConfigurationError, ResilientAWSError
+from resilient_aws.errors import ConfigurationError, DeadlineExceededError, ResilientAWSError
 from resilient_aws.retry import DEFAULT_POLICY, Deadline, RetryPolicy, classify
 
 __all__ = [
@@ -168,6 +168,7 @@ class KmsEnvelope:
         self._session = session
         self._lock = threading.Lock()
         self._current: _DataKey | None = None
+        self._pending: threading.Event | None = None  # set when the KMS call in flight ends
         self._opened: OrderedDict[bytes, Any] = OrderedDict()
         # KMS ciphertext blobs of symmetric keys are about 150-200 bytes; 1 KiB bounds them
         self.overhead = _HEADER.size + 1024 + _NONCE_BYTES + _TAG_BYTES
@@ -225,11 +226,12 @@ class KmsEnvelope:
         return plaintext
 
     def is_sealed(self, blob: bytes) -> bool:
-        """Whether ``blob`` has this envelope's header (the magic byte, then a version byte
-        below 0x80). UTF-8 text never starts so (0xE5 opens a three-byte sequence, whose next
-        byte is 0x80-0xBF): a text or JSON payload stored in clear is never taken for a blob,
-        a binary one might."""
-        return len(blob) >= _HEADER.size and blob[0] == ENVELOPE_MAGIC and blob[1] < 0x80
+        """Whether ``blob`` starts as this envelope's blobs do (the magic byte, then a version
+        byte below 0x80, or nothing: a blob truncated to its magic byte is still refused, not
+        read as plaintext). UTF-8 text never starts so (0xE5 opens a three-byte sequence,
+        whose next byte is 0x80-0xBF): a text or JSON payload stored in clear is never taken
+        for a blob, a binary one might."""
+        return len(blob) >= 1 and blob[0] == ENVELOPE_MAGIC and (len(blob) == 1 or blob[1] < 0x80)
 
     # -- data keys ---------------------------------------------------------------------------
 
@@ -238,19 +240,40 @@ class KmsEnvelope:
         return self.policy if deadline is None else self.policy.with_deadline(deadline)
 
     def _data_key(self, deadline: Deadline | None = None) -> _DataKey:
-        with self._lock:
-            key = self._current
-            now = self.clock()
-            if key is None or key.uses >= self.max_uses or now - key.made_at >= self.max_age_s:
-                response = self._policy(deadline).call(
-                    self.client.generate_data_key, KeyId=self.key_id, KeySpec="AES_256"
-                )
-                cipher = self._aesgcm(response["Plaintext"])
-                encrypted = bytes(response["CiphertextBlob"])
-                key = self._current = _DataKey(cipher, encrypted, now)
+        """The current data key, or a new one from KMS. One caller asks KMS at a time (the
+        others use its key), and KMS is called outside the lock: a caller never waits for
+        another's retries past its own ``deadline`` (it raises ``DeadlineExceededError``)."""
+        while True:
+            with self._lock:
+                key = self._current
+                if key is not None and self._usable(key):
+                    key.uses += 1
+                    return key
+                pending = self._pending
+                if pending is None:
+                    pending = self._pending = threading.Event()
+                    break
+            if not pending.wait(None if deadline is None else deadline.remaining()):
+                raise DeadlineExceededError("GenerateDataKey", 0, None)
+        try:
+            response = self._policy(deadline).call(
+                self.client.generate_data_key, KeyId=self.key_id, KeySpec="AES_256"
+            )
+            cipher = self._aesgcm(response["Plaintext"])
+            encrypted = bytes(response["CiphertextBlob"])
+            with self._lock:
+                key = self._current = _DataKey(cipher, encrypted, self.clock())
                 self._remember(encrypted, cipher)
-            key.uses += 1
-            return key
+                key.uses += 1
+                return key
+        finally:
+            # a failure too: a waiting caller then asks KMS itself
+            with self._lock:
+                self._pending = None
+            pending.set()
+
+    def _usable(self, key: _DataKey) -> bool:
+        return key.uses < self.max_uses and self.clock() - key.made_at < self.max_age_s
 
     def _opened_key(self, encrypted: bytes, context: str, deadline: Deadline | None = None) -> Any:
         with self._lock:
