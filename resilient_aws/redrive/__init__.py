@@ -15,6 +15,7 @@ task), :func:`redrive_lambda` (failed asynchronous invocations -> the function a
 queue), :func:`redrive_eventbridge` (rule target DLQs -> the event bus), and
 :func:`redrive_stream_pointers` (DynamoDB Streams / Kinesis on-failure pointers -> the records,
 read from the stream before they expire -> a queue, a function or a callable).
+:func:`aredrive_sqs` is :func:`redrive_sqs` on asyncio (aiobotocore, the ``aio`` extra).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         StreamPointerExpiredError,
         TargetTypeMismatchError,
     )
+    from resilient_aws.redrive._asqs import aredrive_sqs
     from resilient_aws.redrive._eventbridge import redrive_eventbridge
     from resilient_aws.redrive._lambda import LambdaFailure, parse_lambda_failure, redrive_lambda
     from resilient_aws.redrive._message import DlqMessage, Filter
@@ -58,6 +60,7 @@ __all__ = [
     "StreamPointer",
     "StreamPointerExpiredError",
     "TargetTypeMismatchError",
+    "aredrive_sqs",
     "fresh_deduplication_id",
     "parse_lambda_failure",
     "parse_stream_pointer",
@@ -83,6 +86,7 @@ _MODULE_OF = {
     "StreamPointer": "resilient_aws.redrive._pointers",
     "StreamPointerExpiredError": "resilient_aws.errors",
     "TargetTypeMismatchError": "resilient_aws.errors",
+    "aredrive_sqs": "resilient_aws.redrive._asqs",
     "fresh_deduplication_id": "resilient_aws.redrive._sqs",
     "parse_lambda_failure": "resilient_aws.redrive._lambda",
     "parse_stream_pointer": "resilient_aws.redrive._pointers",

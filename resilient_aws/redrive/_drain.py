@@ -25,6 +25,7 @@ visible again when their visibility timeout ends, as a killed process would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import re
@@ -34,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.batch import SqsDeleter, SqsVisibilityChanger
@@ -43,11 +44,18 @@ from resilient_aws.redrive._message import DlqMessage
 from resilient_aws.redrive._report import RedriveReport
 from resilient_aws.retry import Pacer, RetryPolicy
 
-__all__ = ["Delivery", "DrainOptions", "Outcome", "drain"]
+__all__ = [
+    "NOT_DELETED",
+    "NOT_SENT",
+    "Batch",
+    "Delivery",
+    "DrainCore",
+    "DrainOptions",
+    "Outcome",
+    "drain",
+]
 
 logger = logging.getLogger("resilient_aws.redrive")
-
-SenderT = TypeVar("SenderT", SqsDeleter, SqsVisibilityChanger)
 
 _ACTIVE, _MOVED, _UNDELETED, _PARKED = "active", "moved", "undeleted", "parked"
 _MAX_BATCH = 10
@@ -195,70 +203,101 @@ class _Held:
 
 
 class _RateLimit:
-    """At most ``rate`` messages per second on average, sleeping through the retry core."""
+    """At most ``rate`` messages per second on average: how long a batch waits for its turn."""
 
-    def __init__(self, rate: float, clock: Callable[[], float], sleep: Callable[[float], None]):
+    def __init__(self, rate: float, clock: Callable[[], float]):
         self.rate = rate
         self.clock = clock
-        self.sleep = sleep
         self.next: float | None = None
         self.lock = threading.Lock()
 
-    def acquire(self, count: int, max_chunk: float) -> None:
+    def delay(self, count: int) -> float:
         with self.lock:
             now = self.clock()
             start = now if self.next is None else max(now, self.next)
             self.next = start + count / self.rate
-            delay = start - now
-        while delay > 0:
-            chunk = min(delay, max_chunk)
-            self.sleep(chunk)
-            delay -= chunk
+            return start - now
 
 
-def drain(
-    client: Any,
-    queue_url: str,
-    delivery: Delivery,
-    report: RedriveReport,
-    options: DrainOptions,
-    policy: RetryPolicy,
-) -> RedriveReport:
-    """Move what ``delivery`` accepts out of ``queue_url``; fill and return ``report``."""
-    return _Drain(client, queue_url, delivery, report, options, policy).run()
+def sleep_chunks(delay: float, max_chunk: float) -> list[float]:
+    """``delay`` cut into sleeps of at most ``max_chunk`` (visibility is checked between)."""
+    chunks: list[float] = []
+    while delay > 0:
+        chunks.append(min(delay, max_chunk))
+        delay -= chunks[-1]
+    return chunks
 
 
-class _Drain:
+class Batch:
+    """The messages one receive brought, and what the run decided for each of them."""
+
+    __slots__ = (
+        "again",
+        "deliver",
+        "id",
+        "new",
+        "outcome",
+        "parked",
+        "routed",
+        "routes",
+        "would",
+    )
+
+    def __init__(
+        self, batch_id: int, new: list[DlqMessage], again: list[tuple[DlqMessage, str]]
+    ) -> None:
+        self.id = batch_id
+        self.new = new
+        self.again = again
+        self.deliver: list[DlqMessage] = []
+        self.routed: list[DlqMessage] = []
+        self.parked: dict[str, str] = {}
+        self.routes: dict[str, str] = {}
+        self.would: list[str] = []
+        self.outcome = Outcome()
+
+    def route(self, message: DlqMessage, target: str | None, reason: str) -> None:
+        """Where the route sends ``message`` (``None``: it stays, for ``reason``)."""
+        if target is None:
+            self.parked[message.message_id] = reason
+        else:
+            self.routes[message.message_id] = target
+            self.routed.append(message)
+
+
+_CANCELLED = "Cancelled: the run was cancelled before {}; the message stays in the source"
+NOT_SENT = _CANCELLED.format("its copy was sent")
+NOT_DELETED = _CANCELLED.format("it was deleted")
+
+
+class DrainCore:
+    """Every decision of a drain run, for a sync or an async driver that does the requests.
+
+    What to receive, which messages are new, which move (filter, FIFO group order, route, dry
+    run), at what rate, what to delete with which receipt, what goes into the report, which
+    held messages need their visibility extended and which to release at the end. Its state is
+    guarded by ``cond``; ``on_change`` is called (under it) when a waiting worker may go on.
+    """
+
     def __init__(
         self,
-        client: Any,
         queue_url: str,
-        delivery: Delivery,
         report: RedriveReport,
         options: DrainOptions,
         policy: RetryPolicy,
     ) -> None:
-        self.client = client
         self.url = queue_url
-        self.delivery = delivery
         self.report = report
         self.options = options
         self.base_policy = policy
-        # Every batch is delivered, deleted and released by writers of its own; one pacer for
-        # each kind of request carries what the service said from one batch to the next (a
-        # target that stopped taking messages is not rediscovered batch by batch).
-        self.policy = dataclasses.replace(policy, sleep=self._sleep, pacer=policy.pacer or Pacer())
-        self.delete_policy = dataclasses.replace(self.policy, pacer=Pacer())
-        self.visibility_policy = dataclasses.replace(policy, pacer=Pacer())
         self.clock = policy.clock
         self.visibility = options.visibility_timeout
         self.batch = _MAX_BATCH
         if options.rate is not None:
             self.batch = max(1, min(_MAX_BATCH, int(options.rate)))
-        self.rate_limit = (
-            _RateLimit(options.rate, self.clock, self._sleep) if options.rate is not None else None
-        )
+        self.rate_limit = _RateLimit(options.rate, self.clock) if options.rate is not None else None
         self.cond = threading.Condition()
+        self.on_change: Callable[[], None] = self.cond.notify_all
         # What the run still owes (held, left in the source, undeleted), and the window of
         # the ids it moved: never every message of the queue.
         self.seen: dict[str, _Seen] = {}
@@ -274,112 +313,62 @@ class _Drain:
         self.quiet = 0
         self.drained = False
         self.abort = False
-        self.error: BaseException | None = None
-        self.extending = threading.Lock()
 
-    # -- the run --------------------------------------------------------------------------------
-
-    def run(self) -> RedriveReport:
-        workers = self.options.concurrency
-        # A timer keeps held messages invisible even while a request hangs without sleeping.
-        done = threading.Event()
-        timer = threading.Thread(
-            target=self._keep_visible, args=(done,), name="resilient-aws-redrive-visibility"
+    def policies(self, **hooks: Any) -> tuple[RetryPolicy, RetryPolicy, RetryPolicy]:
+        """The policies of deliveries, deletes and visibility changes: ``hooks`` (the sleeps
+        that extend visibility first) on the first two, one pacer for each kind of request so
+        that what the service said carries from one batch to the next (a target that stopped
+        taking messages is not rediscovered batch by batch)."""
+        policy = self.base_policy
+        deliver = dataclasses.replace(policy, pacer=policy.pacer or Pacer(), **hooks)
+        return (
+            deliver,
+            dataclasses.replace(deliver, pacer=Pacer()),
+            dataclasses.replace(policy, pacer=Pacer()),
         )
-        timer.daemon = True
-        timer.start()
-        try:
-            if workers == 1:
-                self._guarded()  # in the caller's thread: its signal handlers run at once
-            else:
-                pool = ThreadPoolExecutor(workers, thread_name_prefix="resilient-aws-redrive")
-                try:
-                    futures = [pool.submit(self._guarded) for _ in range(workers)]
-                    # Short waits: Python runs signal handlers (Ctrl-C) in this thread only.
-                    while wait(futures, timeout=_SIGNAL_CHECK_S).not_done:
-                        pass
-                except BaseException:
-                    self._stop()
-                    raise
-                finally:
-                    pool.shutdown(wait=True)
-        finally:
-            done.set()
-        if self.error is not None:
-            raise self.error
-        self._release_parked()
-        return self.report
 
-    def _keep_visible(self, done: threading.Event) -> None:
-        tick = min(5.0, self.visibility / 4)
-        while not done.wait(tick):
-            try:
-                self._extend_due()
-            except Exception:  # the workers' own checks still run; never kill the timer
-                logger.exception("extending the visibility of held messages failed")
-
-    def _guarded(self) -> None:
-        try:
-            self._work()
-        except _AbortedError:
-            pass
-        except BaseException as error:
-            with self.cond:
-                if self.error is None:
-                    self.error = error
-            self._stop()
-
-    def _stop(self) -> None:
+    def stop(self) -> None:
         with self.cond:
             self.abort = True
-            self.cond.notify_all()
+            self.on_change()
 
-    def _check_abort(self) -> None:
+    def check_abort(self) -> None:
         if self.abort:
             raise _AbortedError
 
-    # -- one worker -----------------------------------------------------------------------------
+    # -- receiving ------------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        while True:
-            want = self._reserve()
-            if not want:
-                return
-            try:
-                raw = self._receive(want)
-            except BaseException:
-                with self.cond:
-                    self.reserved -= want
-                    self.in_flight -= 1
-                    self.cond.notify_all()
-                raise
-            self._handle(raw, want)
-
-    def _reserve(self) -> int:
+    def reserve(self) -> int | None:
+        """How many messages the next receive asks for (0: stop), ``None``: wait for a change."""
         with self.cond:
-            while True:
-                if self.abort or self.drained:
-                    return 0
-                deadline = self.base_policy.deadline
-                if deadline is not None and deadline.expired:
-                    return 0  # a Lambda about to end takes no new batch; the rest waits
-                want = self.batch
-                if self.remaining is not None:
-                    want = min(want, self.remaining - self.reserved)
-                    if want <= 0:
-                        if self.reserved == 0:
-                            self.drained = True
-                            self.cond.notify_all()
-                            return 0
-                        self.cond.wait()
-                        continue
-                self.reserved += want
-                self.in_flight += 1
-                return want
+            if self.abort or self.drained:
+                return 0
+            deadline = self.base_policy.deadline
+            if deadline is not None and deadline.expired:
+                return 0  # a Lambda about to end takes no new batch; the rest waits
+            want = self.batch
+            if self.remaining is not None:
+                want = min(want, self.remaining - self.reserved)
+                if want <= 0:
+                    if self.reserved == 0:
+                        self.drained = True
+                        self.on_change()
+                        return 0
+                    return None
+            self.reserved += want
+            self.in_flight += 1
+            return want
 
-    def _receive(self, want: int) -> list[dict[str, Any]]:
-        self._check_abort()
-        options: dict[str, Any] = {
+    def unreserve(self, want: int) -> None:
+        """The receive of a reservation raised."""
+        with self.cond:
+            self.reserved -= want
+            self.in_flight -= 1
+            self.on_change()
+
+    def receive_params(self, want: int) -> dict[str, Any]:
+        self.check_abort()
+        params: dict[str, Any] = {
             "QueueUrl": self.url,
             "MaxNumberOfMessages": want,
             "VisibilityTimeout": self.visibility,
@@ -389,19 +378,19 @@ class _Drain:
         if self.options.route is not None:
             # DeadLetterQueueSourceArn is a message system attribute: the legacy AttributeNames
             # parameter does not name it.
-            options["MessageSystemAttributeNames"] = ["All"]
+            params["MessageSystemAttributeNames"] = ["All"]
         else:
-            options["AttributeNames"] = ["All"]
+            params["AttributeNames"] = ["All"]
         if self.options.fifo:
             # A retried receive with the same attempt id gets the same messages back instead
             # of leaving the first answer's messages invisible (FIFO queues only).
-            options["ReceiveRequestAttemptId"] = uuid.uuid4().hex
-        response = self.policy.call(self.client.receive_message, **options)
-        messages: list[dict[str, Any]] = response.get("Messages", [])
-        return messages
+            params["ReceiveRequestAttemptId"] = uuid.uuid4().hex
+        return params
 
-    def _handle(self, raw: list[dict[str, Any]], want: int) -> None:
-        messages = [DlqMessage.from_sqs(m) for m in raw]
+    def admit(self, response: dict[str, Any], want: int) -> tuple[Batch | None, int | None]:
+        """The batch a receive brought (``None``: nothing to do), and when it brought nothing
+        new while other workers hold messages, the ``settled`` count to wait past first."""
+        messages = [DlqMessage.from_sqs(m) for m in response.get("Messages", [])]
         new: list[DlqMessage] = []
         again: list[tuple[DlqMessage, str]] = []
         with self.cond:
@@ -419,92 +408,75 @@ class _Drain:
             if self.remaining is not None:
                 self.remaining -= len(new)
             self.report.received += len(new)
+            wait = None
             if not new:
-                self._nothing_new()
+                wait = self._nothing_new()
                 if not again:
-                    return
+                    return None, wait
             else:
                 self.quiet = 0
-            batch_id = next(self.batch_ids)
-            self.held[batch_id] = _Held(
+            batch = Batch(next(self.batch_ids), new, again)
+            self.held[batch.id] = _Held(
                 [m.message_id for m in new], self.clock() + self.visibility / 2
             )
-        try:
-            self._process(batch_id, new, again)
-        finally:
-            with self.cond:
-                self.held.pop(batch_id, None)
-                if new:
-                    self.in_flight -= 1
-                    self.settled += 1
-                self.cond.notify_all()
+            return batch, wait
 
-    def _nothing_new(self) -> None:
+    def _nothing_new(self) -> int | None:
         """Under the lock: a receive brought no message this run had not seen."""
         self.in_flight -= 1
         self.settled += 1
         if self.in_flight > 0:
             # Another worker holds messages: on a FIFO queue they lock their groups, so an
             # empty answer proves nothing until that worker has settled its batch.
-            generation = self.settled
-            self.cond.wait_for(lambda: self.settled != generation or self.abort or self.drained)
-            return
+            return self.settled
         self.quiet += 1
         # A long poll asks every SQS server: one empty answer is the truth. A short poll asks a
         # sample of them, so it takes two in a row.
         if self.quiet >= (1 if self.options.wait_time_s > 0 else _QUIET_RECEIVES):
             self.drained = True
-        self.cond.notify_all()
+        self.on_change()
+        return None
 
-    def _process(
-        self, batch_id: int, new: list[DlqMessage], again: list[tuple[DlqMessage, str]]
-    ) -> None:
-        outcome = Outcome()
-        deliver: list[DlqMessage] = []
-        parked: dict[str, str] = {}
-        for message in new:
+    def waited_enough(self, generation: int) -> bool:
+        """Another worker settled a batch since ``generation`` (or the run ends)."""
+        return self.settled != generation or self.abort or self.drained
+
+    def done(self, batch: Batch) -> None:
+        """The batch is settled (or given up): its messages are no longer held."""
+        with self.cond:
+            self.held.pop(batch.id, None)
+            if batch.new:
+                self.in_flight -= 1
+                self.settled += 1
+            self.on_change()
+
+    # -- deciding -------------------------------------------------------------------------------
+
+    def select(self, batch: Batch) -> list[DlqMessage]:
+        """Sort the new messages into delivered or parked; return those that still need a
+        route (the driver calls ``batch.route`` for each), none without a router."""
+        for message in batch.new:
             verdict = self._select(message)
             if verdict is None:
-                deliver.append(message)
+                batch.deliver.append(message)
             else:
-                parked[message.message_id] = verdict
-        routes: dict[str, str] = {}
+                batch.parked[message.message_id] = verdict
+        return batch.deliver if self.options.route is not None else []
+
+    def to_deliver(self, batch: Batch) -> list[DlqMessage]:
+        """After routing: what the delivery gets (nothing in a dry run)."""
         if self.options.route is not None:
-            routable: list[DlqMessage] = []
-            for message in deliver:
-                target, reason = self.options.route(message, self.policy)
-                if target is None:
-                    parked[message.message_id] = reason
-                else:
-                    routes[message.message_id] = target
-                    routable.append(message)
-            deliver = routable
+            batch.deliver = batch.routed
         if self.options.dry_run:
-            would = [m.message_id for m in deliver]
-            deliver = []
-        else:
-            would = []
-        if deliver:
-            if self.rate_limit is not None:
-                self.rate_limit.acquire(len(deliver), max_chunk=self.visibility / 4)
-            self._check_abort()
-            self._extend_due()
-            outcome = self.delivery.deliver(deliver, self.policy)
-        delivered = [
-            m
-            for m in deliver
-            if m.message_id not in outcome.failed and m.message_id not in outcome.expired
-        ]
-        expired_deleted = (
-            [m for m in deliver if m.message_id in outcome.expired]
-            if self.options.delete_expired
-            else []
-        )
-        redelete = [m for m, state in again if state in (_MOVED, _UNDELETED)]
-        self._check_abort()
-        self._extend_due()
-        undeleted = self._delete(delivered + expired_deleted + redelete)
-        self._settle(new, again, deliver, delivered, parked, would, outcome, undeleted, routes)
+            batch.would = [m.message_id for m in batch.deliver]
+            batch.deliver = []
+        return batch.deliver
+
+    def rate_delay(self, count: int) -> list[float]:
+        """The sleeps before ``count`` messages may be delivered under ``rate``."""
+        if self.rate_limit is None or not count:
+            return []
+        return sleep_chunks(self.rate_limit.delay(count), self.visibility / 4)
 
     def _select(self, message: DlqMessage) -> str | None:
         """``None`` if the message should be delivered, else why it stays (a failure reason,
@@ -523,16 +495,35 @@ class _Drain:
         except Exception as error:  # a filter that raises fails its message, not the run
             return f"FilterError: {type(error).__name__}: {error}"
 
-    def _delete(self, messages: list[DlqMessage]) -> dict[str, str]:
-        if not messages:
-            return {}
+    def to_delete(self, batch: Batch) -> dict[str, str]:
+        """Message id -> the newest receipt handle, of every message of the batch to delete:
+        those delivered, expired ones when asked, and copies of ones already delivered."""
+        outcome = batch.outcome
+        gone = [
+            m
+            for m in batch.deliver
+            if m.message_id not in outcome.failed and m.message_id not in outcome.expired
+        ]
+        if self.options.delete_expired:
+            gone += [m for m in batch.deliver if m.message_id in outcome.expired]
+        gone += [m for m, state in batch.again if state in (_MOVED, _UNDELETED)]
         with self.cond:
-            receipts = [(m.message_id, self._receipt_of(m)) for m in messages]
-        deleter = self._settler(SqsDeleter, self.delete_policy)
-        for message_id, receipt in receipts:
-            deleter.delete(receipt, id=message_id)
-        result = deleter.close()
-        return {f.entry_id: f"{f.code}: {f.message}" for f in result.failed}
+            return {m.message_id: self._receipt_of(m) for m in gone}
+
+    def cancelled(self, batch: Batch, stage: str, undeleted: dict[str, str]) -> None:
+        """The run was cancelled with ``batch`` in hand: settle it as far as it got. At stage
+        ``"route"`` nothing was sent; at ``"deliver"`` the outcome names every message whose
+        copy is not confirmed (not sent, failed or unknown), and none is deleted; at
+        ``"delete"``, ``undeleted`` names every message not confirmed deleted."""
+        if stage == "route":
+            # Routing may have stopped half way: a message it refused is parked already.
+            batch.deliver = [m for m in batch.deliver if m.message_id not in batch.parked]
+            for message in batch.deliver:
+                batch.outcome.failed[message.message_id] = NOT_SENT
+        if stage != "delete":
+            for message_id in self.to_delete(batch):
+                undeleted.setdefault(message_id, NOT_DELETED)
+        self.settle(batch, undeleted)
 
     def _receipt_of(self, message: DlqMessage) -> str:
         """Under the lock: the newest receipt handle of ``message``."""
@@ -547,34 +538,28 @@ class _Drain:
             target = self.target_names.setdefault(target, target)  # one string per queue
         self.moved.add(message_id, target)
 
-    def _settle(
-        self,
-        new: list[DlqMessage],
-        again: list[tuple[DlqMessage, str]],
-        deliver: list[DlqMessage],
-        delivered: list[DlqMessage],
-        parked: dict[str, str],
-        would: list[str],
-        outcome: Outcome,
-        undeleted: dict[str, str],
-        routes: dict[str, str],
-    ) -> None:
+    def settle(self, batch: Batch, undeleted: dict[str, str]) -> None:
+        """Account for every message of ``batch`` in the report, given the deletes that
+        failed (message id -> reason)."""
         report = self.report
+        outcome = batch.outcome
+        routes = batch.routes
+        new = batch.new
         with self.cond:
-            for message_id, reason in parked.items():
+            for message_id, reason in batch.parked.items():
                 self.seen[message_id].state = _PARKED
                 if reason == "skipped":
                     report.skipped += 1
                 else:
                     report.failed[message_id] = reason
                     self._block_group_of(message_id, new)
-            for message_id in would:
+            for message_id in batch.would:
                 self.seen[message_id].state = _PARKED
                 if message_id in routes:
                     report.routes[message_id] = routes[message_id]
                     self._count_target(routes[message_id], 1)
-            report.would_move += would
-            for message in deliver:
+            report.would_move += batch.would
+            for message in batch.deliver:
                 message_id = message.message_id
                 if message_id in outcome.failed:
                     self.seen[message_id].state = _PARKED
@@ -586,9 +571,7 @@ class _Drain:
                         self._moved(message_id, None)
                     else:
                         self.seen[message_id].state = _PARKED
-            for message in delivered:
-                message_id = message.message_id
-                if message_id in undeleted:
+                elif message_id in undeleted:
                     seen = self.seen[message_id]
                     seen.state = _UNDELETED
                     seen.target = routes.get(message_id)
@@ -600,7 +583,7 @@ class _Drain:
                     self._moved(message_id, routes.get(message_id))
                     report.moved += 1
                     self._count_target(routes.get(message_id), 1)
-            for message, state in again:
+            for message, state in batch.again:
                 message_id = message.message_id
                 if state not in (_MOVED, _UNDELETED):
                     continue
@@ -652,68 +635,217 @@ class _Drain:
 
     # -- visibility -----------------------------------------------------------------------------
 
+    def due(self, horizon: float = 0.0) -> dict[str, str]:
+        """Message id -> receipt of every held message whose batch's visibility is half spent
+        (or will be after ``horizon`` seconds); their next check is pushed back."""
+        now = self.clock()
+        receipts: dict[str, str] = {}
+        with self.cond:
+            for held in self.held.values():
+                if held.extend_at > now + horizon:
+                    continue
+                held.extend_at = now + self.visibility / 2
+                for message_id in held.ids:
+                    seen = self.seen.get(message_id)  # a moved one is forgotten
+                    if seen is not None and seen.state == _ACTIVE:
+                        receipts[message_id] = seen.receipt
+        return receipts
+
+    def parked_receipts(self) -> dict[str, str]:
+        """The messages that stayed (skipped, failed, dry run), to make visible again."""
+        with self.cond:
+            return {
+                message_id: seen.receipt
+                for message_id, seen in self.seen.items()
+                if seen.state == _PARKED
+            }
+
+
+SETTLER_OPTIONS: dict[str, Any] = dict(
+    concurrency=1, raise_on_failure=False, on_invalid="report", keep_answers=False
+)
+"""A deleter or visibility changer on the source queue whose failures the drain reads from its
+result, entry by entry, instead of an exception."""
+
+
+def failures(result: Any) -> dict[str, str]:
+    """Entry id -> ``"Code: message"`` of every entry of a batch result that finally failed."""
+    return {f.entry_id: f"{f.code}: {f.message}" for f in result.failed}
+
+
+def log_visibility_failures(result: Any, why: str) -> None:
+    for failed in result.failed:
+        logger.warning(
+            "could not %s the visibility of message %s: %s %s",
+            why,
+            failed.entry_id,
+            failed.code,
+            failed.message,
+        )
+
+
+def drain(
+    client: Any,
+    queue_url: str,
+    delivery: Delivery,
+    report: RedriveReport,
+    options: DrainOptions,
+    policy: RetryPolicy,
+) -> RedriveReport:
+    """Move what ``delivery`` accepts out of ``queue_url``; fill and return ``report``."""
+    return _Drain(client, queue_url, delivery, report, options, policy).run()
+
+
+class _Drain:
+    """The sync driver of :class:`DrainCore`: worker threads and a visibility timer."""
+
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        delivery: Delivery,
+        report: RedriveReport,
+        options: DrainOptions,
+        policy: RetryPolicy,
+    ) -> None:
+        self.core = DrainCore(queue_url, report, options, policy)
+        self.client = client
+        self.delivery = delivery
+        self.options = options
+        self.base_policy = policy
+        self.policy, self.delete_policy, self.visibility_policy = self.core.policies(
+            sleep=self._sleep
+        )
+        self.error: BaseException | None = None
+        self.extending = threading.Lock()
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> RedriveReport:
+        workers = self.options.concurrency
+        # A timer keeps held messages invisible even while a request hangs without sleeping.
+        done = threading.Event()
+        timer = threading.Thread(
+            target=self._keep_visible, args=(done,), name="resilient-aws-redrive-visibility"
+        )
+        timer.daemon = True
+        timer.start()
+        try:
+            if workers == 1:
+                self._guarded()  # in the caller's thread: its signal handlers run at once
+            else:
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="resilient-aws-redrive")
+                try:
+                    futures = [pool.submit(self._guarded) for _ in range(workers)]
+                    # Short waits: Python runs signal handlers (Ctrl-C) in this thread only.
+                    while wait(futures, timeout=_SIGNAL_CHECK_S).not_done:
+                        pass
+                except BaseException:
+                    self.core.stop()
+                    raise
+                finally:
+                    pool.shutdown(wait=True)
+        finally:
+            done.set()
+        if self.error is not None:
+            raise self.error
+        self._change_visibility(self.core.parked_receipts(), 0, "release")
+        return self.core.report
+
+    def _keep_visible(self, done: threading.Event) -> None:
+        tick = min(5.0, self.core.visibility / 4)
+        while not done.wait(tick):
+            try:
+                self._extend_due()
+            except Exception:  # the workers' own checks still run; never kill the timer
+                logger.exception("extending the visibility of held messages failed")
+
+    def _guarded(self) -> None:
+        try:
+            self._work()
+        except _AbortedError:
+            pass
+        except BaseException as error:
+            with self.core.cond:
+                if self.error is None:
+                    self.error = error
+            self.core.stop()
+
+    # -- one worker -----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        core = self.core
+        while True:
+            with core.cond:
+                while (want := core.reserve()) is None:
+                    core.cond.wait()
+            if not want:
+                return
+            try:
+                params = core.receive_params(want)
+                response = self.policy.call(self.client.receive_message, **params)
+            except BaseException:
+                core.unreserve(want)
+                raise
+            batch, generation = core.admit(response, want)
+            if generation is not None:
+                with core.cond:
+                    core.cond.wait_for(functools.partial(core.waited_enough, generation))
+            if batch is not None:
+                try:
+                    self._process(batch)
+                finally:
+                    core.done(batch)
+
+    def _process(self, batch: Batch) -> None:
+        core = self.core
+        route = self.options.route
+        for message in core.select(batch):
+            assert route is not None
+            batch.route(message, *route(message, self.policy))
+        deliver = core.to_deliver(batch)
+        if deliver:
+            for chunk in core.rate_delay(len(deliver)):
+                self._sleep(chunk)
+            core.check_abort()
+            self._extend_due()
+            batch.outcome = self.delivery.deliver(deliver, self.policy)
+        core.check_abort()
+        self._extend_due()
+        core.settle(batch, self._delete(core.to_delete(batch)))
+
+    def _delete(self, receipts: dict[str, str]) -> dict[str, str]:
+        if not receipts:
+            return {}
+        deleter = SqsDeleter(
+            self.core.url, client=self.client, policy=self.delete_policy, **SETTLER_OPTIONS
+        )
+        for message_id, receipt in receipts.items():
+            deleter.delete(receipt, id=message_id)
+        return failures(deleter.close())
+
+    # -- visibility -----------------------------------------------------------------------------
+
     def _sleep(self, seconds: float) -> None:
         """The retry core's sleep, with the visibility of held messages extended first."""
         self._extend_due(horizon=seconds)
         self.base_policy.sleep(seconds)
 
     def _extend_due(self, horizon: float = 0.0) -> None:
-        """Extend every held batch whose visibility is half spent (or will be after
-        ``horizon`` seconds)."""
         if not self.extending.acquire(blocking=False):
             return  # another thread is extending right now
         try:
-            now = self.clock()
-            with self.cond:
-                receipts: dict[str, str] = {}
-                for held in self.held.values():
-                    if held.extend_at > now + horizon:
-                        continue
-                    held.extend_at = now + self.visibility / 2
-                    for message_id in held.ids:
-                        seen = self.seen.get(message_id)  # a moved one is forgotten
-                        if seen is not None and seen.state == _ACTIVE:
-                            receipts[message_id] = seen.receipt
-            if receipts:
-                self._change_visibility(receipts, self.visibility, "extend")
+            self._change_visibility(self.core.due(horizon), self.core.visibility, "extend")
         finally:
             self.extending.release()
 
-    def _settler(self, sender: type[SenderT], policy: RetryPolicy) -> SenderT:
-        """A deleter or visibility changer on the source queue whose failures the drain reads
-        from its result, entry by entry, instead of an exception."""
-        return sender(
-            self.url,
-            client=self.client,
-            policy=policy,
-            concurrency=1,
-            raise_on_failure=False,
-            on_invalid="report",
-            keep_answers=False,
-        )
-
     def _change_visibility(self, receipts: dict[str, str], timeout: int, why: str) -> None:
+        if not receipts:
+            return
         # The changer retries on the caller's own policy: its sleeps must not call back here.
-        changer = self._settler(SqsVisibilityChanger, self.visibility_policy)
+        changer = SqsVisibilityChanger(
+            self.core.url, client=self.client, policy=self.visibility_policy, **SETTLER_OPTIONS
+        )
         for message_id, receipt in receipts.items():
             changer.change(receipt, timeout, id=message_id)
-        result = changer.close()
-        for failed in result.failed:
-            logger.warning(
-                "could not %s the visibility of message %s: %s %s",
-                why,
-                failed.entry_id,
-                failed.code,
-                failed.message,
-            )
-
-    def _release_parked(self) -> None:
-        """Make the messages that stayed (skipped, failed, dry run) visible again."""
-        with self.cond:
-            receipts = {
-                message_id: seen.receipt
-                for message_id, seen in self.seen.items()
-                if seen.state == _PARKED
-            }
-        if receipts:
-            self._change_visibility(receipts, 0, "release")
+        log_visibility_failures(changer.close(), why)

@@ -8,9 +8,18 @@ from botocore.exceptions import ClientError
 
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import QueueNotFoundError
+from resilient_aws.redrive._steps import Call, Steps, run_steps
 from resilient_aws.retry import RetryPolicy
 
-__all__ = ["QueueInfo", "describe_queue", "is_missing_queue", "sqs_client", "source_queues"]
+__all__ = [
+    "QueueInfo",
+    "describe_queue",
+    "describe_queue_steps",
+    "is_missing_queue",
+    "source_queues",
+    "source_queues_steps",
+    "sqs_client",
+]
 
 _MISSING = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
@@ -31,16 +40,24 @@ def is_missing_queue(error: BaseException) -> bool:
 
 def describe_queue(client: Any, url: str, policy: RetryPolicy, role: str) -> QueueInfo:
     """ARN, type and approximate depth; :class:`QueueNotFoundError` if there is no such queue."""
+    return run_steps(client, policy, describe_queue_steps(url, role))
+
+
+def describe_queue_steps(url: str, role: str) -> Steps[QueueInfo]:
+    """:func:`describe_queue` for either kind of client (:mod:`._steps`)."""
     try:
-        attributes = policy.call(
-            client.get_queue_attributes,
-            QueueUrl=url,
-            AttributeNames=["QueueArn", "FifoQueue", "ApproximateNumberOfMessages"],
-        ).get("Attributes", {})
+        answer = yield Call(
+            "get_queue_attributes",
+            {
+                "QueueUrl": url,
+                "AttributeNames": ["QueueArn", "FifoQueue", "ApproximateNumberOfMessages"],
+            },
+        )
     except ClientError as error:
         if is_missing_queue(error):
             raise QueueNotFoundError(url, role) from None
         raise
+    attributes = answer.get("Attributes", {})
     return QueueInfo(
         url=url,
         arn=str(attributes.get("QueueArn", "")),
@@ -51,13 +68,18 @@ def describe_queue(client: Any, url: str, policy: RetryPolicy, role: str) -> Que
 
 def source_queues(client: Any, dlq_url: str, policy: RetryPolicy) -> list[str]:
     """The queues whose ``RedrivePolicy`` names ``dlq_url`` as their dead-letter queue."""
+    return run_steps(client, policy, source_queues_steps(dlq_url))
+
+
+def source_queues_steps(dlq_url: str) -> Steps[list[str]]:
+    """:func:`source_queues` for either kind of client (:mod:`._steps`)."""
     urls: list[str] = []
     token: str | None = None
     while True:
         options: dict[str, Any] = {"QueueUrl": dlq_url, "MaxResults": 1000}
         if token:
             options["NextToken"] = token
-        page = policy.call(client.list_dead_letter_source_queues, **options)
+        page = yield Call("list_dead_letter_source_queues", options)
         urls += page.get("queueUrls", [])
         token = page.get("NextToken")
         if not token:

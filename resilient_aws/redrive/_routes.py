@@ -17,9 +17,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from resilient_aws.errors import RetryError
-from resilient_aws.redrive._drain import Delivery, Outcome
+from resilient_aws.redrive._drain import NOT_SENT, Delivery, Outcome
 from resilient_aws.redrive._message import DlqMessage
 from resilient_aws.redrive._queues import QueueInfo, is_missing_queue
+from resilient_aws.redrive._steps import Call, Steps, run_steps
 from resilient_aws.redrive._targets import error_text
 from resilient_aws.retry import RetryPolicy
 
@@ -41,6 +42,16 @@ class SourceRouter:
 
     def route(self, message: DlqMessage, policy: RetryPolicy) -> tuple[str | None, str]:
         """(target URL, ``""``), or (``None``, ``"Code: why"``) when it has no known source."""
+        return run_steps(self.client, policy, self.route_steps(message))
+
+    def known(self, message: DlqMessage) -> tuple[str | None, str]:
+        """:meth:`route` of a message whose source was looked up already."""
+        with self.lock:
+            url = self.urls.get(message.attributes.get(SOURCE_ARN, ""))
+        return (url, "") if url is not None else (None, "NotRouted: its source is not known")
+
+    def route_steps(self, message: DlqMessage) -> Steps[tuple[str | None, str]]:
+        """:meth:`route` for either kind of client (:mod:`._steps`)."""
         arn = message.attributes.get(SOURCE_ARN)
         if not arn:
             return None, (
@@ -54,9 +65,9 @@ class SourceRouter:
             return url, ""
         if refused is not None:
             return None, refused
-        return self._look_up(arn, policy)
+        return (yield from self._look_up(arn))
 
-    def _look_up(self, arn: str, policy: RetryPolicy) -> tuple[str | None, str]:
+    def _look_up(self, arn: str) -> Steps[tuple[str | None, str]]:
         parts = arn.split(":")
         own = self.dlq.arn.split(":")
         if len(parts) != 6 or parts[2] != "sqs" or not parts[4] or not parts[5]:
@@ -64,14 +75,16 @@ class SourceRouter:
         if len(own) == 6 and (parts[1], parts[3]) != (own[1], own[3]):
             return self._refuse(arn, f"NotASourceQueue: {arn} is in another region than the DLQ")
         try:
-            url = policy.call(
-                self.client.get_queue_url, QueueName=parts[5], QueueOwnerAWSAccountId=parts[4]
+            url = (
+                yield Call(
+                    "get_queue_url", {"QueueName": parts[5], "QueueOwnerAWSAccountId": parts[4]}
+                )
             )["QueueUrl"]
-            attributes = policy.call(
-                self.client.get_queue_attributes,
-                QueueUrl=url,
-                AttributeNames=["QueueArn", "FifoQueue", "RedrivePolicy"],
-            ).get("Attributes", {})
+            answer = yield Call(
+                "get_queue_attributes",
+                {"QueueUrl": url, "AttributeNames": ["QueueArn", "FifoQueue", "RedrivePolicy"]},
+            )
+            attributes = answer.get("Attributes", {})
         except ClientError as error:
             if is_missing_queue(error):
                 return self._refuse(arn, f"SourceQueueNotFound: {arn} does not exist")
@@ -113,20 +126,47 @@ class RoutedDelivery:
 
     def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
         outcome = Outcome()
-        by_target: dict[str, list[DlqMessage]] = {}
-        for message in messages:
-            url, reason = self.router.route(message, policy)
-            if url is None:
-                outcome.failed[message.message_id] = reason
-            else:
-                by_target.setdefault(url, []).append(message)
+        by_target = self._split(messages, outcome, lambda m: self.router.route(m, policy))
         for url, batch in by_target.items():
             part = self._delivery(url).deliver(batch, policy)
             outcome.failed.update(part.failed)
             outcome.resent += part.resent
         return outcome
 
-    def _delivery(self, url: str) -> Delivery:
+    async def adeliver(
+        self, messages: list[DlqMessage], policy: RetryPolicy, outcome: Outcome
+    ) -> None:
+        """:meth:`deliver` with async deliveries, filling ``outcome`` (cancelled: a message
+        not named there was delivered)."""
+        # The drain routed every message it delivers: their sources are known, no lookup.
+        by_target = self._split(messages, outcome, self.router.known)
+        waiting = list(by_target)
+        try:
+            while waiting:
+                url = waiting[0]
+                await self._delivery(url).adeliver(by_target[url], policy, outcome)
+                waiting.pop(0)
+        finally:
+            for url in waiting[1:]:
+                for message in by_target[url]:
+                    outcome.failed.setdefault(message.message_id, NOT_SENT)
+
+    @staticmethod
+    def _split(
+        messages: list[DlqMessage],
+        outcome: Outcome,
+        route: Callable[[DlqMessage], tuple[str | None, str]],
+    ) -> dict[str, list[DlqMessage]]:
+        by_target: dict[str, list[DlqMessage]] = {}
+        for message in messages:
+            url, reason = route(message)
+            if url is None:
+                outcome.failed[message.message_id] = reason
+            else:
+                by_target.setdefault(url, []).append(message)
+        return by_target
+
+    def _delivery(self, url: str) -> Any:
         with self.lock:
             if url not in self.deliveries:
                 self.deliveries[url] = self.make(url)

@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import AmbiguousTargetError, RedriveTargetError, TargetTypeMismatchError
 from resilient_aws.redrive._drain import (
     DEFAULT_REMEMBER_MOVED,
-    Delivery,
     DrainOptions,
     Outcome,
     drain,
+    failures,
 )
 from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter, message_attributes
-from resilient_aws.redrive._queues import QueueInfo, describe_queue, source_queues, sqs_client
+from resilient_aws.redrive._queues import (
+    QueueInfo,
+    describe_queue,
+    describe_queue_steps,
+    source_queues_steps,
+    sqs_client,
+)
 from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._routes import RoutedDelivery, SourceRouter
+from resilient_aws.redrive._steps import Steps, run_steps
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
 __all__ = [
     "SqsDelivery",
+    "read_result",
+    "sqs_run",
     "fresh_deduplication_id",
     "redrive_sqs",
     "resolve_target",
@@ -62,18 +71,22 @@ class SqsDelivery:
         self.body = body
         self.attributes = attributes
 
-    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
-        outcome = Outcome()
-        sender = SqsSender(
-            self.queue_url,
+    def sender_options(self) -> dict[str, Any]:
+        """How the delivery's sender (sync or async) is made: failures read from its result."""
+        return dict(
             client=self.client,
-            policy=policy,
             concurrency=1,
             ordered=self.fifo,
             raise_on_failure=False,
             on_invalid="report",
             keep_answers=False,
         )
+
+    def entries(
+        self, messages: list[DlqMessage], outcome: Outcome
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(body, send_message options)`` of each message; one whose body cannot be made
+        fails in ``outcome`` and is not sent."""
         for message in messages:
             try:
                 body = self.body(message) if self.body is not None else message.body
@@ -81,23 +94,27 @@ class SqsDelivery:
                 outcome.failed[message.message_id] = f"{type(error).__name__}: {error}"
                 continue
             trace = message.attributes.get("AWSTraceHeader")
-            sender.send_message(
+            yield (
                 body,
-                id=message.message_id,
-                attributes=message_attributes(message) if self.attributes else None,
-                system_attributes=(
-                    {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}}
-                    if trace
-                    else None
+                dict(
+                    id=message.message_id,
+                    attributes=message_attributes(message) if self.attributes else None,
+                    system_attributes=(
+                        {"AWSTraceHeader": {"DataType": "String", "StringValue": trace}}
+                        if trace
+                        else None
+                    ),
+                    group_id=message.group_id if self.fifo else None,
+                    deduplication_id=self._deduplication_id(message) if self.fifo else None,
                 ),
-                group_id=message.group_id if self.fifo else None,
-                deduplication_id=self._deduplication_id(message) if self.fifo else None,
             )
-        result = sender.close()
-        for failed in result.failed:
-            outcome.failed[failed.entry_id] = f"{failed.code}: {failed.message}"
-        outcome.resent = result.resent
-        return outcome
+
+    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
+        outcome = Outcome()
+        sender = SqsSender(self.queue_url, policy=policy, **self.sender_options())
+        for body, options in self.entries(messages, outcome):
+            sender.send_message(body, **options)
+        return read_result(sender.close(), outcome)
 
     def _deduplication_id(self, message: DlqMessage) -> str:
         original = message.deduplication_id
@@ -110,8 +127,12 @@ def resolve_target(
     client: Any, source: QueueInfo, target_url: str | None, policy: RetryPolicy
 ) -> QueueInfo:
     """The target queue, checked: it exists, is not the source, and has the source's type."""
+    return run_steps(client, policy, _target_steps(source, target_url))
+
+
+def _target_steps(source: QueueInfo, target_url: str | None) -> Steps[QueueInfo]:
     if target_url is None:
-        candidates = source_queues(client, source.url, policy)
+        candidates = yield from source_queues_steps(source.url)
         if len(candidates) != 1:
             what = "no source queue" if not candidates else f"{len(candidates)} source queues"
             raise AmbiguousTargetError(
@@ -119,7 +140,7 @@ def resolve_target(
                 candidates,
             )
         target_url = candidates[0]
-    target = describe_queue(client, target_url, policy, "target queue")
+    target = yield from describe_queue_steps(target_url, "target queue")
     if (target.arn and target.arn == source.arn) or target.url == source.url:
         raise RedriveTargetError(f"the target {target_url!r} is the source queue itself")
     if target.fifo != source.fifo:
@@ -136,16 +157,31 @@ def resolve_targets(
 ) -> list[QueueInfo]:
     """The given target, else every source queue of the DLQ, each checked as
     :func:`resolve_target` checks it; :class:`AmbiguousTargetError` if it has none."""
+    return run_steps(client, policy, targets_steps(source, target_url))
+
+
+def targets_steps(source: QueueInfo, target_url: str | None) -> Steps[list[QueueInfo]]:
+    """:func:`resolve_targets` for either kind of client (:mod:`._steps`)."""
     if target_url is not None:
-        return [resolve_target(client, source, target_url, policy)]
-    candidates = source_queues(client, source.url, policy)
+        return [(yield from _target_steps(source, target_url))]
+    candidates = yield from source_queues_steps(source.url)
     if not candidates:
         raise AmbiguousTargetError(
             f"{source.url!r} has no source queue (ListDeadLetterSourceQueues); pass the target "
             "queue",
             candidates,
         )
-    return [resolve_target(client, source, url, policy) for url in candidates]
+    targets = []
+    for url in candidates:
+        targets.append((yield from _target_steps(source, url)))
+    return targets
+
+
+def read_result(result: Any, outcome: Outcome) -> Outcome:
+    """Add a sender's final failures and re-sent count to ``outcome``."""
+    outcome.failed.update(failures(result))
+    outcome.resent += result.resent
+    return outcome
 
 
 def redrive_sqs(
@@ -235,10 +271,38 @@ def redrive_sqs(
             progress=progress,
         )
     targets = resolve_targets(client, source, target_queue_url, policy)
-    run_id = run_id or uuid.uuid4().hex
+    delivery, report, options = sqs_run(client, source, targets, SqsDelivery, locals())
+    return drain(client, source.url, delivery, report, options, policy)
+
+
+_DRAIN_KNOBS = (
+    "max_messages",
+    "rate",
+    "dry_run",
+    "visibility_timeout",
+    "wait_time_s",
+    "concurrency",
+    "progress",
+    "remember_moved",
+)
+
+
+def sqs_run(
+    client: Any,
+    source: QueueInfo,
+    targets: list[QueueInfo],
+    delivery_type: type[SqsDelivery],
+    arguments: dict[str, Any],
+) -> tuple[Any, RedriveReport, DrainOptions]:
+    """The delivery, the empty report and the options of a drain of ``source`` into
+    ``targets`` (each message to its own source queue when there are several), for a sync or
+    an async driver; ``arguments`` are those :func:`redrive_sqs` was called with (its
+    ``locals()``: one list of options for both entry points)."""
+    run_id = arguments["run_id"] or uuid.uuid4().hex
+    preserve_dedup_id = arguments["preserve_dedup_id"]
 
     def to_queue(url: str) -> SqsDelivery:
-        return SqsDelivery(
+        return delivery_type(
             url,
             client=client,
             fifo=source.fifo,  # every target was checked to be of the DLQ's type
@@ -248,30 +312,21 @@ def redrive_sqs(
 
     router = SourceRouter(client, source, targets) if len(targets) > 1 else None
     options = DrainOptions(
-        max_messages=max_messages,
-        rate=rate,
-        filter=compile_filter(filter),
-        dry_run=dry_run,
-        visibility_timeout=visibility_timeout,
-        wait_time_s=wait_time_s,
-        concurrency=concurrency,
+        filter=compile_filter(arguments["filter"]),
         fifo=source.fifo,
-        progress=progress,
-        remember_moved=remember_moved,
         route=router.route if router is not None else None,
+        **{name: arguments[name] for name in _DRAIN_KNOBS},
     )
     report = start_report(
         source,
         kind="sqs",
         target=targets[0].url if router is None else None,
         run_id=run_id,
-        dry_run=dry_run,
-        max_messages=max_messages,
+        dry_run=options.dry_run,
+        max_messages=options.max_messages,
     )
-    delivery: Delivery = (
-        to_queue(targets[0].url) if router is None else RoutedDelivery(router, to_queue)
-    )
-    return drain(client, source.url, delivery, report, options, policy)
+    delivery = to_queue(targets[0].url) if router is None else RoutedDelivery(router, to_queue)
+    return delivery, report, options
 
 
 def _native_refuses(

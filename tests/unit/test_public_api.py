@@ -275,6 +275,7 @@ def test_redrive_exports() -> None:
         "StreamPointer",
         "StreamPointerExpiredError",
         "TargetTypeMismatchError",
+        "aredrive_sqs",
         "fresh_deduplication_id",
         "parse_lambda_failure",
         "parse_stream_pointer",
