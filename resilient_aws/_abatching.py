@@ -15,6 +15,7 @@ when a cancelled ``aclose()`` ends are reported ``NotSent``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Hashable
 from typing import Any, Protocol, TypeVar
@@ -30,6 +31,9 @@ __all__ = ["AsyncAdapter", "AsyncBatchEngine"]
 logger = logging.getLogger("resilient_aws.batch")
 
 S = TypeVar("S")
+
+# What a request task cancelled before its first step is reported with (``NotSent``).
+_NEVER_STARTED = asyncio.CancelledError()
 
 
 class AsyncAdapter(Protocol[S]):
@@ -142,15 +146,35 @@ class AsyncBatchEngine(BatchEngine[S]):
             if not chunk:
                 return not self._pending
             self._requests_in_flight += 1
+        started: list[bool] = []
         try:
-            task = asyncio.get_running_loop().create_task(self._settle_async(chunk, groups))
+            task = asyncio.get_running_loop().create_task(
+                self._settle_async(chunk, groups, started)
+            )
         except BaseException as error:
             self._settled_without_sending(chunk, groups, error)
             raise
+        # A task cancelled before its first step never runs a line of its coroutine (its
+        # `finally` included): a close cancelled in the loop iteration a producer started a
+        # request in, or a loop shutting down. Its done callback accounts for the chunk then.
+        task.add_done_callback(functools.partial(self._if_never_started, chunk, groups, started))
         self._tasks.add(task)
         return True
 
-    async def _settle_async(self, chunk: list[Entry[S]], groups: set[Hashable]) -> None:
+    def _if_never_started(
+        self,
+        chunk: list[Entry[S]],
+        groups: set[Hashable],
+        started: list[bool],
+        task: asyncio.Task[None],
+    ) -> None:
+        if not started:
+            self._settled_without_sending(chunk, groups, _NEVER_STARTED)
+
+    async def _settle_async(
+        self, chunk: list[Entry[S]], groups: set[Hashable], started: list[bool]
+    ) -> None:
+        started.append(True)
         try:
             await self._send_async(chunk)
         finally:
@@ -202,6 +226,8 @@ class AsyncBatchEngine(BatchEngine[S]):
 
     def _collect_tasks(self, done: set[asyncio.Task[None]]) -> None:
         for task in done:
+            if task not in self._tasks:
+                continue  # another waiter collected it: its error surfaces once
             self._tasks.discard(task)
             task.result()  # a bug in a request surfaces here, once; the others stay to collect
 

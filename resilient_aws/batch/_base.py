@@ -282,7 +282,8 @@ def positional(
 def _check_accounted(batch: list[Entry[Any]], answered: int, service: str) -> None:
     if answered != len(batch):
         # Never guess which entries made it: a response that does not account for every entry
-        # is an error of the whole request (retried, then reported), not a silent success.
+        # is an error of the whole request (every entry reported with it, none retried: a re-send
+        # could repeat the ones the service applied), not a silent success.
         raise IncompleteResponseError(service=service, sent=len(batch), answered=answered)
 
 

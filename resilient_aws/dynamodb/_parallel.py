@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
@@ -40,6 +40,9 @@ _SAMPLE = 16
 
 class ParallelScan:
     """A scan split into ``segments`` read by ``workers`` threads; iterate for items.
+
+    With an async (aiobotocore) ``client=``, ``async for item in parallel_scan(...)`` reads the
+    segments with ``workers`` tasks on the running loop instead, under the same byte budget.
 
     Items arrive in no particular order, as pages come back. :attr:`cursors` maps each segment
     to where it would resume (``None`` once finished); pass it back as
@@ -140,6 +143,107 @@ class ParallelScan:
             budget.close()  # workers waiting for room stop at once
             pool.shutdown(wait=True)
 
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._aitems()
+
+    async def _aitems(self) -> AsyncIterator[dict[str, Any]]:
+        async for _, page in self.apages():
+            for item in page.items:
+                yield item
+
+    async def apages(self) -> AsyncIterator[tuple[int, Page]]:
+        """:meth:`pages` with an async (aiobotocore) ``client=``: up to ``workers`` segments
+        read by tasks on the running loop, under the same byte budget."""
+        import asyncio
+
+        results: asyncio.Queue[Any] = asyncio.Queue()
+        budget = _Budget(self.max_buffer_bytes)
+        room = asyncio.Event()
+        todo = list(reversed(self._todo))
+
+        async def work() -> None:
+            while todo:
+                segment = todo.pop()
+                try:
+                    if not await self._aread_segment(segment, budget, room, results):
+                        return  # the consumer stopped
+                except BaseException as error:  # handed to the consumer, who raises it
+                    results.put_nowait(error)
+                    return
+                results.put_nowait((segment, _DONE, 0))
+
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(work()) for _ in range(min(self.workers, len(todo)))]
+        finished = 0
+        try:
+            while finished < len(self._todo):
+                got = await results.get()
+                if isinstance(got, BaseException):
+                    raise got
+                segment, page, size = got
+                if page is _DONE:
+                    finished += 1
+                    self.cursors[segment] = None
+                    continue
+                self._count(segment, page)
+                yield segment, page
+                self.cursors[segment] = page.cursor
+                del got, page
+                budget.used -= size  # the consumer is done with it
+                room.set()
+        finally:
+            budget.closed = True
+            room.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _aread_segment(self, segment: int, budget: _Budget, room: Any, results: Any) -> bool:
+        """:meth:`_read_segment` on the loop: one read per page, from the previous cursor."""
+        options = dict(self.options)
+        remaining: int | None = options.pop("max_items", None)
+        cursor = self._start.get(segment)
+        while remaining is None or remaining > 0:
+            reserved = await budget.areserve(room)
+            if reserved is None:
+                return False
+            try:
+                read = self._segment_read(segment, cursor, remaining, options)
+                pages = read.apages()
+                page = await anext(pages, None)
+                await pages.aclose()
+            except BaseException:
+                budget.used -= reserved
+                room.set()
+                raise
+            if page is None:
+                budget.used -= reserved
+                room.set()
+                break
+            size = budget.settle_unlocked(reserved, page_bytes(page.items))
+            room.set()
+            cursor = page.cursor
+            if remaining is not None:
+                remaining -= len(page.items)
+            results.put_nowait((segment, page, size))
+            del page
+            if cursor is None:
+                break
+        return True
+
+    def _segment_read(
+        self, segment: int, cursor: str | None, remaining: int | None, options: dict[str, Any]
+    ) -> Read:
+        return scan(
+            self.table,
+            client=self.client,
+            segment=segment,
+            total_segments=self.segments,
+            cursor=cursor,
+            max_items=remaining,
+            **options,
+        )
+
     def _read_segment(self, segment: int, budget: _Budget, results: queue.Queue[Any]) -> bool:
         """Read one segment page by page into ``results``; False if the consumer stopped.
 
@@ -158,15 +262,7 @@ class ParallelScan:
             if reserved is None:
                 return False
             try:
-                read = scan(
-                    self.table,
-                    client=self.client,
-                    segment=segment,
-                    total_segments=self.segments,
-                    cursor=cursor,
-                    max_items=remaining,
-                    **options,
-                )
+                read = self._segment_read(segment, cursor, remaining, options)
                 pages = read.pages()
                 page = next(pages, None)
                 close = getattr(pages, "close", None)  # a generator: frees its frame now
@@ -230,22 +326,44 @@ class _Budget:
     def reserve(self) -> int | None:
         """Room for reading one page (its parse included); ``None`` once closed."""
         with self.cond:
-            expected = _FIRST_PAGE_GUESS if self.expected is None else self.expected
-            want = expected * _PARSE_FACTOR
-            while not self.closed and self.used and self.used + want > self.limit:
+            want = self._want()
+            while self._waits(want):
                 self.cond.wait()
-            if self.closed:
-                return None
-            self._hold(want)
-            return want
+            return self._admit(want)
+
+    async def areserve(self, changed: Any) -> int | None:
+        """:meth:`reserve` on an event loop: ``changed`` is an ``asyncio.Event`` set whenever
+        room is given back (the budget is then used by one loop only: no lock is taken)."""
+        want = self._want()
+        while self._waits(want):
+            changed.clear()
+            await changed.wait()
+        return self._admit(want)
+
+    def _want(self) -> int:
+        expected = _FIRST_PAGE_GUESS if self.expected is None else self.expected
+        return expected * _PARSE_FACTOR
+
+    def _waits(self, want: int) -> bool:
+        return not self.closed and self.used > 0 and self.used + want > self.limit
+
+    def _admit(self, want: int) -> int | None:
+        if self.closed:
+            return None
+        self._hold(want)
+        return want
 
     def settle(self, reserved: int, size: int) -> int:
         """The page is read: hold its ``size`` instead of the reservation."""
         with self.cond:
-            self.expected = size if self.expected is None else max(self.expected, size)
-            self.used -= reserved
-            self._hold(size)
+            self.settle_unlocked(reserved, size)
             self.cond.notify_all()
+        return size
+
+    def settle_unlocked(self, reserved: int, size: int) -> int:
+        self.expected = size if self.expected is None else max(self.expected, size)
+        self.used -= reserved
+        self._hold(size)
         return size
 
     def release(self, size: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import field
 from typing import Any, Literal
 
@@ -53,6 +55,13 @@ class ReadSummary:
     def filter_ratio(self) -> float:
         """Returned / scanned (1.0 without a filter)."""
         return self.returned / self.scanned if self.scanned else 1.0
+
+
+def _is_async(client: Any, call: Any) -> bool:
+    """Whether ``client`` is an async one (aiobotocore's methods are plain functions that make
+    a coroutine: its ``_make_api_call`` says so; a fake's methods are ``async def``)."""
+    make = getattr(type(client), "_make_api_call", None)
+    return inspect.iscoroutinefunction(make if make is not None else call)
 
 
 def _at(names: tuple[str, ...], wire_item: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,22 +175,31 @@ class Read:
             for item in page.items:
                 yield item
 
-    async def apages(self) -> AsyncIterator[Page]:
+    async def apages(self) -> AsyncGenerator[Page, None]:
         """:meth:`pages` with an async (aiobotocore) ``client=``: ``async for page in ...``."""
         start_key = self._start_key
         remaining = self.max_items
         call = self.client.scan if self.operation == "Scan" else self.client.query
-        names: tuple[str, ...] = ()
-        if remaining is not None:  # where to resume when a page is cut: asked before, once
-            keys = await _atable_keys(self.client, self.table, self.policy)
-            names = _positions(keys, self.table, self.params.get("IndexName"))
+        if not _is_async(self.client, call):
+            raise ConfigurationError(
+                "client", "async iteration needs an async (aiobotocore) client: pass client="
+            )
+        names: tuple[str, ...] | None = None
         while remaining is None or remaining > 0:
             try:
                 response = await self.policy.acall(call, **self._request(start_key))
             except ClientError as error:
                 raise missing_table(error, self.table) from error
+            if (
+                names is None
+                and remaining is not None
+                and len(response.get("Items", ())) > remaining
+            ):
+                # where to resume in a page cut short: asked only then, as the sync read does
+                keys = await _atable_keys(self.client, self.table, self.policy)
+                names = _positions(keys, self.table, self.params.get("IndexName"))
             page, start_key, remaining = self._read_page(
-                response, remaining, lambda item: _at(names, item)
+                response, remaining, functools.partial(_at, names or ())
             )
             yield page
             self.cursor = page.cursor
