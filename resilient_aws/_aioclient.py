@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resilient_aws.errors import ConfigurationError
 
-__all__ = ["AsyncClientOwner"]
+if TYPE_CHECKING:
+    from resilient_aws._abatching import AsyncBatchEngine
+    from resilient_aws.results import BatchResult
+
+__all__ = ["AsyncClientOwner", "AsyncWriting"]
+
+SelfT = TypeVar("SelfT", bound="AsyncWriting")
 
 
 class AsyncClientOwner:
@@ -49,3 +56,46 @@ class AsyncClientOwner:
 
     def __enter__(self) -> Any:
         raise ConfigurationError("with", "an async writer is used with `async with`")
+
+
+class AsyncWriting(AsyncClientOwner):
+    """What every async writer and sender shares around its engine: ``async with``, flush,
+    close and the result."""
+
+    _engine: AsyncBatchEngine[Any]
+
+    @property
+    def result(self) -> BatchResult[Any]:
+        """Every entry so far, and the service's answers for those that succeeded."""
+        return self._engine.result
+
+    async def flush(self) -> None:
+        """Send everything buffered and wait until every request in flight has settled."""
+        await self._engine.aflush()
+
+    async def close(self) -> BatchResult[Any]:
+        """Flush and return the result; raise ``BatchWriteError`` if entries finally failed.
+        Closes the client the writer opened, never one it was given."""
+        try:
+            return await self._engine.aclose()
+        finally:
+            await self._close_client()
+
+    async def __aenter__(self: SelfT) -> SelfT:
+        await self._open_client()
+        self._client_opened()
+        return self
+
+    def _client_opened(self) -> None:
+        """Hand the client to whatever else needs it (an adapter of its own)."""
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self._engine.aexit(exc, type(self).__name__)
+        finally:
+            await self._close_client()

@@ -15,11 +15,10 @@ the policy, as the sync default clients are) and closes it at the end::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from resilient_aws._abatching import AsyncBatchEngine
-from resilient_aws._aioclient import AsyncClientOwner
+from resilient_aws._aioclient import AsyncWriting
 from resilient_aws.batch._firehose import FirehosePutter
 from resilient_aws.batch._sns import SnsPublisher
 from resilient_aws.batch._sqs import SqsDeleter, SqsSender, SqsVisibilityChanger
@@ -27,7 +26,6 @@ from resilient_aws.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from resilient_aws._batching import Entry, Sent
-    from resilient_aws.results import BatchResult
 
 __all__ = [
     "AsyncFirehosePutter",
@@ -38,10 +36,8 @@ __all__ = [
     "AsyncSqsVisibilityChanger",
 ]
 
-SelfT = TypeVar("SelfT", bound="AsyncSending")
 
-
-class AsyncSending(AsyncClientOwner):
+class AsyncSending(AsyncWriting):
     """What the async senders share: the client's life, the async driver, flush and close."""
 
     _engine_type = AsyncBatchEngine
@@ -60,38 +56,6 @@ class AsyncSending(AsyncClientOwner):
         """One request of ``batch`` through the async client (the engine's AsyncAdapter)."""
         response = await getattr(self.client, self.method)(**self._request(batch))  # type: ignore[attr-defined]
         return self._read(batch, response)  # type: ignore[attr-defined,no-any-return]
-
-    @property
-    def result(self) -> BatchResult[Any]:
-        """Every entry so far, and the service's answers for those that succeeded."""
-        return self._engine.result
-
-    async def flush(self) -> None:
-        """Send everything buffered and wait until every request in flight has settled."""
-        await self._engine.aflush()
-
-    async def close(self) -> BatchResult[Any]:
-        """Flush and return the result; raise ``BatchWriteError`` if entries finally failed.
-        Closes the client the sender opened, never one it was given."""
-        try:
-            return await self._engine.aclose()
-        finally:
-            await self._close_client()
-
-    async def __aenter__(self: SelfT) -> SelfT:
-        await self._open_client()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await self._engine.aexit(exc, type(self).__name__)
-        finally:
-            await self._close_client()
 
 
 class AsyncSqsSender(AsyncSending, SqsSender):  # type: ignore[misc]

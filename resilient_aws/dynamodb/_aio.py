@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable
-from types import TracebackType
 from typing import Any
 
 from resilient_aws._abatching import AsyncBatchEngine
-from resilient_aws._aioclient import AsyncClientOwner
+from resilient_aws._aioclient import AsyncWriting
 from resilient_aws.dynamodb._schema import KeySchema, adescribe_key_schema
 from resilient_aws.dynamodb._write import BatchWriter
-from resilient_aws.results import BatchResult
 
 __all__ = ["AsyncBatchWriter"]
 
 
-class AsyncBatchWriter(AsyncClientOwner, BatchWriter):
+class AsyncBatchWriter(AsyncWriting, BatchWriter):  # type: ignore[misc]
     """:class:`~resilient_aws.dynamodb.BatchWriter` with ``await``: the same checks, last-write-
     wins per key, pacing, per-item retries and result, with up to ``concurrency`` requests in
     flight as tasks on the running event loop::
@@ -57,33 +55,8 @@ class AsyncBatchWriter(AsyncClientOwner, BatchWriter):
             for item in items:
                 await self.put(item, table=table)
 
-    async def flush(self) -> None:  # type: ignore[override]
-        """Send everything buffered and wait until every request in flight has settled."""
-        await self._engine.aflush()
-
-    async def close(self) -> BatchResult[Any]:  # type: ignore[override]
-        """Flush and return the result (or raise ``BatchWriteError``); closes the client the
-        writer opened, never one it was given."""
-        try:
-            return await self._engine.aclose()
-        finally:
-            await self._close_client()
-
-    async def __aenter__(self) -> AsyncBatchWriter:
-        await self._open_client()
+    def _client_opened(self) -> None:
         self._engine.adapter.client = self.client  # type: ignore[attr-defined]
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            await self._engine.aexit(exc, "AsyncBatchWriter")
-        finally:
-            await self._close_client()
 
     async def _aaccept(self, table: str | None, source: Any, *, put: bool) -> None:
         self._ready()
