@@ -25,7 +25,9 @@ from resilient_aws._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from resilient_aws.batch._aio import (
+        AsyncEventBridgePutter,
         AsyncFirehosePutter,
+        AsyncKinesisPutter,
         AsyncSnsPublisher,
         AsyncSqsDeleter,
         AsyncSqsSender,
@@ -41,7 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Answer",
+    "AsyncEventBridgePutter",
     "AsyncFirehosePutter",
+    "AsyncKinesisPutter",
     "AsyncSnsPublisher",
     "AsyncSqsDeleter",
     "AsyncSqsSender",
@@ -63,7 +67,9 @@ __all__ = [
 # a handler pays only for what it uses.
 _MODULE_OF = {
     "Answer": "resilient_aws.results",
+    "AsyncEventBridgePutter": "resilient_aws.batch._aio",
     "AsyncFirehosePutter": "resilient_aws.batch._aio",
+    "AsyncKinesisPutter": "resilient_aws.batch._aio",
     "AsyncSnsPublisher": "resilient_aws.batch._aio",
     "AsyncSqsDeleter": "resilient_aws.batch._aio",
     "AsyncSqsSender": "resilient_aws.batch._aio",

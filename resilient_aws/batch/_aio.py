@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from resilient_aws._abatching import AsyncBatchEngine
 from resilient_aws._aioclient import AsyncWriting
+from resilient_aws.batch._eventbridge import EventBridgePutter
 from resilient_aws.batch._firehose import FirehosePutter
+from resilient_aws.batch._kinesis import KinesisPutter
 from resilient_aws.batch._sns import SnsPublisher
 from resilient_aws.batch._sqs import SqsDeleter, SqsSender, SqsVisibilityChanger
 from resilient_aws.errors import ConfigurationError
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
     from resilient_aws._batching import Entry, Sent
 
 __all__ = [
+    "AsyncEventBridgePutter",
     "AsyncFirehosePutter",
+    "AsyncKinesisPutter",
     "AsyncSending",
     "AsyncSnsPublisher",
     "AsyncSqsDeleter",
@@ -114,4 +118,27 @@ class AsyncFirehosePutter(AsyncSending, FirehosePutter):  # type: ignore[misc]
         """Buffer one record, then await the requests that became full."""
         self._ready()
         FirehosePutter.put(self, data, id=id)
+        await self._engine.pump()
+
+
+class AsyncEventBridgePutter(AsyncSending, EventBridgePutter):  # type: ignore[misc]
+    """:class:`~resilient_aws.batch.EventBridgePutter` on asyncio: ``await put(detail, ...)``."""
+
+    async def put(self, detail: Any, **options: Any) -> None:  # type: ignore[override]
+        """Check and buffer one event (:meth:`EventBridgePutter.put`'s options), then await the
+        requests that became full."""
+        self._ready()
+        EventBridgePutter.put(self, detail, **options)
+        await self._engine.pump()
+
+
+class AsyncKinesisPutter(AsyncSending, KinesisPutter):  # type: ignore[misc]
+    """:class:`~resilient_aws.batch.KinesisPutter` on asyncio: ``await put(data, key)``."""
+
+    async def put(  # type: ignore[override]
+        self, data: bytes | str, partition_key: str, **options: Any
+    ) -> None:
+        """Check and buffer one record, then await the requests that became full."""
+        self._ready()
+        KinesisPutter.put(self, data, partition_key, **options)
         await self._engine.pump()

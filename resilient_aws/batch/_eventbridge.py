@@ -59,6 +59,7 @@ class EventBridgePutter(Offloading):
     client_name = "events"
     service = "events"
     operation = "PutEvents"
+    method = "put_events"
     default_limits = EVENTBRIDGE_PUT_EVENTS
     split_codes = frozenset({PARAMETERS_REFUSED})
 
@@ -139,15 +140,14 @@ class EventBridgePutter(Offloading):
 
         return offload_data(self, store, entry_id, source, data, point)
 
-    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
-        options: dict[str, Any] = {"EndpointId": self.endpoint_id} if self.endpoint_id else {}
-        try:
-            response = self.client.put_events(Entries=[e.payload for e in batch], **options)
-            return positional(batch, response, "Entries", self.service)
-        except BaseException as error:
-            if self.payloads is not None:
-                self._unknown_outcome(batch, error)
-            raise
+    def _request(self, batch: list[Entry[Any]]) -> dict[str, Any]:
+        request: dict[str, Any] = {"Entries": [e.payload for e in batch]}
+        if self.endpoint_id:
+            request["EndpointId"] = self.endpoint_id
+        return request
+
+    def _read(self, batch: list[Entry[Any]], response: dict[str, Any]) -> Sent[Any]:
+        return positional(batch, response, "Entries", self.service)
 
 
 def _marked(text: str) -> bool:

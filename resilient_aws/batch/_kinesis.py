@@ -73,6 +73,7 @@ class KinesisPutter(Offloading):
     client_name = "kinesis"
     service = "kinesis"
     operation = "PutRecords"
+    method = "put_records"
     default_limits = KINESIS_PUT_RECORDS
     # A request refused whole (too large, invalid) is split until the culprit stands alone.
     split_codes = frozenset(
@@ -165,11 +166,8 @@ class KinesisPutter(Offloading):
 
         return offload_data(self, store, entry_id, source, data, point)
 
-    def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
-        try:
-            response = self.client.put_records(Records=[e.payload for e in batch], **self.stream)
-            return positional(batch, response, "Records", self.service)
-        except BaseException as error:
-            if self.payloads is not None:
-                self._unknown_outcome(batch, error)
-            raise
+    def _request(self, batch: list[Entry[Any]]) -> dict[str, Any]:
+        return {"Records": [e.payload for e in batch], **self.stream}
+
+    def _read(self, batch: list[Entry[Any]], response: dict[str, Any]) -> Sent[Any]:
+        return positional(batch, response, "Records", self.service)

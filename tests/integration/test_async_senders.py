@@ -216,3 +216,31 @@ async def test_without_a_client_or_async_with_the_error_says_so() -> None:
         await sender.send_message("m")
     result = await sender.close()
     assert (result.submitted, result.requests, result.failed) == (0, 0, [])
+
+
+async def test_eventbridge_and_kinesis_putters_deliver_every_entry(moto_server: MotoServer) -> None:
+    from resilient_aws.batch import AsyncEventBridgePutter, AsyncKinesisPutter
+    from tests.batch_targets import eventbridge_to_queue, stream_records
+
+    events, sqs = moto_server.client("events"), moto_server.client("sqs")
+    url = eventbridge_to_queue(events, sqs, "async-rule")
+    kinesis = moto_server.client("kinesis")
+    kinesis.create_stream(StreamName="async-stream", ShardCount=1)
+    options = {"endpoint_url": moto_server.endpoint_url, **DUMMY_CREDENTIALS}
+    session = get_session()
+    async with (
+        session.create_client("events", **options) as aio_events,
+        session.create_client("kinesis", **options) as aio_kinesis,
+    ):
+        async with AsyncEventBridgePutter(client=aio_events) as putter:
+            for i in range(23):
+                await putter.put({"n": i}, source="test", detail_type="T", id=f"e{i}")
+        async with AsyncKinesisPutter("async-stream", client=aio_kinesis) as records:
+            for i in range(31):
+                await records.put(f"r{i}".encode(), f"k{i % 3}", id=f"r{i}")
+    assert (putter.result.succeeded, records.result.succeeded) == (23, 31)
+    details = Counter(json.loads(body)["detail"]["n"] for body in received(sqs, url).elements())
+    assert details == Counter(range(23))
+    assert sorted(data for _, data in stream_records(kinesis, "async-stream")) == sorted(
+        f"r{i}".encode() for i in range(31)
+    )

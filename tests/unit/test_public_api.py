@@ -93,7 +93,9 @@ def test_dynamodb_exports() -> None:
 def test_batch_exports() -> None:
     assert sorted(batch.__all__) == [
         "Answer",
+        "AsyncEventBridgePutter",
         "AsyncFirehosePutter",
+        "AsyncKinesisPutter",
         "AsyncSnsPublisher",
         "AsyncSqsDeleter",
         "AsyncSqsSender",
