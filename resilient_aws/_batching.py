@@ -172,6 +172,7 @@ class BatchEngine(Generic[S]):
     # wait on nothing (botocore's Stubber, moto in the same process) are sent by the caller
     # itself, since under the GIL more threads only contend for it.
     _cpu_share: float | None = None
+    _first_measured = False
 
     def __init__(
         self,
@@ -495,7 +496,12 @@ class BatchEngine(Generic[S]):
         return share is not None and share < _CPU_BOUND
 
     def _measure(self, wall: float, cpu: float) -> None:
-        """Fold one request's wall and thread CPU time into :attr:`_cpu_share`."""
+        """Fold one request's wall and thread CPU time into :attr:`_cpu_share`. The writer's
+        first request is not a sample: it pays the client's one-time setup (credentials, the
+        endpoint, the service model read from disk), which says nothing about the others."""
+        if not self._first_measured:
+            self._first_measured = True
+            return
         if wall <= 0:
             return
         share = min(cpu / wall, 1.0)

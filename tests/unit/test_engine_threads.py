@@ -19,11 +19,47 @@ from resilient_aws.batch import SqsSender
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
 
 
-class Answering:
-    """SendMessageBatch that computes (``work_s`` of busy CPU) or waits (``wait_s``) per request,
-    counting who sends and how many requests overlap."""
+class Clocks:
+    """The engine's clocks, per thread and exact: a request that computes ``work_s`` moves its
+    thread's CPU and wall clocks by that much; one that waits ``wait_s`` moves the wall clock
+    only. What the engine measures then does not depend on how busy the machine is."""
 
-    def __init__(self, *, work_s: float = 0.0, wait_s: float = 0.0) -> None:
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def _of(self) -> Any:
+        if not hasattr(self.local, "wall"):
+            self.local.wall = self.local.cpu = 0.0
+        return self.local
+
+    def perf_counter(self) -> float:
+        return float(self._of().wall)
+
+    def thread_time(self) -> float:
+        return float(self._of().cpu)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def spend(self, work_s: float, wait_s: float) -> None:
+        clock = self._of()
+        clock.cpu += work_s
+        clock.wall += work_s + wait_s
+
+
+@pytest.fixture(autouse=True)
+def clocks(monkeypatch: pytest.MonkeyPatch) -> Clocks:
+    fake = Clocks()
+    monkeypatch.setattr("resilient_aws._batching.time", fake)
+    return fake
+
+
+class Answering:
+    """SendMessageBatch that computes (``work_s``) or waits (``wait_s``, for real too, so that
+    requests on threads overlap) per request, counting who sends and how many overlap."""
+
+    def __init__(self, clocks: Clocks, *, work_s: float = 0.0, wait_s: float = 0.0) -> None:
+        self.clocks = clocks
         self.work_s, self.wait_s = work_s, wait_s
         self.lock = threading.Lock()
         self.threads: set[str] = set()
@@ -36,10 +72,7 @@ class Answering:
             self.threads.add(threading.current_thread().name)
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        if self.work_s:
-            end = time.thread_time() + self.work_s
-            while time.thread_time() < end:
-                pass
+        self.clocks.spend(self.work_s, self.wait_s)
         if self.wait_s:
             time.sleep(self.wait_s)
         with self.lock:
@@ -57,8 +90,10 @@ def send(client: Answering, messages: int, concurrency: int = 4) -> SqsSender:
     return sender
 
 
-def test_requests_that_wait_on_nothing_are_sent_by_the_caller_without_a_pool() -> None:
-    client = Answering(work_s=0.002)
+def test_requests_that_wait_on_nothing_are_sent_by_the_caller_without_a_pool(
+    clocks: Clocks,
+) -> None:
+    client = Answering(clocks, work_s=0.002)
     sender = send(client, 200)
     assert client.threads == {threading.current_thread().name}
     assert client.most_in_flight == 1
@@ -67,8 +102,10 @@ def test_requests_that_wait_on_nothing_are_sent_by_the_caller_without_a_pool() -
     assert share is not None and share > 0.5
 
 
-def test_requests_that_wait_on_the_network_go_to_the_workers_after_the_first() -> None:
-    client = Answering(wait_s=0.02)
+def test_requests_that_wait_on_the_network_go_to_the_workers_after_the_first_two(
+    clocks: Clocks,
+) -> None:
+    client = Answering(clocks, wait_s=0.02)
     sender = send(client, 200)
     assert client.most_in_flight > 1  # overlapped
     assert any(name.startswith("resilient-aws-batch") for name in client.threads)
@@ -76,15 +113,15 @@ def test_requests_that_wait_on_the_network_go_to_the_workers_after_the_first() -
     assert share is not None and share < 0.5
 
 
-def test_concurrency_one_never_measures() -> None:
-    client = Answering(wait_s=0.001)
+def test_concurrency_one_never_measures(clocks: Clocks) -> None:
+    client = Answering(clocks, wait_s=0.001)
     sender = send(client, 50, concurrency=1)
     assert sender._engine._cpu_share is None
     assert client.threads == {threading.current_thread().name}
 
 
-def test_requests_that_start_waiting_move_to_the_workers() -> None:
-    client = Answering(work_s=0.002)
+def test_requests_that_start_waiting_move_to_the_workers(clocks: Clocks) -> None:
+    client = Answering(clocks, work_s=0.002)
     with SqsSender(QUEUE, client=client, concurrency=4) as sender:
         for i in range(100):
             sender.send_message(f"a{i}")
@@ -109,10 +146,37 @@ def test_requests_that_start_waiting_move_to_the_workers() -> None:
     ],
 )
 def test_the_share_is_a_moving_average_of_cpu_over_wall_time(
-    samples: list[tuple[float, float]], expected: float | None
+    clocks: Clocks, samples: list[tuple[float, float]], expected: float | None
 ) -> None:
-    engine: BatchEngine[Any] = SqsSender(QUEUE, client=Answering())._engine
+    engine: BatchEngine[Any] = SqsSender(QUEUE, client=Answering(clocks))._engine
+    engine._measure(1.0, 0.0)  # the first request pays the client's setup: not a sample
+    assert engine._cpu_share is None
     for wall, cpu in samples:
         engine._measure(wall, cpu)
     assert engine._cpu_share == (pytest.approx(expected) if expected is not None else None)
+    engine.close()
+
+
+def test_a_first_request_slowed_by_the_clients_setup_starts_no_thread(clocks: Clocks) -> None:
+    client = Answering(clocks, work_s=0.002)
+    first = client.send_message_batch
+
+    def slow_first(**request: Any) -> Any:
+        client.send_message_batch = first  # type: ignore[method-assign]
+        clocks.spend(0.002, 0.05)  # credentials, endpoint, the service model read from disk
+        return first(**request)
+
+    client.send_message_batch = slow_first  # type: ignore[method-assign]
+    sender = send(client, 200)
+    assert sender._engine._pool is None
+    assert client.threads == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize(("share", "threads"), [(None, False), (0.49, True), (0.5, False)])
+def test_threads_overlap_requests_that_wait_more_than_they_compute(
+    clocks: Clocks, share: float | None, threads: bool
+) -> None:
+    engine: BatchEngine[Any] = SqsSender(QUEUE, client=Answering(clocks))._engine
+    engine._cpu_share = share
+    assert engine._overlaps() is threads
     engine.close()
