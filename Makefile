@@ -51,6 +51,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python bench/cpu_per_entry.py
 	$(BIN)/python bench/consumer.py
 	$(BIN)/python bench/async_write.py
+	$(BIN)/python bench/idempotency_async.py
 
 # The wheel and sdist, checked the way PyPI will read them.
 dist: $(STAMP)

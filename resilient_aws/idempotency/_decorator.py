@@ -177,6 +177,7 @@ class _Call:
     context: Any
     policy: RetryPolicy
     owner: str
+    native: bool = False  # an async call on the store's async client (else in a thread)
 
 
 class _Replay:
@@ -287,51 +288,20 @@ class _Idempotent:
 
     def try_acquire(self, call: _Call, *, wait: bool) -> Any:
         for _ in range(_RACE_ATTEMPTS):
-            now = self.store.clock()
-            lease_until_ms = self.lease_until_ms(call, now)
             try:
-                existing = self.store.put_in_progress(
-                    call.key,
-                    owner=call.owner,
-                    # The take condition treats an expired record as free: an in-progress record
-                    # must not expire (ttl_s) before its lease ends, or a duplicate runs meanwhile.
-                    expires_at=max(int(now) + self.options.ttl_s, lease_until_ms // 1000 + 1),
-                    in_progress_until_ms=lease_until_ms,
-                    validation=call.validation,
-                    policy=call.policy,
-                )
+                existing = self.store.put_in_progress(call.key, **self.take(call))
             except RecordVanishedError:
                 continue
-            if existing is None:
-                return _ACQUIRED
-            verdict = self.judge(call, existing, wait=wait)
+            verdict = self.verdict(call, existing, wait=wait)
             if verdict is not _AGAIN:
                 return verdict
-        raise IdempotencyError(
-            f"{self.name}: the record changed under every attempt to take it", key=call.key
-        )
+        raise self.race_lost(call)
 
     def release(self, call: _Call) -> None:
         try:
             self.store.release(call.key, owner=call.owner, policy=call.policy)
         except Exception as error:
-            logger.warning(
-                "%s: could not release idempotency key %s after the function failed (%s); "
-                "it stays in progress until its lease ends",
-                self.name,
-                call.key,
-                type(error).__name__,
-            )
-
-    def unstorable_error(
-        self, call: _Call, unstorable: _UnstorableResultError
-    ) -> IdempotencyResultError:
-        return IdempotencyResultError(
-            f"{self.name}: the function ran, but {unstorable.reason}; the key stays taken and "
-            f"repeats raise IdempotencyResultError until the record expires "
-            f"(ttl_s={self.options.ttl_s})",
-            key=call.key,
-        )
+            self.not_released(call, error)
 
     def hold_unstorable(self, call: _Call, reason: str) -> None:
         """Keep the key of a call that ran but whose result cannot be stored, until the record
@@ -339,28 +309,12 @@ class _Idempotent:
         expires_at = int(self.store.clock()) + self.options.ttl_s
         try:
             held = self.store.hold_unstorable(
-                call.key,
-                owner=call.owner,
-                reason=reason,
-                expires_at=expires_at,
-                policy=call.policy,
+                call.key, owner=call.owner, reason=reason, expires_at=expires_at, policy=call.policy
             )
         except Exception as error:
-            logger.error(
-                "%s: the function ran but its result cannot be stored under idempotency key %s, "
-                "and the key could not be marked (%s); repeats are refused until the lease ends",
-                self.name,
-                call.key,
-                type(error).__name__,
-            )
+            self.not_held(call, error)
             return
-        if not held:
-            logger.error(
-                "%s: the function ran but its result cannot be stored under idempotency key %s; "
-                "the key was taken over by another call after this call's lease ended",
-                self.name,
-                call.key,
-            )
+        self.held(call, held)
 
     def complete(self, call: _Call, data: str) -> None:
         """Store the result. If the table refuses the record itself (``ValidationException``:
@@ -377,23 +331,82 @@ class _Idempotent:
                 policy=call.policy,
                 owner=call.owner,
             )
-        except ClientError as error:
-            if _code(error) != "ValidationException":
-                self.not_completed(call, error)
-                return
-            raise _UnstorableResultError(
-                f"DynamoDB refused its result's record ({_code(error)})"
-            ) from error
         except Exception as error:
             self.not_completed(call, error)
             return
-        if self.cache is not None:
-            self.cache.put(call.key, CachedResult(expires_at, call.validation, data))
+        self.completed(call, expires_at, data)
+
+    # -- what the store's answers mean, for both paths -------------------------------------------
+
+    def take(self, call: _Call) -> dict[str, Any]:
+        """The arguments of the store's ``put_in_progress`` for ``call``, now."""
+        now = self.store.clock()
+        lease_until_ms = self.lease_until_ms(call, now)
+        return {
+            "owner": call.owner,
+            # The take condition treats an expired record as free: an in-progress record must
+            # not expire (ttl_s) before its lease ends, or a duplicate runs meanwhile.
+            "expires_at": max(int(now) + self.options.ttl_s, lease_until_ms // 1000 + 1),
+            "in_progress_until_ms": lease_until_ms,
+            "validation": call.validation,
+            "policy": call.policy,
+        }
+
+    def verdict(self, call: _Call, existing: IdempotencyRecord | None, *, wait: bool) -> Any:
+        return _ACQUIRED if existing is None else self.judge(call, existing, wait=wait)
+
+    def race_lost(self, call: _Call) -> IdempotencyError:
+        return IdempotencyError(
+            f"{self.name}: the record changed under every attempt to take it", key=call.key
+        )
+
+    def not_released(self, call: _Call, error: BaseException) -> None:
+        logger.warning(
+            "%s: could not release idempotency key %s after the function failed (%s); "
+            "it stays in progress until its lease ends",
+            self.name,
+            call.key,
+            type(error).__name__,
+        )
+
+    def unstorable_error(
+        self, call: _Call, unstorable: _UnstorableResultError
+    ) -> IdempotencyResultError:
+        return IdempotencyResultError(
+            f"{self.name}: the function ran, but {unstorable.reason}; the key stays taken and "
+            f"repeats raise IdempotencyResultError until the record expires "
+            f"(ttl_s={self.options.ttl_s})",
+            key=call.key,
+        )
+
+    def not_held(self, call: _Call, error: BaseException) -> None:
+        logger.error(
+            "%s: the function ran but its result cannot be stored under idempotency key %s, "
+            "and the key could not be marked (%s); repeats are refused until the lease ends",
+            self.name,
+            call.key,
+            type(error).__name__,
+        )
+
+    def held(self, call: _Call, held: bool) -> None:
+        if not held:
+            logger.error(
+                "%s: the function ran but its result cannot be stored under idempotency key %s; "
+                "the key was taken over by another call after this call's lease ended",
+                self.name,
+                call.key,
+            )
 
     def not_completed(self, call: _Call, error: BaseException) -> None:
-        # The side effect happened: hand the caller its result rather than an error that
-        # would make it (or its queue) run the function again. The record stays in
-        # progress until its lease ends, so duplicates meanwhile are still refused.
+        """The table refused the record itself (``ValidationException``): raise
+        :class:`_UnstorableResultError`. Any other failure: the side effect happened, so hand
+        the caller its result rather than an error that would make it (or its queue) run the
+        function again. The record stays in progress until its lease ends, so duplicates
+        meanwhile are still refused."""
+        if isinstance(error, ClientError) and _code(error) == "ValidationException":
+            raise _UnstorableResultError(
+                f"DynamoDB refused its result's record ({_code(error)})"
+            ) from error
         logger.error(
             "%s: the function ran but its result could not be stored under idempotency key "
             "%s (%s); repeats are refused until the lease ends",
@@ -402,11 +415,16 @@ class _Idempotent:
             type(error).__name__,
         )
 
+    def completed(self, call: _Call, expires_at: int, data: str) -> None:
+        if self.cache is not None:
+            self.cache.put(call.key, CachedResult(expires_at, call.validation, data))
+
     # -- async ---------------------------------------------------------------------------------
+    #
+    # With the store's async_client, the store's requests are awaited on the event loop (the
+    # store's async driver); without one, the sync steps above run in a worker thread.
 
     async def arun(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        import asyncio
-
         call = self.prepare(args, kwargs)
         if call is _NO_KEY:
             return await self.fn(*args, **kwargs)
@@ -414,20 +432,19 @@ class _Idempotent:
         cached = self.from_cache(call)
         if cached is not None:
             return cached.value
+        call.native = self.store.async_client is not None
         outcome = await self.aacquire(call)
         if isinstance(outcome, _Replay):
             return outcome.value
         try:
             result = await self.fn(*args, **kwargs)
         except Exception:
-            await asyncio.to_thread(self.release, call)
+            await self.arelease(call)
             raise
         try:
-            data = self.encode(call, result)
-            await asyncio.to_thread(self.complete, call, data)
+            await self.acomplete(call, self.encode(call, result))
         except _UnstorableResultError as unstorable:
-            # off the event loop, as every call
-            await asyncio.to_thread(self.hold_unstorable, call, unstorable.reason)
+            await self.ahold_unstorable(call, unstorable.reason)
             raise self.unstorable_error(call, unstorable) from unstorable.__cause__
         return result
 
@@ -455,19 +472,83 @@ class _Idempotent:
         )
 
     async def atry_acquire(self, call: _Call, *, wait: bool) -> Any:
-        """``try_acquire`` in a thread. A task cancelled meanwhile cannot stop the thread's write:
-        it waits for it and gives the key back, so a call that never ran does not hold its key
-        for a whole lease."""
+        """``try_acquire`` awaited. A task cancelled meanwhile cannot take back a write that may
+        be on its way: the take runs to its end, shielded, and gives the key back, so a call
+        that never ran does not hold its key for a whole lease."""
         import asyncio
 
-        taking = asyncio.ensure_future(asyncio.to_thread(self.try_acquire, call, wait=wait))
+        taking = asyncio.ensure_future(
+            self.atake(call, wait=wait)
+            if call.native
+            else asyncio.to_thread(self.try_acquire, call, wait=wait)
+        )
         try:
             return await asyncio.shield(taking)
         except asyncio.CancelledError:
             outcomes = await asyncio.gather(taking, return_exceptions=True)
             if outcomes[0] is _ACQUIRED:
-                await asyncio.to_thread(self.release, call)
+                await self.arelease(call)
             raise
+
+    async def atake(self, call: _Call, *, wait: bool) -> Any:
+        """``try_acquire`` on the store's async client."""
+        for _ in range(_RACE_ATTEMPTS):
+            try:
+                existing = await self.store.aput_in_progress(call.key, **self.take(call))
+            except RecordVanishedError:
+                continue
+            verdict = self.verdict(call, existing, wait=wait)
+            if verdict is not _AGAIN:
+                return verdict
+        raise self.race_lost(call)
+
+    async def arelease(self, call: _Call) -> None:
+        if not call.native:
+            import asyncio
+
+            await asyncio.to_thread(self.release, call)
+            return
+        try:
+            await self.store.arelease(call.key, owner=call.owner, policy=call.policy)
+        except Exception as error:
+            self.not_released(call, error)
+
+    async def ahold_unstorable(self, call: _Call, reason: str) -> None:
+        if not call.native:
+            import asyncio
+
+            await asyncio.to_thread(self.hold_unstorable, call, reason)
+            return
+        expires_at = int(self.store.clock()) + self.options.ttl_s
+        try:
+            held = await self.store.ahold_unstorable(
+                call.key, owner=call.owner, reason=reason, expires_at=expires_at, policy=call.policy
+            )
+        except Exception as error:
+            self.not_held(call, error)
+            return
+        self.held(call, held)
+
+    async def acomplete(self, call: _Call, data: str) -> None:
+        if not call.native:
+            import asyncio
+
+            await asyncio.to_thread(self.complete, call, data)
+            return
+        expires_at = int(self.store.clock()) + self.options.ttl_s
+        try:
+            await self.store.acomplete(
+                call.key,
+                data=data,
+                expires_at=expires_at,
+                validation=call.validation,
+                policy=call.policy,
+                owner=call.owner,
+            )
+        except Exception as error:
+            self.not_completed(call, error)
+            return
+        self.completed(call, expires_at, data)
 
     # -- shared steps --------------------------------------------------------------------------
 

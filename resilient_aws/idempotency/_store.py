@@ -8,8 +8,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
@@ -36,6 +36,8 @@ __all__ = ["IdempotencyStore", "MAX_ITEM_BYTES"]
 logger = logging.getLogger("resilient_aws.idempotency")
 
 MAX_ITEM_BYTES = DYNAMODB_ITEM_BYTES
+
+T = TypeVar("T")
 
 SEALED_PREFIX = "sealed:"
 """What starts the ``data`` attribute of a result sealed by an encryptor (then base64): no
@@ -114,6 +116,13 @@ class IdempotencyStore:
     :class:`IdempotencyResultError` naming the key, never runs the function again. The bucket
     needs a lifecycle rule that keeps objects at least as long as the records (``ttl_s``),
     plus a day. Powertools cannot read offloaded results.
+
+    ``async_client`` (an aiobotocore DynamoDB client) gives ``async def`` functions the event
+    loop's own requests instead of a worker thread per call; ``async with store:`` opens one
+    on the running loop and closes it at the end of the block. Without one they use ``client``
+    in a worker thread (``asyncio.to_thread``). Both drivers make the same requests and read
+    the answers the same way; S3 and KMS (``payloads``, ``encryptor``) stay on boto3, in a
+    worker thread.
     """
 
     def __init__(
@@ -136,6 +145,7 @@ class IdempotencyStore:
         encryptor: Encryptor | None = None,
         accept_plaintext: bool = False,
         payloads: PayloadStore | None = None,
+        async_client: Any = None,
     ) -> None:
         if not isinstance(table, str) or not table:
             raise ConfigurationError("table", "must be a non-empty table name")
@@ -182,6 +192,10 @@ class IdempotencyStore:
         self._client = client
         self._lock = threading.Lock()
         self._plaintext_seen = False
+        self._async_client: Any = None
+        self._async_context: Any = None
+        self._async_users = 0
+        self.async_client = async_client
 
     @property
     def client(self) -> DynamoDBClient:
@@ -198,7 +212,53 @@ class IdempotencyStore:
         client: DynamoDBClient = default_client("dynamodb")
         return client
 
-    # -- the operations ----------------------------------------------------------------------------
+    @property
+    def async_client(self) -> Any:
+        """The aiobotocore DynamoDB client ``async def`` functions use (``async_client=``, set
+        later, or opened by ``async with store``), or ``None``: they use :attr:`client` in a
+        worker thread. It belongs to the event loop it was made on."""
+        return self._async_client
+
+    @async_client.setter
+    def async_client(self, client: Any) -> None:
+        if client is not None and not _is_async_client(client):
+            raise ConfigurationError(
+                "async_client",
+                f"must be an aiobotocore DynamoDB client, got {type(client).__name__} (a boto3 "
+                "client goes in client=)",
+            )
+        self._async_client = client
+
+    async def __aenter__(self) -> IdempotencyStore:
+        """Open an aiobotocore DynamoDB client on the running loop (configured by ``policy``, as
+        the default clients are: botocore's own retries off) unless the store has one; the
+        outermost block closes the client it opened, never one it was given."""
+        if self._async_users == 0 and self._async_client is None:
+            from aiobotocore.session import get_session
+
+            context = get_session().create_client("dynamodb", config=self.policy.botocore_config())
+            self._async_client = await context.__aenter__()
+            self._async_context = context
+        self._async_users += 1
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._async_users -= 1
+        context = self._async_context
+        if self._async_users or context is None:
+            return
+        self._async_context = self._async_client = None
+        await context.__aexit__(None, None, None)
+
+    # -- the operations: each written once, as steps both drivers run --------------------------
+    #
+    # An operation is a generator of steps (``_Steps``): it builds each DynamoDB request and
+    # yields it as a :class:`_Request`, gets the response back (or, thrown in, the error the
+    # retry core finally raised) and interprets it. What may block on other I/O (S3, KMS) is
+    # yielded as a :class:`_Blocking` step. ``_run`` answers the steps with the boto3 client and
+    # ``policy.call``; ``_arun`` with the aiobotocore client and ``policy.acall``, and runs the
+    # blocking steps in a worker thread. Conditions, owners, expiry, takeovers, sealed and
+    # offloaded results and error mapping are decided here, the same for both.
 
     def put_in_progress(
         self,
@@ -218,59 +278,24 @@ class IdempotencyStore:
         record gone, :class:`RecordVanishedError` says nothing was written and the take may be
         tried again).
         """
-        now = self.clock()
-        item: dict[str, Any] = {
-            **self._key(key),
-            self.expiry_attr: {"N": str(expires_at)},
-            self.status_attr: {"S": INPROGRESS},
-            self.in_progress_expiry_attr: {"N": str(in_progress_until_ms)},
-            self.owner_attr: {"S": owner},
-        }
-        if validation is not None:
-            item[self.validation_attr] = {"S": validation}
-        extra: dict[str, Any] = {}
-        if self.payloads is not None:
-            # an expired record taken over is replaced: its offloaded result is deleted below
-            extra["ReturnValues"] = "ALL_OLD"
-        try:
-            response = self._call(
-                policy,
-                self.client.put_item,
-                TableName=self.table,
-                Item=item,
-                ConditionExpression=_TAKE_CONDITION,
-                ExpressionAttributeNames={
-                    "#id": self.key_attr,
-                    "#expiry": self.expiry_attr,
-                    "#status": self.status_attr,
-                    "#in_progress_expiry": self.in_progress_expiry_attr,
-                },
-                ExpressionAttributeValues={
-                    ":now": {"N": str(int(now))},
-                    ":now_in_millis": {"N": str(int(now * 1000))},
-                    ":inprogress": {"S": INPROGRESS},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **extra,
-            )
-        except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
-                raise
-            old: Any = error.response.get("Item")
-            existing = self._record(old, policy) if old else self.get(key, policy=policy)
-            if existing is None:
-                # A table that does not return the record with the failure (the fallback read)
-                # can lose it between the two calls: nothing was written, so the caller's race
-                # loop takes the key again.
-                raise RecordVanishedError(key) from error
-            if existing.owner == owner:
-                # Our own write, applied on an attempt whose response was lost.
-                return None
-            return existing
-        if self.payloads is not None:
-            replaced = (response or {}).get("Attributes") or {}
-            self._drop_replaced(key, replaced.get(self.data_attr), policy)
-        return None
+        return self._run(
+            self._take(key, owner, expires_at, in_progress_until_ms, validation, policy), policy
+        )
+
+    async def aput_in_progress(
+        self,
+        key: str,
+        *,
+        owner: str,
+        expires_at: int,
+        in_progress_until_ms: int,
+        validation: str | None,
+        policy: RetryPolicy | None = None,
+    ) -> IdempotencyRecord | None:
+        """:meth:`put_in_progress` on the store's ``async_client``."""
+        return await self._arun(
+            self._take(key, owner, expires_at, in_progress_until_ms, validation, policy), policy
+        )
 
     def complete(
         self,
@@ -291,68 +316,20 @@ class IdempotencyStore:
         its S3 key is logged (the record may point to it: a lifecycle rule expires it).
         ``owner`` (the in-progress record's token, which stays on it) is counted in the size.
         """
-        stored = data
-        blob: bytes | None = None
-        if self.encryptor is not None:
-            from resilient_aws.payloads.crypto import encrypt_with
+        self._run(self._complete(key, data, expires_at, validation, policy, owner), policy)
 
-            blob = encrypt_with(
-                self.encryptor, data.encode("utf-8"), context=key, deadline=_deadline(policy)
-            )
-        pointer: PayloadPointer | None = None
-        if self.payloads is not None:
-            body = blob if blob is not None else data.encode("utf-8")
-            # measured, not built: the base64 text of a large sealed result is never needed
-            inline = _sealed_size(len(body)) if blob is not None else len(body)
-            size = self._size(key, inline, validation, owner)
-            # a result the payload store refuses (max_bytes) but the record holds stays there:
-            # an upload refused after the function ran would let it run again
-            fits_s3 = len(body) <= self.payloads.config.max_bytes
-            if size > MAX_ITEM_BYTES or (fits_s3 and self.payloads.config.offloads(size)):
-                pointer, stored = self._offload(key, body, blob is not None, policy)
-        if pointer is None and blob is not None:
-            stored = SEALED_PREFIX + base64.b64encode(blob).decode("ascii")
-        names = {"#data": self.data_attr, "#expiry": self.expiry_attr, "#status": self.status_attr}
-        values: dict[str, Any] = {
-            ":data": {"S": stored},
-            ":expiry": {"N": str(expires_at)},
-            ":status": {"S": COMPLETED},
-        }
-        expression = "SET #data = :data, #expiry = :expiry, #status = :status"
-        if validation is not None:
-            expression += ", #validation = :validation"
-            names["#validation"] = self.validation_attr
-            values[":validation"] = {"S": validation}
-        if self.payloads is None:
-            self._call(
-                policy,
-                self.client.update_item,
-                TableName=self.table,
-                Key=self._key(key),
-                UpdateExpression=expression,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-            return
-        update = _Attempts(self.client.update_item)
-        try:
-            response = self._call(
-                policy,
-                update,
-                TableName=self.table,
-                Key=self._key(key),
-                UpdateExpression=expression,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                # a result this call replaces (a second completion) leaves its object behind
-                ReturnValues="UPDATED_OLD",
-            )
-        except BaseException as error:
-            if pointer is not None:
-                self._not_marked(key, pointer, update, error, policy)
-            raise
-        replaced = (response or {}).get("Attributes") or {}
-        self._drop_replaced(key, replaced.get(self.data_attr), policy, keep=pointer)
+    async def acomplete(
+        self,
+        key: str,
+        *,
+        data: str,
+        expires_at: int,
+        validation: str | None,
+        policy: RetryPolicy | None = None,
+        owner: str | None = None,
+    ) -> None:
+        """:meth:`complete` on the store's ``async_client`` (S3 and KMS in a worker thread)."""
+        await self._arun(self._complete(key, data, expires_at, validation, policy, owner), policy)
 
     def hold_unstorable(
         self,
@@ -371,36 +348,19 @@ class IdempotencyStore:
         repeats with :class:`IdempotencyResultError`). Conditional on the owner: False if the
         record is no longer this call's (its lease ran out and another call took the key).
         """
-        try:
-            self._call(
-                policy,
-                self.client.update_item,
-                TableName=self.table,
-                Key=self._key(key),
-                UpdateExpression=(
-                    "SET #error = :error, #expiry = :expiry, #in_progress_expiry = :until_ms"
-                ),
-                ConditionExpression="#owner = :owner AND #status = :inprogress",
-                ExpressionAttributeNames={
-                    "#error": self.error_attr,
-                    "#expiry": self.expiry_attr,
-                    "#in_progress_expiry": self.in_progress_expiry_attr,
-                    "#owner": self.owner_attr,
-                    "#status": self.status_attr,
-                },
-                ExpressionAttributeValues={
-                    ":error": {"S": reason},
-                    ":expiry": {"N": str(expires_at)},
-                    ":until_ms": {"N": str(expires_at * 1000)},
-                    ":owner": {"S": owner},
-                    ":inprogress": {"S": INPROGRESS},
-                },
-            )
-        except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
-                raise
-            return False
-        return True
+        return self._run(self._hold(key, owner, reason, expires_at), policy)
+
+    async def ahold_unstorable(
+        self,
+        key: str,
+        *,
+        owner: str,
+        reason: str,
+        expires_at: int,
+        policy: RetryPolicy | None = None,
+    ) -> bool:
+        """:meth:`hold_unstorable` on the store's ``async_client``."""
+        return await self._arun(self._hold(key, owner, reason, expires_at), policy)
 
     def release(self, key: str, *, owner: str, policy: RetryPolicy | None = None) -> None:
         """Delete the in-progress record of ``owner`` so the key can run again.
@@ -409,36 +369,310 @@ class IdempotencyStore:
         ran out must not delete the record of the call that took the key over, nor a result
         another call completed meanwhile (a later duplicate replays it instead of running).
         """
+        self._run(self._release(key, owner), policy)
+
+    async def arelease(self, key: str, *, owner: str, policy: RetryPolicy | None = None) -> None:
+        """:meth:`release` on the store's ``async_client``."""
+        await self._arun(self._release(key, owner), policy)
+
+    def get(self, key: str, *, policy: RetryPolicy | None = None) -> IdempotencyRecord | None:
+        """The record of ``key`` (consistent read), or ``None``. A live completed record's
+        result is opened (decrypted, read from S3) through ``policy``; an expired record's
+        offloaded result is not read (``data`` is ``None``)."""
+        return self._run(self._get(key, policy), policy)
+
+    async def aget(
+        self, key: str, *, policy: RetryPolicy | None = None
+    ) -> IdempotencyRecord | None:
+        """:meth:`get` on the store's ``async_client``."""
+        return await self._arun(self._get(key, policy), policy)
+
+    # -- the steps ---------------------------------------------------------------------------------
+
+    def _take(
+        self,
+        key: str,
+        owner: str,
+        expires_at: int,
+        in_progress_until_ms: int,
+        validation: str | None,
+        policy: RetryPolicy | None,
+    ) -> _Steps[IdempotencyRecord | None]:
+        now = self.clock()
+        item: dict[str, Any] = {
+            **self._key(key),
+            self.expiry_attr: {"N": str(expires_at)},
+            self.status_attr: {"S": INPROGRESS},
+            self.in_progress_expiry_attr: {"N": str(in_progress_until_ms)},
+            self.owner_attr: {"S": owner},
+        }
+        if validation is not None:
+            item[self.validation_attr] = {"S": validation}
+        extra: dict[str, Any] = {}
+        if self.payloads is not None:
+            # an expired record taken over is replaced: its offloaded result is deleted below
+            extra["ReturnValues"] = "ALL_OLD"
         try:
-            self._call(
-                policy,
-                self.client.delete_item,
-                TableName=self.table,
-                Key=self._key(key),
-                ConditionExpression="#owner = :owner AND #status = :inprogress",
-                ExpressionAttributeNames={"#owner": self.owner_attr, "#status": self.status_attr},
-                ExpressionAttributeValues={
-                    ":owner": {"S": owner},
-                    ":inprogress": {"S": INPROGRESS},
+            response = yield _Request(
+                "put_item",
+                {
+                    "TableName": self.table,
+                    "Item": item,
+                    "ConditionExpression": _TAKE_CONDITION,
+                    "ExpressionAttributeNames": {
+                        "#id": self.key_attr,
+                        "#expiry": self.expiry_attr,
+                        "#status": self.status_attr,
+                        "#in_progress_expiry": self.in_progress_expiry_attr,
+                    },
+                    "ExpressionAttributeValues": {
+                        ":now": {"N": str(int(now))},
+                        ":now_in_millis": {"N": str(int(now * 1000))},
+                        ":inprogress": {"S": INPROGRESS},
+                    },
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    **extra,
+                },
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+            old: Any = error.response.get("Item")
+            existing: IdempotencyRecord | None
+            if old:
+                existing = yield from self._read(old, policy)
+            else:
+                existing = yield from self._get(key, policy)
+            if existing is None:
+                # A table that does not return the record with the failure (the fallback read)
+                # can lose it between the two calls: nothing was written, so the caller's race
+                # loop takes the key again.
+                raise RecordVanishedError(key) from error
+            if existing.owner == owner:
+                # Our own write, applied on an attempt whose response was lost.
+                return None
+            return existing
+        if self.payloads is not None:
+            replaced = (response or {}).get("Attributes") or {}
+            yield from self._drop_replaced_steps(key, replaced.get(self.data_attr), policy)
+        return None
+
+    def _complete(
+        self,
+        key: str,
+        data: str,
+        expires_at: int,
+        validation: str | None,
+        policy: RetryPolicy | None,
+        owner: str | None,
+    ) -> _Steps[None]:
+        stored = data
+        blob: bytes | None = None
+        if self.encryptor is not None:
+            blob = yield _Blocking(self._seal, (key, data, policy))
+        pointer: PayloadPointer | None = None
+        if self.payloads is not None:
+            body = blob if blob is not None else data.encode("utf-8")
+            # measured, not built: the base64 text of a large sealed result is never needed
+            inline = _sealed_size(len(body)) if blob is not None else len(body)
+            size = self._size(key, inline, validation, owner)
+            # a result the payload store refuses (max_bytes) but the record holds stays there:
+            # an upload refused after the function ran would let it run again
+            fits_s3 = len(body) <= self.payloads.config.max_bytes
+            if size > MAX_ITEM_BYTES or (fits_s3 and self.payloads.config.offloads(size)):
+                pointer, stored = yield _Blocking(
+                    self._offload, (key, body, blob is not None, policy)
+                )
+        if pointer is None and blob is not None:
+            stored = SEALED_PREFIX + base64.b64encode(blob).decode("ascii")
+        names = {"#data": self.data_attr, "#expiry": self.expiry_attr, "#status": self.status_attr}
+        values: dict[str, Any] = {
+            ":data": {"S": stored},
+            ":expiry": {"N": str(expires_at)},
+            ":status": {"S": COMPLETED},
+        }
+        expression = "SET #data = :data, #expiry = :expiry, #status = :status"
+        if validation is not None:
+            expression += ", #validation = :validation"
+            names["#validation"] = self.validation_attr
+            values[":validation"] = {"S": validation}
+        params: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._key(key),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if self.payloads is None:
+            yield _Request("update_item", params)
+            return
+        # a result this call replaces (a second completion) leaves its object behind
+        params["ReturnValues"] = "UPDATED_OLD"
+        attempts: list[BaseException] = []
+        try:
+            response = yield _Request("update_item", params, attempts)
+        except BaseException as error:
+            if pointer is not None:
+                yield _Blocking(self._not_marked, (key, pointer, attempts, error, policy))
+            raise
+        replaced = (response or {}).get("Attributes") or {}
+        yield from self._drop_replaced_steps(key, replaced.get(self.data_attr), policy, pointer)
+
+    def _hold(self, key: str, owner: str, reason: str, expires_at: int) -> _Steps[bool]:
+        try:
+            yield _Request(
+                "update_item",
+                {
+                    "TableName": self.table,
+                    "Key": self._key(key),
+                    "UpdateExpression": (
+                        "SET #error = :error, #expiry = :expiry, #in_progress_expiry = :until_ms"
+                    ),
+                    "ConditionExpression": "#owner = :owner AND #status = :inprogress",
+                    "ExpressionAttributeNames": {
+                        "#error": self.error_attr,
+                        "#expiry": self.expiry_attr,
+                        "#in_progress_expiry": self.in_progress_expiry_attr,
+                        "#owner": self.owner_attr,
+                        "#status": self.status_attr,
+                    },
+                    "ExpressionAttributeValues": {
+                        ":error": {"S": reason},
+                        ":expiry": {"N": str(expires_at)},
+                        ":until_ms": {"N": str(expires_at * 1000)},
+                        ":owner": {"S": owner},
+                        ":inprogress": {"S": INPROGRESS},
+                    },
+                },
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def _release(self, key: str, owner: str) -> _Steps[None]:
+        try:
+            yield _Request(
+                "delete_item",
+                {
+                    "TableName": self.table,
+                    "Key": self._key(key),
+                    "ConditionExpression": "#owner = :owner AND #status = :inprogress",
+                    "ExpressionAttributeNames": {
+                        "#owner": self.owner_attr,
+                        "#status": self.status_attr,
+                    },
+                    "ExpressionAttributeValues": {
+                        ":owner": {"S": owner},
+                        ":inprogress": {"S": INPROGRESS},
+                    },
                 },
             )
         except ClientError as error:
             if _code(error) != "ConditionalCheckFailedException":
                 raise
 
-    def get(self, key: str, *, policy: RetryPolicy | None = None) -> IdempotencyRecord | None:
-        """The record of ``key`` (consistent read), or ``None``. A live completed record's
-        result is opened (decrypted, read from S3) through ``policy``; an expired record's
-        offloaded result is not read (``data`` is ``None``)."""
-        response = self._call(
-            policy,
-            self.client.get_item,
-            TableName=self.table,
-            Key=self._key(key),
-            ConsistentRead=True,
+    def _get(self, key: str, policy: RetryPolicy | None) -> _Steps[IdempotencyRecord | None]:
+        response = yield _Request(
+            "get_item", {"TableName": self.table, "Key": self._key(key), "ConsistentRead": True}
         )
         item = response.get("Item")
-        return self._record(item, policy) if item else None
+        if not item:
+            return None
+        return (yield from self._read(item, policy))
+
+    def _read(self, item: dict[str, Any], policy: RetryPolicy | None) -> _Steps[IdempotencyRecord]:
+        """The record of ``item``; a step of its own when opening its result may call KMS or
+        S3 (a store with an encryptor or payloads), else read where it stands."""
+        if self.encryptor is None and self.payloads is None:
+            return self._record(item, policy)
+        record: IdempotencyRecord = yield _Blocking(self._record, (item, policy))
+        return record
+
+    def _drop_replaced_steps(
+        self, key: str, old: Any, policy: RetryPolicy | None, keep: PayloadPointer | None = None
+    ) -> _Steps[None]:
+        text = old.get("S") if isinstance(old, dict) else None
+        if isinstance(text, str) and text.startswith(OFFLOADED_PREFIX):
+            yield _Blocking(self._drop_replaced, (key, old, policy, keep))
+
+    def _seal(self, key: str, data: str, policy: RetryPolicy | None) -> bytes:
+        from resilient_aws.payloads.crypto import encrypt_with
+
+        assert self.encryptor is not None
+        return encrypt_with(
+            self.encryptor, data.encode("utf-8"), context=key, deadline=_deadline(policy)
+        )
+
+    # -- the two drivers -------------------------------------------------------------------------
+
+    def _run(self, steps: _Steps[T], policy: RetryPolicy | None) -> T:
+        """Run ``steps`` with the boto3 client, every request through ``policy.call``."""
+        core = policy or self.policy
+        answer: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(answer) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            answer, error = None, None
+            try:
+                if isinstance(step, _Blocking):
+                    answer = step.fn(*step.args)
+                else:
+                    method = getattr(self.client, step.method)
+                    if step.attempts is not None:
+                        method = _Attempts(method, step.attempts)
+                    try:
+                        answer = core.call(method, **step.params)
+                    except ClientError as failed:
+                        self._raise_table_error(failed)
+                        raise
+            except BaseException as raised:
+                error = raised
+
+    async def _arun(self, steps: _Steps[T], policy: RetryPolicy | None) -> T:
+        """Run ``steps`` with the aiobotocore client, every request through ``policy.acall``;
+        S3 and KMS steps in a worker thread (their clients are boto3's)."""
+        import asyncio
+
+        client = self.async_client
+        if client is None:
+            raise ConfigurationError(
+                "async_client",
+                "this store has no async client: pass async_client= or use it in `async with`",
+            )
+        core = policy or self.policy
+        answer: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(answer) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            answer, error = None, None
+            try:
+                if isinstance(step, _Blocking):
+                    answer = await asyncio.to_thread(step.fn, *step.args)
+                else:
+                    method = getattr(client, step.method)
+                    if step.attempts is not None:
+                        method = _AsyncAttempts(method, step.attempts)
+                    try:
+                        answer = await core.acall(method, **step.params)
+                    except ClientError as failed:
+                        self._raise_table_error(failed)
+                        raise
+            except BaseException as raised:
+                error = raised
+
+    def _raise_table_error(self, error: ClientError) -> None:
+        """Raise the :class:`IdempotencyTableError` that ``error`` means, if it means one."""
+        translated = self._table_error(error)
+        if translated is not None:
+            raise translated from error
 
     def record_size(
         self, key: str, data: str, validation: str | None, owner: str | None = None
@@ -734,13 +968,13 @@ class IdempotencyStore:
         self,
         key: str,
         pointer: PayloadPointer,
-        update: _Attempts,
+        attempts: list[BaseException],
         error: BaseException,
         policy: RetryPolicy | None,
     ) -> None:
         """Marking the record COMPLETED failed after its result went to S3: delete the object
         if DynamoDB refused every attempt, else name it (the record may point to it)."""
-        if update.errors and all(_refused(e) for e in update.errors):
+        if attempts and all(_refused(e) for e in attempts):
             self._delete_object(key, pointer, policy, "its record could not be marked COMPLETED")
             return
         _left_behind(
@@ -797,15 +1031,6 @@ class IdempotencyStore:
         except PayloadError as error:
             _left_behind(key, pointer, f"{why}, and deleting it failed ({error.code})")
 
-    def _call(self, policy: RetryPolicy | None, fn: Callable[..., Any], **params: Any) -> Any:
-        try:
-            return (policy or self.policy).call(fn, **params)
-        except ClientError as error:
-            translated = self._table_error(error)
-            if translated is None:
-                raise
-            raise translated from error
-
     def _table_error(self, error: ClientError) -> IdempotencyTableError | None:
         code = _code(error)
         message = str(error.response.get("Error", {}).get("Message", ""))
@@ -829,16 +1054,45 @@ def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-class _Attempts:
-    """A client method that keeps the error of each attempt the retry core makes with it, so
-    that after it gives up we know whether any attempt may have been applied. It passes for the
-    method (``__self__``, ``__name__``): the core still classifies by the client's model."""
+class _Request:
+    """A step's DynamoDB request: ``client.<method>(**params)`` through the retry core. With
+    ``attempts``, the error of each attempt is appended to it, so that after the core gives up
+    the step knows whether any attempt may have been applied."""
 
-    def __init__(self, method: Callable[..., Any]) -> None:
+    __slots__ = ("attempts", "method", "params")
+
+    def __init__(
+        self, method: str, params: dict[str, Any], attempts: list[BaseException] | None = None
+    ) -> None:
+        self.method = method
+        self.params = params
+        self.attempts = attempts
+
+
+class _Blocking:
+    """A step that calls ``fn(*args)``, which may block on S3 or KMS (boto3): run where it
+    stands by the sync driver, in a worker thread by the async one."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+
+
+_Steps = Generator[_Request | _Blocking, Any, T]
+
+
+class _Attempts:
+    """A client method that keeps the error of each attempt the retry core makes with it. It
+    passes for the method (``__self__``, ``__name__``): the core still classifies by the
+    client's model."""
+
+    def __init__(self, method: Callable[..., Any], errors: list[BaseException]) -> None:
         self._method = method
         self.__self__ = getattr(method, "__self__", None)
         self.__name__ = str(getattr(method, "__name__", "update_item"))
-        self.errors: list[BaseException] = []
+        self.errors = errors
 
     def __call__(self, **params: Any) -> Any:
         try:
@@ -846,6 +1100,28 @@ class _Attempts:
         except BaseException as error:
             self.errors.append(error)
             raise
+
+
+class _AsyncAttempts(_Attempts):
+    """:class:`_Attempts` for an aiobotocore client's method."""
+
+    async def __call__(self, **params: Any) -> Any:
+        try:
+            return await self._method(**params)
+        except BaseException as error:
+            self.errors.append(error)
+            raise
+
+
+def _is_async_client(client: Any) -> bool:
+    """An aiobotocore client (its methods are botocore's, returning the coroutine of its
+    async ``_make_api_call``) or a fake whose ``put_item`` is ``async def``."""
+    from inspect import iscoroutinefunction
+
+    method = getattr(client, "put_item", None)
+    return callable(method) and (
+        iscoroutinefunction(method) or iscoroutinefunction(getattr(client, "_make_api_call", None))
+    )
 
 
 def _refused(error: BaseException) -> bool:

@@ -61,3 +61,12 @@ def use() -> None:
 
 async def use_async() -> str:
     return await refund({"id": 1})
+
+
+async def on_the_loop(aio_dynamodb: Any) -> IdempotencyRecord | None:
+    store.async_client = aio_dynamodb  # an aiobotocore client, made on the running loop
+    record = await store.aget("order-1")
+    async with IdempotencyStore("idempotency") as own:  # opens and closes its own client
+        await own.aget("order-2")
+    store.async_client = None  # back to threads
+    return record
