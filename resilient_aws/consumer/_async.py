@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from resilient_aws.consumer._records import CheckedBatch
     from resilient_aws.retry import Deadline, RetryPolicy
 
-__all__ = ["process_async", "run_on_loop"]
+__all__ = ["awaitable_function", "process_async", "run_on_loop"]
 
 T = TypeVar("T")
 
@@ -72,6 +72,24 @@ def _being_cancelled() -> bool:
     return cancelling is None or cancelling() > 0
 
 
+def awaitable_function(fn: Callable[..., Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """``fn`` as an ``async def``: an ``async def`` itself, or a plain function whose result
+    is awaited when it is awaitable (``lambda r: send(r)``), inside the policy, so that its
+    failure is the record's and its retries count."""
+    if is_async(fn):
+        return fn
+
+    async def function(*args: Any) -> Any:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    # the retry core names its logs, events and spans after the function it calls
+    function.__name__ = getattr(fn, "__name__", type(fn).__name__)
+    return function
+
+
 async def process_async(
     processor: BatchProcessor,
     batch: CheckedBatch,
@@ -103,17 +121,7 @@ async def process_async(
     clock = processor.clock
     end = deadline.at if deadline is not None else None
     state = {"slowest": 0.0, "cut": False}
-    if is_async(fn):
-        function = fn
-    else:
-
-        async def function(*args: Any) -> Any:
-            # a plain function may hand back an awaitable (``lambda r: send(r)``): await it,
-            # inside the policy, so that its failure is the record's and its retries count
-            result = fn(*args)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
+    function = awaitable_function(fn)
 
     async def attempt(record: Any) -> None:
         args = (record, context) if passes_context else (record,)

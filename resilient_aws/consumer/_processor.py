@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from resilient_aws import tracing
 from resilient_aws.consumer._records import (
     LIGHT,
     SOURCES,
@@ -22,6 +23,7 @@ from resilient_aws.consumer._records import (
 )
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.retry import Deadline
+from resilient_aws.tracing import error_type
 
 if TYPE_CHECKING:
     from resilient_aws.consumer._visibility import VisibilityBackoff
@@ -290,6 +292,10 @@ class BatchProcessor:
 
         batch, wrap, deadline, policy = self._prepare(event, context)
         fn, positional = _bind_context(record_function, _takes_context(record_function), context)
+        if tracing._active() is not None:
+            from resilient_aws.consumer._tracing import atraced_batch
+
+            return await atraced_batch(self, batch, wrap, fn, positional, context, deadline, policy)
         failed = await process_async(self, batch, wrap, fn, positional, context, deadline, policy)
         return self._finish(batch, failed, deadline)
 
@@ -304,6 +310,10 @@ class BatchProcessor:
             return run_on_loop(self.aprocess(event, fn, context))
         batch, wrap, deadline, policy = self._prepare(event, context)
         fn, positional = _bind_context(fn, passes_context, context)
+        if tracing._active() is not None:
+            from resilient_aws.consumer._tracing import traced_batch
+
+            return traced_batch(self, batch, wrap, fn, positional, context, deadline, policy)
         failed = self._run(batch, wrap, fn, positional, context, deadline, policy)
         return self._finish(batch, failed, deadline)
 
@@ -478,23 +488,9 @@ def _identity(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def error_code(error: BaseException) -> str:
-    """A low-cardinality name for an error: a botocore error's code, else the type's name.
-
-    Never raises: it runs inside the handler of the record's exception, and an error it raised
-    there would take the whole batch's answer with it. A ``response`` that is not botocore's
-    (another library's attribute, a property that raises) names the error by its type."""
-    try:
-        response = getattr(error, "response", None)
-        if isinstance(response, dict):
-            detail = response.get("Error")
-            if isinstance(detail, dict):
-                code = detail.get("Code")
-                if isinstance(code, str) and code:
-                    return code
-    except Exception:  # the type's name below is the answer
-        return type(error).__name__
-    return type(error).__name__
+# A record's failure is named as a span names it (a botocore error's code, else the type's
+# name): the response, the metrics and the trace agree.
+error_code = error_type
 
 
 def is_async(fn: Callable[..., Any]) -> bool:

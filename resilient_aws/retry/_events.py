@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+from resilient_aws import tracing
 from resilient_aws._dataclass import lean_dataclass
 
 __all__ = ["RetryEvent", "RetryListener", "add_listener", "emit", "remove_listener"]
@@ -71,7 +72,9 @@ def remove_listener(listener: RetryListener) -> None:
 def emit(event: RetryEvent, listeners: Iterable[RetryListener] = ()) -> None:
     """Report ``event`` as the retry core reports its own: logged on the ``resilient_aws.retry``
     logger, then given to every listener added with :func:`add_listener` and to ``listeners``
-    (those of one policy, say: ``emit(event, policy.listeners)``).
+    (those of one policy, say: ``emit(event, policy.listeners)``), and added as an event
+    named ``event.kind`` to the current OpenTelemetry span, if one is recording
+    (:mod:`resilient_aws.tracing`).
 
     For code that retries outside the core (a consumer reporting the records it hands back to
     the queue) and wants the same logs and metrics. Never raises an ``Exception``: a listener
@@ -96,6 +99,24 @@ def emit(event: RetryEvent, listeners: Iterable[RetryListener] = ()) -> None:
                 logger.exception("retry listener %r failed", listener)
             except Exception as error:
                 _logging_failed(error)
+    if tracing.recording():  # never raises, nor does add_event
+        tracing.add_event(event.kind, _span_attributes(event))
+
+
+def _span_attributes(event: RetryEvent) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        # as the logs and metrics name it (the span names the call its own way)
+        "resilient_aws.operation": event.operation,
+        tracing.ATTEMPT: event.attempt,
+        tracing.ERROR_TYPE: event.error_code,
+        "resilient_aws.retry.reason": event.reason,
+        "resilient_aws.retryable": event.retryable,
+    }
+    if event.kind == "retry":
+        attributes["resilient_aws.retry.delay_s"] = event.delay
+    if event.entries:
+        attributes[tracing.ENTRIES] = event.entries
+    return attributes
 
 
 def _logging_failed(error: Exception) -> None:

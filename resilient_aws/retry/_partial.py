@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -9,10 +10,11 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws import tracing
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.results import FailedEntry
 from resilient_aws.retry._classify import ErrorClass, classify
-from resilient_aws.retry._run import Run, _areplaying, _replaying
+from resilient_aws.retry._run import Attempts, Run, _areplaying, _replaying
 
 if TYPE_CHECKING:
     from resilient_aws.retry._policy import RetryPolicy
@@ -215,7 +217,44 @@ def run_partial(
     the policy stops (attempts, elapsed time, deadline, budget), the entries still pending are
     reported with ``gave_up`` set: every entry ends up either succeeded or in ``failed``.
     Exceptions that do not come from botocore (bugs in ``send``) propagate.
+
+    With tracing on, the run is a span named ``operation``; once a request fails entries, each
+    request is a child span (``"{operation} attempt"``, its entries and failures counted).
     """
+    if tracing._active() is None:
+        return _run_partial(policy, send, entries, entry_id, operation)
+    attempts = Attempts(operation, {tracing.OPERATION: operation})
+
+    def traced_send(batch: list[E]) -> Sequence[FailedEntry[E]] | SendResult[E]:
+        attempts.count += 1
+        attributes = {**attempts.numbered(), tracing.ENTRIES: len(batch)}
+        if attempts.count > 1:
+            with tracing.span(attempts.name, attributes) as span:
+                answer = send(batch)
+                span.set_attribute(tracing.FAILED, len(_failures(answer)))
+                return answer
+        start = time.time_ns()
+        try:
+            answer = send(batch)
+        except BaseException as error:
+            tracing.span_since(attempts.name, attributes, start, error=error)
+            raise
+        _first_answered(attempts, attributes, start, answer)
+        return answer
+
+    with tracing.span(operation, _run_attributes(operation, entries)) as span:
+        outcome = _run_partial(policy, traced_send, entries, entry_id, operation)
+        _outcome_attributes(span, outcome)
+        return outcome
+
+
+def _run_partial(
+    policy: RetryPolicy,
+    send: Callable[[list[E]], Sequence[FailedEntry[E]] | SendResult[E]],
+    entries: Sequence[E],
+    entry_id: Callable[[E], str],
+    operation: str,
+) -> PartialOutcome[E]:
     pending = list(entries)
     if not pending:
         return PartialOutcome(total=0, failed=(), attempts=0, resent=0)
@@ -281,6 +320,40 @@ async def arun_partial(
     operation: str,
 ) -> PartialOutcome[E]:
     """:func:`run_partial` for an ``async def send``."""
+    if tracing._active() is None:
+        return await _arun_partial(policy, send, entries, entry_id, operation)
+    attempts = Attempts(operation, {tracing.OPERATION: operation})
+
+    async def traced_send(batch: list[E]) -> Sequence[FailedEntry[E]] | SendResult[E]:
+        attempts.count += 1
+        attributes = {**attempts.numbered(), tracing.ENTRIES: len(batch)}
+        if attempts.count > 1:
+            with tracing.span(attempts.name, attributes) as span:
+                answer = await send(batch)
+                span.set_attribute(tracing.FAILED, len(_failures(answer)))
+                return answer
+        start = time.time_ns()
+        try:
+            answer = await send(batch)
+        except BaseException as error:
+            tracing.span_since(attempts.name, attributes, start, error=error)
+            raise
+        _first_answered(attempts, attributes, start, answer)
+        return answer
+
+    with tracing.span(operation, _run_attributes(operation, entries)) as span:
+        outcome = await _arun_partial(policy, traced_send, entries, entry_id, operation)
+        _outcome_attributes(span, outcome)
+        return outcome
+
+
+async def _arun_partial(
+    policy: RetryPolicy,
+    send: Callable[[list[E]], Awaitable[Sequence[FailedEntry[E]] | SendResult[E]]],
+    entries: Sequence[E],
+    entry_id: Callable[[E], str],
+    operation: str,
+) -> PartialOutcome[E]:
     state = _PartialRun(policy, entries, entry_id, operation)
     if not state.pending:
         return PartialOutcome(total=0, failed=(), attempts=0, resent=0)
@@ -300,3 +373,31 @@ async def arun_partial(
     except BaseException as error:
         return state.finish(error)
     return state.finish(None)
+
+
+# -- spans (tracing on only): the run, and a child per request -----------------------------------
+
+
+def _run_attributes(operation: str, entries: Sequence[E]) -> dict[str, object]:
+    return {tracing.OPERATION: operation, tracing.ENTRIES: len(entries)}
+
+
+def _first_answered(
+    attempts: Attempts,
+    attributes: dict[str, object],
+    start_ns: int,
+    answer: Sequence[FailedEntry[E]] | SendResult[E],
+) -> None:
+    """The first request gets a span of its own only if some of its entries failed (then the
+    others follow): a batch that succeeds at once stays one span."""
+    failed = len(_failures(answer))
+    if failed:
+        tracing.span_since(attempts.name, attributes, start_ns, failed=failed)
+
+
+def _failures(answer: Sequence[FailedEntry[E]] | SendResult[E]) -> Sequence[FailedEntry[E]]:
+    return answer.failed if isinstance(answer, SendResult) else answer
+
+
+def _outcome_attributes(span: tracing.SpanLike, outcome: PartialOutcome[E]) -> None:
+    span.set_attributes({tracing.ATTEMPTS: outcome.attempts, tracing.FAILED: len(outcome.failed)})

@@ -256,7 +256,8 @@ def _finite_non_negative(value: object) -> bool:
     )
 
 
-DEFAULT_POLICY = RetryPolicy()
+# annotated: mypy may check a module using it before this one (the package is one import cycle)
+DEFAULT_POLICY: RetryPolicy = RetryPolicy()
 
 # The engine needs the policy type and the policy runs the engine: bind the module late. (The
 # per-entry engine, ``_partial``, is imported by ``run_partial`` on first use.)

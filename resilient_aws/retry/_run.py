@@ -7,9 +7,11 @@ call fails (``_tenacity()``), so that a cold start pays nothing for it.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from resilient_aws import tracing
 from resilient_aws.errors import (
     AttemptsExhaustedError,
     DeadlineExceededError,
@@ -262,11 +264,21 @@ def _service_model(fn: Callable[..., Any]) -> Any:
 
 
 def call(
-    policy: RetryPolicy, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    policy: RetryPolicy,
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    attempt: Callable[..., T] | None = None,
 ) -> T:
+    """``fn(*args, **kwargs)`` retried by ``policy``; each attempt calls ``attempt`` instead
+    when given (``fn`` still names and classifies the call)."""
+    if attempt is None:
+        if tracing._active() is not None:
+            return _traced_call(policy, fn, args, kwargs)
+        attempt = fn
     started = policy.clock()
     try:
-        result = fn(*args, **kwargs)
+        result = attempt(*args, **kwargs)
     except BaseException as error:
         classifier = classifier_for(policy, fn)
         if not classifier(error).retryable:
@@ -279,7 +291,7 @@ def call(
         return result
     run = Run(policy, operation_name(fn), classifier, started=started)
     try:
-        result = run.retrying()(_replaying(first_error, fn), *args, **kwargs)
+        result = run.retrying()(_replaying(first_error, attempt), *args, **kwargs)
     except BaseException as error:
         replacement = run.give_up_error(error)
         if replacement is error:
@@ -294,10 +306,16 @@ async def acall(
     fn: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    attempt: Callable[..., Awaitable[T]] | None = None,
 ) -> T:
+    """:func:`call` for an ``async def fn``."""
+    if attempt is None:
+        if tracing._active() is not None:
+            return await _traced_acall(policy, fn, args, kwargs)
+        attempt = fn
     started = policy.clock()
     try:
-        result = await fn(*args, **kwargs)
+        result = await attempt(*args, **kwargs)
     except BaseException as error:
         classifier = classifier_for(policy, fn)
         if not classifier(error).retryable:
@@ -309,7 +327,7 @@ async def acall(
         return result
     run = Run(policy, operation_name(fn), classifier, started=started)
     try:
-        result = await run.async_retrying()(_areplaying(first_error, fn), *args, **kwargs)
+        result = await run.async_retrying()(_areplaying(first_error, attempt), *args, **kwargs)
     except BaseException as error:
         replacement = run.give_up_error(error)
         if replacement is error:
@@ -317,6 +335,110 @@ async def acall(
         raise replacement from error
     run.succeeded()
     return result
+
+
+# -- spans (tracing on only) -------------------------------------------------------------------
+#
+# A call is one span, "DynamoDB.PutItem". Once an attempt fails, each attempt is a child span,
+# "DynamoDB.PutItem attempt" (the first recorded after the fact, from its start), with its
+# outcome (error.type=ThrottlingException...); the gaps between them are the backoff, and why
+# each gap is there ("retry": delay, code) and how the call ended ("recovered", "give_up":
+# reason) are events of the call's span, made by emit() from the RetryEvents the logs and
+# metrics get. A healthy call, the common case, stays one span. Spans are INTERNAL: the
+# botocore instrumentation, if on, adds the CLIENT span of each HTTP request inside.
+
+
+def span_identity(fn: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
+    """The span name and attributes of a call of ``fn``: ``"DynamoDB.PutItem"`` and the RPC
+    attributes for a boto3 client (or resource) method, the function's name otherwise."""
+    name = operation_name(fn)
+    owner = getattr(fn, "__self__", None)
+    meta = getattr(owner, "meta", None)
+    client = getattr(meta, "client", None)  # a boto3 resource holds a client
+    if client is not None:
+        meta = getattr(client, "meta", None)
+    mapping = getattr(meta, "method_to_api_mapping", None)
+    model = getattr(meta, "service_model", None)
+    service = getattr(model, "service_id", None)
+    if isinstance(mapping, dict) and service is not None and name in mapping:
+        operation = str(mapping[name])
+        return f"{service}.{operation}", {
+            tracing.OPERATION: operation,
+            **tracing.rpc_attributes(str(service), operation),
+        }
+    return name, {tracing.OPERATION: name}
+
+
+class Attempts:
+    """Counts the attempts of one traced call and gives each a span from the first failure
+    on (see above)."""
+
+    __slots__ = ("attributes", "count", "name")
+
+    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+        self.name = f"{name} attempt"
+        self.attributes = attributes
+        self.count = 0
+
+    def numbered(self) -> dict[str, Any]:
+        return {**self.attributes, tracing.ATTEMPT: self.count}
+
+    def wrap(self, fn: Callable[..., T]) -> Callable[..., T]:
+        def attempt(*args: Any, **kwargs: Any) -> T:
+            self.count += 1
+            if self.count == 1:
+                start = time.time_ns()
+                try:
+                    return fn(*args, **kwargs)
+                except BaseException as error:
+                    tracing.span_since(self.name, self.numbered(), start, error=error)
+                    raise
+            with tracing.span(self.name, self.numbered()):
+                return fn(*args, **kwargs)
+
+        return attempt
+
+    def awrap(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        async def attempt(*args: Any, **kwargs: Any) -> T:
+            self.count += 1
+            if self.count == 1:
+                start = time.time_ns()
+                try:
+                    return await fn(*args, **kwargs)
+                except BaseException as error:
+                    tracing.span_since(self.name, self.numbered(), start, error=error)
+                    raise
+            with tracing.span(self.name, self.numbered()):
+                return await fn(*args, **kwargs)
+
+        return attempt
+
+
+def _traced_call(
+    policy: RetryPolicy, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> T:
+    name, attributes = span_identity(fn)
+    attempts = Attempts(name, attributes)
+    with tracing.span(name, attributes) as span:
+        try:
+            return call(policy, fn, args, kwargs, attempts.wrap(fn))
+        finally:
+            span.set_attribute(tracing.ATTEMPTS, attempts.count)
+
+
+async def _traced_acall(
+    policy: RetryPolicy,
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    name, attributes = span_identity(fn)
+    attempts = Attempts(name, attributes)
+    with tracing.span(name, attributes) as span:
+        try:
+            return await acall(policy, fn, args, kwargs, attempts.awrap(fn))
+        finally:
+            span.set_attribute(tracing.ATTEMPTS, attempts.count)
 
 
 def _replaying(first_error: BaseException, fn: Callable[..., T]) -> Callable[..., T]:
