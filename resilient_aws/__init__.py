@@ -33,6 +33,7 @@ _SUBMODULES = (
     "results",
     "retry",
     "testing",
+    "tracing",
 )
 
 __all__ = ["__version__", *_SUBMODULES]
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from resilient_aws import results as results
     from resilient_aws import retry as retry
     from resilient_aws import testing as testing
+    from resilient_aws import tracing as tracing
 
 
 def __getattr__(name: str) -> Any:

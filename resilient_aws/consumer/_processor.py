@@ -162,12 +162,14 @@ class BatchProcessor:
       extra), ``"raw"`` (the record's dict), or ``"auto"`` (the default: Powertools' classes
       when ``aws_lambda_powertools`` is already imported, light records otherwise; importing
       Powertools' data classes costs about 40 ms of cold start).
-    * ``payloads``: a :class:`~resilient_aws.payloads.PayloadStore`: an SQS message carrying
-      an extended client pointer (``ExtendedPayloadSize``) reaches the record function with
-      its payload as body; a pointer that cannot be resolved (the object is gone) fails that
-      record only, with :class:`~resilient_aws.payloads.PayloadNotFoundError` naming the
-      message. With ``PayloadConfig(delete_after=True)`` the objects of the records that
-      succeeded are deleted once the batch is done.
+    * ``payloads``: a :class:`~resilient_aws.payloads.PayloadStore`: an SQS message (or an
+      SNS notification or EventBridge event in its body) or a Kinesis record carrying an
+      extended client pointer reaches the record function with its payload in its place; a
+      pointer that cannot be resolved (the object is gone) fails that record only, with
+      :class:`~resilient_aws.payloads.PayloadNotFoundError` naming the message. With
+      ``PayloadConfig(delete_after=True)`` the objects of the SQS records that succeeded are
+      deleted once the batch is done (never a stream's: a stream delivers a record again
+      after a failed one).
     * ``listeners``: :data:`~resilient_aws.retry.RetryListener` s told about each batch's
       failures (one ``partial_failure`` event per code, operation ``"consume:<source>"``) on top
       of the global ones, e.g. a
@@ -331,7 +333,7 @@ class BatchProcessor:
         if policy is not None and deadline is not None:
             policy = policy.with_deadline(deadline)
         wrap = self._wrapper(batch.source)
-        if self.payloads is not None and batch.source == "sqs":
+        if self.payloads is not None and batch.source in ("sqs", "kinesis"):
             from resilient_aws.payloads._resolve import resolving
 
             wrap = resolving(wrap, self.payloads, _payload_policy(self.payloads, deadline))

@@ -30,6 +30,7 @@ def test_top_level_exports() -> None:
         "results",
         "retry",
         "testing",
+        "tracing",
     ]
     assert resilient_aws.retry is retry
     with pytest.raises(AttributeError):
