@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws import tracing
 from resilient_aws._batching import BatchEngine, Entry, Sent, _Closed
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.results import BatchResult
@@ -195,23 +196,28 @@ class AsyncBatchEngine(BatchEngine[S]):
                 self._not_sent(chunk, error)
                 raise
         self._sending(chunk)
-        try:
-            sent = await self.adapter.asend_request(chunk)  # type: ignore[attr-defined]
-        except (ClientError, BotoCoreError) as error:
-            halves = self._failed_request(chunk, error)
-            if halves is not None:
-                first, second = halves
-                try:
-                    await self._send_async(first)
-                except BaseException as interrupt:  # the first half accounted for itself
-                    self._not_sent(second, interrupt)
-                    raise
-                await self._send_async(second)
-            return
-        except BaseException as error:
-            self._unknown(chunk, error)
-            raise
-        self._answer(chunk, sent)
+        with self._request_span(chunk) as span:
+            try:
+                sent = await self.adapter.asend_request(chunk)  # type: ignore[attr-defined]
+            except (ClientError, BotoCoreError) as error:
+                tracing.mark_failed(span, error)
+                halves = self._failed_request(chunk, error)
+            except BaseException as error:
+                self._unknown(chunk, error)
+                raise
+            else:
+                self._answer(chunk, sent)
+                if sent.failed:
+                    span.set_attribute(tracing.FAILED, len(sent.failed))
+                return
+        if halves is not None:
+            first, second = halves
+            try:
+                await self._send_async(first)
+            except BaseException as interrupt:  # the first half accounted for itself
+                self._not_sent(second, interrupt)
+                raise
+            await self._send_async(second)
 
     async def _await_any(self) -> None:
         if not self._tasks:

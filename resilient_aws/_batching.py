@@ -32,6 +32,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from resilient_aws import tracing
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
 from resilient_aws.limits import BatchLimits
@@ -173,6 +174,7 @@ class BatchEngine(Generic[S]):
     # itself, since under the GIL more threads only contend for it.
     _cpu_share: float | None = None
     _first_measured = False
+    _trace_parent: Any = None
 
     def __init__(
         self,
@@ -270,6 +272,9 @@ class BatchEngine(Generic[S]):
             if self._oldest is None:
                 self._oldest = time.monotonic()
                 self._start_flusher()
+                # the caller's trace, for the requests made on other threads (they do not
+                # inherit it): taken once a request's worth, not per entry
+                self._trace_parent = tracing.current_context()
             limits = self.limits
             if len(pending) < limits.max_entries and size < limits.max_request_bytes:
                 return
@@ -634,29 +639,43 @@ class BatchEngine(Generic[S]):
                 raise
         self._sending(chunk)
         measure = self.concurrency > 1
-        if measure:
-            wall, cpu = time.perf_counter(), time.thread_time()
-        try:
-            sent = self.adapter.send_request(chunk)
-        except (ClientError, BotoCoreError) as error:
+        with self._request_span(chunk) as span:
             if measure:
-                self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
-            halves = self._failed_request(chunk, error)
-            if halves is not None:
-                first, second = halves
-                try:
-                    self._send(first)
-                except BaseException as interrupt:  # the first half accounted for itself
-                    self._not_sent(second, interrupt)
-                    raise
-                self._send(second)
-            return
-        except BaseException as error:
-            self._unknown(chunk, error)
-            raise
-        if measure:
-            self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
-        self._answer(chunk, sent)
+                wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                sent = self.adapter.send_request(chunk)
+            except (ClientError, BotoCoreError) as error:
+                if measure:
+                    self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
+                tracing.mark_failed(span, error)
+                halves = self._failed_request(chunk, error)
+            except BaseException as error:
+                self._unknown(chunk, error)
+                raise
+            else:
+                if measure:
+                    self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
+                self._answer(chunk, sent)
+                if sent.failed:
+                    span.set_attribute(tracing.FAILED, len(sent.failed))
+                return
+        if halves is not None:
+            first, second = halves
+            try:
+                self._send(first)
+            except BaseException as interrupt:  # the first half accounted for itself
+                self._not_sent(second, interrupt)
+                raise
+            self._send(second)
+
+    def _request_span(self, chunk: list[Entry[S]]) -> Any:
+        """The span of one request (a shared no-op while tracing is off)."""
+        return tracing.request_span(
+            self.adapter.operation,
+            entries=len(chunk),
+            client=getattr(self.adapter, "client", None),
+            parent=self._trace_parent,
+        )
 
     # -- what a request means for its entries: shared by the sync and the async driver ----------
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from resilient_aws import tracing
 from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import positional
-from resilient_aws.batch._sqs import PARAMETERS_REFUSED, Offloading
+from resilient_aws.batch._sqs import PARAMETERS_REFUSED, TRACE_API, Offloading
 from resilient_aws.errors import EntryValidationError, UnsupportedValueError
 from resilient_aws.limits import EVENTBRIDGE_PUT_EVENTS
 
@@ -96,6 +98,8 @@ class EventBridgePutter(Offloading):
         """
         entry_id = self._next_id(id)
         source_entry = {"id": entry_id, "source": source, "detail_type": detail_type}
+        if trace_header is None and TRACE_API in sys.modules:
+            trace_header = tracing.inject("eventbridge").get("TraceHeader")
         try:
             text = _detail_text(detail, entry_id)
             payload = _payload(

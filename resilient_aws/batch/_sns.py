@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -10,11 +11,13 @@ from resilient_aws.batch._base import by_id
 from resilient_aws.batch._sqs import (
     NOT_TEXT,
     PARAMETERS_REFUSED,
+    TRACE_API,
     Offloading,
     _pointer_like,
     attributes_problem,
     attributes_size,
     text_size,
+    traced,
     valid_text,
 )
 from resilient_aws.errors import EntryValidationError
@@ -72,6 +75,8 @@ class SnsPublisher(Offloading):
         """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
         entry_id = self._next_id(id)
         source = {"id": entry_id, "message": message}
+        if TRACE_API in sys.modules:  # a span may be current: its context rides on the message
+            attributes = traced("sns", attributes)[0]
         try:
             payload, size = self._checked(
                 entry_id,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from resilient_aws import tracing
 from resilient_aws._batching import Entry, Sent
 from resilient_aws.batch._base import BatchSender, by_id
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError, EntryValidationError
@@ -132,6 +134,35 @@ def text_size(entry_id: str, what: str, text: str) -> int:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise EntryValidationError(entry_id, f"{what}: {NOT_TEXT}") from None
+
+
+TRACE_API = "opentelemetry.trace"
+"""Imported once OpenTelemetry may be tracing: until then no message carries a trace context
+and nothing more is looked up per message."""
+
+
+def traced(
+    carrier: Literal["sqs", "sns"],
+    attributes: Mapping[str, Any] | None,
+    system_attributes: Mapping[str, Any] | None = None,
+) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+    """A message's attributes with the current trace context added (``traceparent``, and for
+    SQS the X-Ray ``AWSTraceHeader``): what the caller set wins, and SQS's and SNS's 10
+    attributes are never exceeded. Attributes that are not a mapping are left for the checks
+    to refuse."""
+    if not isinstance(attributes, (Mapping, type(None))) or not isinstance(
+        system_attributes, (Mapping, type(None))
+    ):
+        return attributes, system_attributes  # type: ignore[unreachable]  # untyped callers
+    entry: dict[str, Any] = {}
+    if attributes:
+        entry["MessageAttributes"] = attributes
+    if system_attributes:
+        entry["MessageSystemAttributes"] = system_attributes
+    merged = tracing.inject_into(entry, carrier)
+    if merged is entry:
+        return attributes, system_attributes
+    return merged.get("MessageAttributes"), merged.get("MessageSystemAttributes")
 
 
 class Offloading(BatchSender):
@@ -324,6 +355,8 @@ class SqsSender(Offloading, _SqsBatch):
         """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
         entry_id = f"#{next(self._ids)}" if id is None else id  # BatchSender._next_id, inlined
         source = {"id": entry_id, "body": body}
+        if TRACE_API in sys.modules:  # a span may be current: its context rides on the message
+            attributes, system_attributes = traced("sqs", attributes, system_attributes)
         if not isinstance(body, str):
             self._refuse(  # type: ignore[unreachable]  # untyped callers
                 source,
