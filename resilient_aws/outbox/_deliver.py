@@ -8,6 +8,8 @@ batched, concurrent publish through the batch engine.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
+from resilient_aws import tracing
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.outbox._event import OutboxEvent
 from resilient_aws.outbox._layout import BLOCKED, DELIVERED
@@ -69,6 +72,24 @@ class DeliveryReport:
             | {event_id for event_id in self.held if event_id not in for_sweeper}
             | set(self.unattempted)
         )
+
+    def outcomes(self) -> dict[str, str]:
+        """Each event id's outcome: the name of the list it is in (``held`` for those left for
+        the sweeper too)."""
+        found: dict[str, str] = {}
+        for name in (
+            "delivered",
+            "already_delivered",
+            "failed",
+            "blocked",
+            "held",
+            "unattempted",
+            "missing",
+            "unmarked",
+        ):
+            for event_id in getattr(self, name):
+                found[event_id] = name
+        return found
 
     def summary(self) -> dict[str, int]:
         return {
@@ -169,6 +190,64 @@ def deliver(
                     del ready[event.aggregate_id]
     if report.failed or report.blocked:
         logger.warning("outbox delivery: %s", report.summary())
+    return report
+
+
+OUTCOME = "resilient_aws.outbox.outcome"
+
+
+class _Undelivered(Exception):  # noqa: N818  # never raised: how a span is marked failed
+    """A failed delivery, named by the code of its ``"Code: message"`` text only."""
+
+    def __init__(self, problem: str) -> None:
+        code = problem.partition(":")[0].strip() or "DeliveryFailed"
+        super().__init__(code)
+        self.response = {"Error": {"Code": code}}
+
+
+def deliver_in_spans(
+    name: str,
+    outbox: Outbox,
+    target: Target,
+    events: Sequence[OutboxEvent],
+    *,
+    deadline: Deadline | None = None,
+) -> DeliveryReport:
+    """:func:`deliver`, with a ``CONSUMER`` span ``name`` per event while tracing is on: a
+    child of the context the event was written in (its ``trace``), or of the current one,
+    ended with the event's outcome (``resilient_aws.outbox.outcome``; ``error.type`` and an
+    error status for a failed or blocked one).
+
+    Events go out in batched waves, so no event's span can be the current one while they are
+    published: delivery runs in the context from before the spans, and the batch requests'
+    spans are children of the caller's span, not of one event's.
+    """
+    if not events or not tracing.enabled():
+        return deliver(outbox, target, events, deadline=deadline)
+    caller = contextvars.copy_context()
+    base = tracing.current_context()
+    spans: dict[str, tracing.SpanLike] = {}
+    with contextlib.ExitStack() as stack:
+        for event in events:
+            if event.id in spans:
+                continue
+            parent = tracing.extract(event.trace) if event.trace else None
+            attributes = {
+                "messaging.message.id": event.id,
+                "messaging.destination.name": outbox.outbox_table,
+            }
+            spans[event.id] = stack.enter_context(
+                tracing.span(name, attributes, kind="consumer", parent=parent or base)
+            )
+        report = caller.run(deliver, outbox, target, events, deadline=deadline)
+        problems = {**report.failed, **report.blocked}
+        for event_id, outcome in report.outcomes().items():
+            span = spans.get(event_id)
+            if span is None:
+                continue
+            span.set_attribute(OUTCOME, outcome)
+            if event_id in problems:
+                tracing.mark_failed(span, _Undelivered(problems[event_id]))
     return report
 
 

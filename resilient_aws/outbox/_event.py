@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,11 @@ class OutboxEvent:
     An event read back from the table (by the relay, the sweeper, :meth:`Outbox.pending`...)
     whose payload was offloaded to S3 (``Outbox(payloads=...)``) has an
     :class:`OffloadedPayload` as its ``payload``: the pointer, not the payload.
+
+    ``trace`` is the W3C trace context the event carries (``{"traceparent": ..., "tracestate":
+    ...}``): :meth:`Outbox.write` sets it from the current span when tracing is on (unless the
+    event has one), the record stores it, and the targets put it on the message they publish,
+    so the consumer's span continues the writer's trace. Not part of the event's value.
     """
 
     type: str
@@ -48,6 +54,7 @@ class OutboxEvent:
     destination: str | None = None
     id: str = field(default_factory=_new_id)
     created_at: dt.datetime = field(default_factory=_now)
+    trace: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("type", "aggregate_id", "id"):
@@ -60,6 +67,14 @@ class OutboxEvent:
             or self.sequence < 0
         ):
             raise ValueError(f"OutboxEvent.sequence must be an int >= 0, got {self.sequence!r}")
+        if self.trace is not None:
+            trace = trace_context(self.trace)
+            if trace is None:
+                raise ValueError(
+                    f"OutboxEvent.trace of event {self.id} must map traceparent to a valid W3C "
+                    "traceparent (and may map tracestate to an ASCII string), nothing else"
+                )
+            object.__setattr__(self, "trace", trace)  # a copy of its own: frozen means frozen
 
     def describe(self) -> str:
         """``event <id> (<aggregate> #<sequence>)``: how errors and logs name it."""
@@ -142,14 +157,77 @@ def envelope_text(event: OutboxEvent, payload_json: str) -> str:
 
 
 def message_attributes(event: OutboxEvent) -> dict[str, Any]:
-    """The message attributes SQS and SNS targets send with every event."""
-    return {
+    """The message attributes SQS and SNS targets send with every event: its id and type, and
+    the trace context it carries (``traceparent``, ``tracestate``)."""
+    attributes = {
         "event_id": {"DataType": "String", "StringValue": event.id},
         "event_type": {"DataType": "String", "StringValue": event.type},
     }
+    for name, value in (event.trace or {}).items():
+        attributes[name] = {"DataType": "String", "StringValue": value}
+    return attributes
 
 
 def message_attributes_size(event: OutboxEvent) -> int:
     """Bytes SQS and SNS count for :func:`message_attributes` (name, type and value of each)."""
     fixed = len("event_id") + len("event_type") + 2 * len("String")
-    return fixed + len(event.id.encode("utf-8")) + len(event.type.encode("utf-8"))
+    size = fixed + len(event.id.encode("utf-8")) + len(event.type.encode("utf-8"))
+    for name, value in (event.trace or {}).items():
+        size += len(name) + len("String") + len(value.encode("utf-8"))
+    return size
+
+
+# -- trace context ------------------------------------------------------------------------------
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+_HEX = frozenset("0123456789abcdef")
+
+
+def trace_context(fields: Any) -> dict[str, str] | None:
+    """``fields`` as an event's ``trace`` (``traceparent`` and, if any, ``tracestate``), or
+    ``None`` when it holds no valid W3C ``traceparent`` (a record damaged by hand carries no
+    trace rather than a broken one). Never quotes what it checks."""
+    if not isinstance(fields, Mapping):
+        return None
+    traceparent, tracestate = fields.get(TRACEPARENT), fields.get(TRACESTATE)
+    if not isinstance(traceparent, str) or not _valid_traceparent(traceparent):
+        return None
+    if set(fields) - {TRACEPARENT, TRACESTATE}:
+        return None
+    if tracestate is None or tracestate == "":
+        return {TRACEPARENT: traceparent}
+    if not isinstance(tracestate, str) or not tracestate.isascii():
+        return None
+    return {TRACEPARENT: traceparent, TRACESTATE: tracestate}
+
+
+def _valid_traceparent(value: str) -> bool:
+    """``00-{32 hex}-{16 hex}-{2 hex}``, neither id all zeros (what W3C calls valid)."""
+    parts = value.split("-")
+    if len(parts) != 4 or [len(p) for p in parts] != [2, 32, 16, 2]:
+        return False
+    if not _HEX.issuperset("".join(parts)) or parts[0] == "ff":
+        return False
+    return set(parts[1]) != {"0"} and set(parts[2]) != {"0"}
+
+
+def xray_header(trace: Mapping[str, str]) -> str:
+    """The X-Ray ``AWSTraceHeader``/``TraceHeader`` of a valid ``trace``, made from the W3C ids
+    as :func:`resilient_aws.tracing.inject` makes it."""
+    _, trace_id, span_id, flags = trace[TRACEPARENT].split("-")
+    sampled = int(flags, 16) & 1
+    return f"Root=1-{trace_id[:8]}-{trace_id[8:]};Parent={span_id};Sampled={sampled}"
+
+
+def with_trace(body: str, trace: Mapping[str, str] | None) -> str:
+    """The JSON object text ``body`` (an envelope) with the trace context added as top-level
+    fields (an EventBridge ``detail``, where :func:`resilient_aws.tracing.extract` reads it);
+    ``body`` itself without a trace or when it is not an object's text."""
+    text = body.strip()
+    if not trace or not text.startswith("{") or not text.endswith("}"):
+        return body
+    fields = dumps(dict(trace))
+    if not text[1:-1].strip():
+        return fields
+    return f"{text[:-1]}, {fields[1:]}"

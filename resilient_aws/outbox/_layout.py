@@ -14,6 +14,10 @@ with ``outbox_payload`` holding the extended client libraries' pointer
 (``["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":..,"s3Key":..}]``)
 instead of the payload's JSON, and ``outbox_payload_size`` (a number: the bytes of the object,
 the event's envelope) marking it as such, as ``ExtendedPayloadSize`` marks a pointer message.
+
+An event written while a span was current (tracing on) stores its W3C context in
+``outbox_traceparent`` (and ``outbox_tracestate``): where :func:`resilient_aws.tracing.extract`
+finds it in a stream record, and what the targets put on the messages.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import dumps
 from resilient_aws.errors import ConfigurationError, UnsupportedValueError
-from resilient_aws.outbox._event import OffloadedPayload, OutboxEvent
+from resilient_aws.outbox._event import (
+    TRACEPARENT,
+    TRACESTATE,
+    OffloadedPayload,
+    OutboxEvent,
+    trace_context,
+)
 
 if TYPE_CHECKING:
     from resilient_aws.payloads import PayloadPointer, PayloadStore
@@ -53,6 +63,9 @@ A_LAST_FAILURE = "outbox_last_failure"  # a token per counted failure: a retry k
 A_PENDING = "outbox_pending_aggregate"
 A_PENDING_AT = "outbox_pending_at"
 A_BLOCKED_EVENT = "outbox_blocked_event"
+# the writer's trace context (what resilient_aws.tracing.extract reads from a stream record)
+A_TRACEPARENT = "outbox_traceparent"
+A_TRACESTATE = "outbox_tracestate"
 
 MARKER_SORT_KEY = "BLOCKED"
 
@@ -149,6 +162,10 @@ class Layout:
             item[A_PAYLOAD_SIZE] = {"N": str(offloaded.size)}
         if event.destination is not None:
             item[A_DESTINATION] = {"S": event.destination}
+        if event.trace:
+            item[A_TRACEPARENT] = {"S": event.trace[TRACEPARENT]}
+            if TRACESTATE in event.trace:
+                item[A_TRACESTATE] = {"S": event.trace[TRACESTATE]}
         return item
 
     @staticmethod
@@ -182,6 +199,7 @@ class Layout:
             destination=text(A_DESTINATION),
             id=text(A_ID) or "unknown",
             created_at=dt.datetime.fromisoformat(created) if created else _EPOCH,
+            trace=_trace(item),
         )
         return StoredEvent(
             event=event,
@@ -192,6 +210,17 @@ class Layout:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _trace(item: Mapping[str, Any]) -> dict[str, str] | None:
+    """The trace context a record stores; ``None`` without one, or with one damaged (the
+    event goes out without a trace rather than not at all)."""
+    if A_TRACEPARENT not in item:
+        return None
+    fields = {TRACEPARENT: item[A_TRACEPARENT]}
+    if A_TRACESTATE in item:
+        fields[TRACESTATE] = item[A_TRACESTATE]
+    return trace_context(fields)
 
 
 def _offloaded(

@@ -18,6 +18,7 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
+from resilient_aws import tracing
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.dynamodb._schema import KeySchema, describe_key_schema
 from resilient_aws.dynamodb._serialize import deserialize_item, item_size, serialize_item
@@ -245,6 +246,11 @@ class Outbox:
         Whatever a write with ``payloads`` raises carries ``payloads_left``: the
         ``(event id, PayloadPointer)`` of the objects it left in S3 (logged too; empty when it
         left none), for a cleanup job or the lifecycle rule.
+
+        With tracing on (:mod:`resilient_aws.tracing`), each event without a ``trace`` of its
+        own gets the current span's context, stored in its record (``outbox_traceparent``,
+        ``outbox_tracestate``, counted in its size) and carried on the messages the targets
+        publish; the returned events hold it. Without a current span nothing is added.
         """
         if self.payloads is None:
             return self._write(puts, updates, deletes, conditions, events, policy)
@@ -275,7 +281,7 @@ class Outbox:
             )
         for check in conditions:
             actions.append(self._condition(check))
-        written = self._sequenced(list(events))
+        written = _traced(self._sequenced(list(events)))
         planned = [self._event(event) for event in written]
         if self.payloads is not None:
             self._offload_to_fit(actions, planned, self.payloads)
@@ -891,6 +897,19 @@ class Outbox:
             ClientRequestToken=str(uuid.uuid4()),
         )
         return [stored.event.id for stored in blocked]
+
+
+def _traced(events: list[OutboxEvent]) -> list[OutboxEvent]:
+    """``events``, those without a trace given the current span's context (if any)."""
+    if not events:
+        return events
+    carried = tracing.inject("w3c")  # {} with no span current, tracing off or OTel absent
+    if not carried:
+        return events
+    return [
+        event if event.trace is not None else dataclasses.replace(event, trace=carried)
+        for event in events
+    ]
 
 
 # A failure count written over a record that changed meanwhile (another relay counted its own

@@ -10,7 +10,7 @@ from resilient_aws.consumer._processor import BatchProcessor
 from resilient_aws.consumer._records import DynamoDBStreamRecord, check_event
 from resilient_aws.dynamodb import deserialize_item
 from resilient_aws.errors import ConfigurationError
-from resilient_aws.outbox._deliver import DeliveryReport, deliver
+from resilient_aws.outbox._deliver import DeliveryReport, deliver_in_spans
 from resilient_aws.outbox._event import OutboxEvent
 from resilient_aws.outbox._outbox import Outbox
 from resilient_aws.outbox._targets import Target, check_target
@@ -74,6 +74,10 @@ def relay_handler(
     whose event failed, or waits behind one that failed, come back. Events of an aggregate with a
     blocked (poison) event are left pending for the sweeper, so one poison event never blocks the
     stream. The response is built by :class:`resilient_aws.consumer.BatchProcessor`.
+
+    With tracing on, each event is published in a ``CONSUMER`` span ``outbox relay``, a child
+    of the span that wrote it (the ``outbox_traceparent`` of its record), and its messages
+    carry that context to the consumer (see :attr:`OutboxEvent.trace`).
     """
     check_target(target)
 
@@ -88,7 +92,9 @@ def relay_handler(
             deadline = Deadline.from_lambda_context(
                 context, margin_s=margin_s, clock=outbox.policy.clock
             )
-        report = deliver(outbox, target, list(by_sequence.values()), deadline=deadline)
+        report = deliver_in_spans(
+            "outbox relay", outbox, target, list(by_sequence.values()), deadline=deadline
+        )
         if on_report is not None:
             try:
                 on_report(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resilient_aws.outbox._deliver import DeliveryReport, deliver
+from resilient_aws.outbox._deliver import DeliveryReport, deliver_in_spans
 from resilient_aws.outbox._event import OutboxEvent
 from resilient_aws.outbox._layout import BLOCKED, PENDING
 from resilient_aws.outbox._outbox import Outbox
@@ -22,6 +22,9 @@ class OutboxSweeper:
     consistent query, and delivers them with the relay's rules: in sequence order per aggregate,
     nothing past a failed or blocked event. Marks are conditional, so a sweep racing the relay
     never corrupts a record; at worst an event is published twice, and carries its id.
+
+    With tracing on, each event is published in a ``CONSUMER`` span ``outbox sweep``, a child
+    of the span that wrote it, and its messages carry that context, as the relay's do.
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class OutboxSweeper:
                 if stored.status in (PENDING, BLOCKED)
                 and (stored.event.sequence or 0) <= newest_stale[aggregate]
             )
-        return deliver(self.outbox, self.target, events, deadline=deadline)
+        return deliver_in_spans("outbox sweep", self.outbox, self.target, events, deadline=deadline)
 
     def handler(self, event: Any, context: Any) -> dict[str, int]:
         """A scheduled Lambda handler: one sweep within the invocation's time."""

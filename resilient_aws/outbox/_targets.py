@@ -3,7 +3,11 @@
 A target publishes a list of events in one go through the batch engine (chunking, concurrency,
 per-entry retries through the core) and says, per event id, what failed; every other event was
 accepted. Each message carries the event id (in the body's envelope and as the ``event_id``
-message attribute) so that consumers can de-duplicate.
+message attribute) so that consumers can de-duplicate, and the trace context the event was
+written in (:attr:`OutboxEvent.trace`, when tracing was on): ``traceparent``/``tracestate``
+message attributes on SQS and SNS (and the X-Ray ``AWSTraceHeader`` on SQS), ``traceparent``
+and ``tracestate`` in an EventBridge event's ``detail`` (and its ``TraceHeader``); Kinesis
+records carry none (the API has no field for it outside the data).
 
 An event whose payload the outbox offloaded to S3 (an :class:`OffloadedPayload`) goes to SQS
 and SNS as the extended client libraries' pointer message (the object already exists: nothing
@@ -25,6 +29,8 @@ from resilient_aws.outbox._event import (
     OutboxEvent,
     envelope,
     message_attributes,
+    with_trace,
+    xray_header,
 )
 from resilient_aws.retry import DEFAULT_POLICY, Deadline, RetryPolicy
 
@@ -132,7 +138,13 @@ class SqsTarget(_PointerTarget):
 
     def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
         fifo = {"group_id": event.aggregate_id, "deduplication_id": event.id} if self.fifo else {}
-        sender.send_message(body, id=event.id, attributes=self._attributes(event), **fifo)
+        system = None
+        if event.trace:
+            header = xray_header(event.trace)
+            system = {"AWSTraceHeader": {"DataType": "String", "StringValue": header}}
+        sender.send_message(
+            body, id=event.id, attributes=self._attributes(event), system_attributes=system, **fifo
+        )
 
 
 class SnsTarget(_PointerTarget):
@@ -167,7 +179,14 @@ class EventBridgeTarget(_SenderTarget):
         return EventBridgePutter(bus_name=self.bus_name, **self._options(deadline))
 
     def _add(self, sender: Any, event: OutboxEvent, body: str) -> None:
-        sender.put(body, source=self.source, detail_type=event.type, id=event.id)
+        trace = event.trace
+        sender.put(
+            with_trace(body, trace),
+            source=self.source,
+            detail_type=event.type,
+            id=event.id,
+            trace_header=xray_header(trace) if trace else None,
+        )
 
 
 class KinesisTarget(_SenderTarget):
