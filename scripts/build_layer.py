@@ -2,7 +2,7 @@
 
 The Python runtimes ship boto3 and botocore, so the layer holds ``python/resilient_aws`` and
 ``python/tenacity`` (with its licence and metadata) and nothing else (not the command line,
-``resilient_aws.cli``, which no function imports), with the bytecode of every
+``resilient_aws.cli``, nor the test tools, ``resilient_aws.testing``, which no function imports), with the bytecode of every
 module: a layer is unpacked to ``/opt``, which is read-only, so a layer without ``__pycache__``
 makes every cold start compile every module it imports (2-4 times the import time).
 
@@ -36,8 +36,9 @@ SKIPPED_PARTS = {"__pycache__"}
 SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 LAMBDA_ROOT = "/opt"  # where Lambda unpacks a layer: python/ is on the runtime's sys.path
 DEFAULT_OUTPUT = "dist/resilient-aws-layer-python{version}.zip"
-# Subpackages no function imports: the command line runs where pip installed the package.
-LEFT_OUT = ("cli",)
+# Subpackages no function imports: the command line and the test tools (chaos, moto servers,
+# the pytest plugin) run where pip installed the package.
+LEFT_OUT = ("cli", "testing")
 
 # Run by the target interpreter (``-I -S``: nothing of the environment), reads
 # [[source, name in the layer, pyc to write], ...] on stdin, prints its version and cache tag.

@@ -108,8 +108,10 @@ def test_layer_holds_the_package_and_tenacity_only(layer: Path) -> None:
     tops = {name.split("/")[1] for name in names}
     assert {"resilient_aws", "tenacity"} <= tops
     assert all(top in {"resilient_aws", "tenacity"} or top.startswith("tenacity-") for top in tops)
-    # the command line runs where pip installed the package, never inside a function
-    assert not [name for name in names if name.startswith("python/resilient_aws/cli/")]
+    # the command line and the test tools run where pip installed the package, never inside a
+    # function
+    left_out = ("python/resilient_aws/cli/", "python/resilient_aws/testing/")
+    assert not [name for name in names if name.startswith(left_out)]
     assert all(name.startswith("python/") for name in names)
     assert "python/resilient_aws/py.typed" in names
 
@@ -194,12 +196,30 @@ def test_tenacity_is_imported_by_the_first_retry_only(layer: Path) -> None:
     assert _runtime_python(layer, code).stdout.split() == ["True"]
 
 
+# What the anchor, Powertools' idempotency, took on the machine the budgets were set on (best
+# of 7, compiled, over boto3). A machine that imports it slower gets budgets that much larger:
+# the budgets are about the code, and the same machine can be twice as slow from one hour to
+# the next (seen here: 9.1 then 17.3 ms for the same outbox import).
+ANCHOR = "import aws_lambda_powertools.utilities.idempotency"
+ANCHOR_MS = 11.5
+
+
+@pytest.fixture(scope="module")
+def machine_factor(layer: Path) -> float:
+    """How much slower this machine imports than the one the budgets were set on (>= 1)."""
+    pytest.importorskip("aws_lambda_powertools")
+    site = str(Path(boto3.__file__).resolve().parents[1])  # installed, with bytecode
+    anchor = min(_cold_import_ms(layer, ANCHOR, first=site) for _ in range(5))
+    return max(1.0, anchor / ANCHOR_MS)
+
+
 @pytest.mark.parametrize("module", sorted(IMPORT_BUDGET_MS))
-def test_cold_import_stays_within_budget(layer: Path, module: str) -> None:
+def test_cold_import_stays_within_budget(layer: Path, module: str, machine_factor: float) -> None:
     timings = []
     for _ in range(5):  # the best of five: the budget is about the code, not the machine's load
         timings.append(_cold_import_ms(layer, IMPORTS[module]))
-    assert min(timings) <= IMPORT_BUDGET_MS[module], (module, timings)
+    budget = IMPORT_BUDGET_MS[module] * machine_factor
+    assert min(timings) <= budget, (module, timings, f"budget {budget:.1f} ms")
 
 
 def test_idempotency_imports_faster_than_powertools_idempotency(layer: Path) -> None:
