@@ -43,7 +43,16 @@ def _metrics_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_handler_writing_under_chaos_reports_every_retry_and_every_withheld_entry(
     ddb: Any, seed: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    table = create_table(ddb, "orders", range_key=("sk", "N"))
+    """Every run is checked; seeds are tried until one draws a throttle too (chaos decides on a
+    request's body, so which seed does depends on how the writer cut its requests)."""
+    for attempt in range(8):
+        if _handler_under_chaos(ddb, seed + 10 * attempt, capsys):
+            return
+    pytest.fail("no seed drew a throttle")
+
+
+def _handler_under_chaos(ddb: Any, seed: int, capsys: pytest.CaptureFixture[str]) -> bool:
+    table = create_table(ddb, f"orders-{seed}", range_key=("sk", "N"))
     metrics = Metrics(namespace="Orders", service="orders")
     retry_metrics = PowertoolsMetricsListener(metrics)
     policy = FakeClock(seed=seed).policy(max_attempts=30, max_delay=2.0)
@@ -58,8 +67,6 @@ def test_a_handler_writing_under_chaos_reports_every_retry_and_every_withheld_en
         return writer.result.succeeded
 
     orders = [{"pk": f"customer-{i % 40}", "sk": i, "total": i / 100} for i in range(ITEMS)]
-    # throttle 20%: several threads share the seeded faults, so counts vary with timing; at
-    # ~90 requests a 5% rate left some runs without a single throttle to check the metric with
     with chaos(ddb, seed=seed, partial=0.3, throttle=0.2) as injected:
         written = handler({"orders": orders}, FakeLambdaContext(timeout_s=900))
 
@@ -68,7 +75,7 @@ def test_a_handler_writing_under_chaos_reports_every_retry_and_every_withheld_en
     totals = metric_totals(capsys.readouterr().out)
     writes = totals["BatchWriteItem"]
     stats = injected.stats
-    assert stats.withheld_entries > 50 and stats.throttled > 0
+    assert stats.withheld_entries > 50
     # every entry DynamoDB left unprocessed was counted, once
     assert writes["PartialFailureEntries"] == stats.withheld_entries
     # every injected fault was followed by exactly one retry, and none was given up (a throttle
@@ -79,6 +86,7 @@ def test_a_handler_writing_under_chaos_reports_every_retry_and_every_withheld_en
     assert writes["RetryDelay"] > 0
     assert "RetryGiveUp" not in writes
     assert "PermanentFailureEntries" not in writes
+    return stats.throttled > 0
 
 
 def test_entries_given_up_are_the_entries_the_writer_reports_failed(
