@@ -101,7 +101,7 @@ def offload_data(
         limit = sender.limits.max_entry_bytes
         if limit is not None and size > limit:
             raise EntryTooLargeError(entry_id, size, limit)
-        _upload(store, entry_id, data, pointer)
+        store.put_for(data, entry_id, pointer)
     except PayloadUploadError as failed:
         _upload_failed(sender, source, failed)
         return None
@@ -110,26 +110,6 @@ def offload_data(
         return None
     source[POINTER] = pointer
     return size
-
-
-def _upload(store: PayloadStore, entry_id: str, data: bytes, pointer: PayloadPointer) -> None:
-    """``store.put``; after a failed upload, the object is deleted (a response lost after S3
-    stored it leaves it behind), and one cut by an interrupt is named for a cleanup job."""
-    try:
-        store.put(data, entry_id=entry_id, pointer=pointer)
-    except PayloadUploadError:
-        store._forget(pointer, entry_id)
-        raise
-    except BaseException:
-        # no S3 call while an interrupt goes on: the lifecycle rule or the sweeper removes it
-        logger.warning(
-            "upload of the payload of entry %r to s3://%s/%s interrupted: the object may be "
-            "left behind",
-            entry_id,
-            pointer.bucket,
-            pointer.key,
-        )
-        raise
 
 
 def _upload_failed(sender: BatchSender, source: dict[str, Any], failed: PayloadUploadError) -> None:

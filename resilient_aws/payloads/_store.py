@@ -403,6 +403,13 @@ class PayloadStore:
             size = len(pointer_body.encode("utf-8")) + message_attributes_size(extended)
             if size > max_entry_bytes:
                 raise EntryTooLargeError(entry_id, size, max_entry_bytes)
+        self.put_for(data, entry_id, pointer)
+        return pointer, pointer_body, extended
+
+    def put_for(self, data: bytes, entry_id: str, pointer: PayloadPointer) -> None:
+        """:meth:`put` for a message about to be sent: after a failed upload the object is
+        deleted (a response lost after S3 stored it leaves it behind), and one cut by an
+        interrupt is named for a cleanup job."""
         try:
             self.put(data, entry_id=entry_id, pointer=pointer)
         except PayloadUploadError:
@@ -419,7 +426,6 @@ class PayloadStore:
                 pointer.key,
             )
             raise
-        return pointer, pointer_body, extended
 
     def _forget(self, pointer: PayloadPointer, entry_id: str) -> None:
         """After a failed put: a response lost after S3 stored the object leaves it behind."""
