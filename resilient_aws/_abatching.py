@@ -115,6 +115,18 @@ class AsyncBatchEngine(BatchEngine[S]):
             raise self.error(self.result)
         return self.result
 
+    async def aabandon(self) -> None:
+        """Stop without flushing (a read its caller no longer waits for): cancel the requests
+        in flight (their entries ``OutcomeUnknown``) and report what is buffered ``NotSent``."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self._settle_tasks(cancel=True)
+        finally:
+            self._fail_unsent()
+            self.adapter = _Closed(self.adapter.operation, self.limits)
+
     async def aexit(self, error: BaseException | None, owner: str) -> None:
         """Leave an ``async with`` block: :meth:`BatchEngine.exit`'s rules, awaited."""
         if error is None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from resilient_aws._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from resilient_aws.dynamodb._aio import AsyncBatchWriter
+    from resilient_aws.dynamodb._aio import AsyncBatchWriter, abatch_get
     from resilient_aws.dynamodb._get import BatchGetResult, batch_get
     from resilient_aws.dynamodb._parallel import ParallelScan, parallel_scan
     from resilient_aws.dynamodb._read import Page, Read, ReadSummary, query, scan, scan_segment
@@ -46,6 +46,7 @@ __all__ = [
     "ParallelScan",
     "Read",
     "ReadSummary",
+    "abatch_get",
     "batch_get",
     "describe_key_schema",
     "deserialize_item",
@@ -71,6 +72,7 @@ _MODULE_OF = {
     "ParallelScan": "resilient_aws.dynamodb._parallel",
     "Read": "resilient_aws.dynamodb._read",
     "ReadSummary": "resilient_aws.dynamodb._read",
+    "abatch_get": "resilient_aws.dynamodb._aio",
     "batch_get": "resilient_aws.dynamodb._get",
     "describe_key_schema": "resilient_aws.dynamodb._schema",
     "deserialize_item": "resilient_aws.dynamodb._serialize",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import field, replace
 from typing import Any
 
@@ -57,10 +57,18 @@ class _BatchGetItem:
         self.lock = threading.Lock()
 
     def send_request(self, batch: list[Entry[_Key]]) -> Sent[_Key]:
+        return self._read(batch, self.client.batch_get_item(RequestItems=self._request(batch)))
+
+    async def asend_request(self, batch: list[Entry[_Key]]) -> Sent[_Key]:
+        """:meth:`send_request` on an async (aiobotocore) client."""
+        response = await self.client.batch_get_item(RequestItems=self._request(batch))
+        return self._read(batch, response)
+
+    def _request(self, batch: list[Entry[_Key]]) -> dict[str, Any]:
+        return {self.table: {"Keys": [e.payload for e in batch], **self.options}}
+
+    def _read(self, batch: list[Entry[_Key]], response: dict[str, Any]) -> Sent[_Key]:
         table, schema = self.table, self.schema
-        response = self.client.batch_get_item(
-            RequestItems={table: {"Keys": [e.payload for e in batch], **self.options}}
-        )
         got = response.get("Responses", {}).get(table, [])
         with self.lock:
             for item in got:
@@ -121,54 +129,91 @@ def batch_get(
         if key is not None
         else describe_key_schema(dynamodb, table, policy)
     )
-    result = BatchGetResult()
-    wanted: dict[ItemKey, _Key] = {}
+    read = _Read(table, schema, consistent_read, projection)
     for source in keys:
-        result.submitted += 1
+        read.want(source)
+    engine: BatchEngine[Any] = BatchEngine(
+        read.adapter(dynamodb, limits), **read.engine_options(policy, concurrency, pacer)
+    )
+    for entry in read.entries():
+        engine.add(entry)
+    return read.finish(engine.close(), keep_order, numbers, raise_on_failure)
+
+
+class _Read:
+    """One ``batch_get``: the keys wanted (deduplicated), the items found, and the result, for
+    either driver of the engine."""
+
+    def __init__(
+        self,
+        table: str,
+        schema: KeySchema,
+        consistent_read: bool,
+        projection: Sequence[str] | None,
+    ) -> None:
+        self.table, self.schema = table, schema
+        self.result = BatchGetResult()
+        self.wanted: dict[ItemKey, _Key] = {}
+        self.found: dict[ItemKey, dict[str, Any]] = {}
+        self.options: dict[str, Any] = {"ConsistentRead": consistent_read}
+        if projection:
+            names = list(dict.fromkeys([*schema.attributes, *projection]))
+            self.options["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(names)))
+            self.options["ExpressionAttributeNames"] = {
+                f"#p{i}": name for i, name in enumerate(names)
+            }
+
+    def want(self, source: Any) -> None:
+        table, schema = self.table, self.schema
+        self.result.submitted += 1
         wire = serialize_item(
             source, f"{table}[{source!r}]" if isinstance(source, (str, int)) else table
         )
         wire = {name: wire[name] for name in schema.attributes if name in wire}
         entry_id = schema.describe(wire)
         identity = schema.key_of(wire, entry_id)
-        if identity in wanted:
-            result.deduplicated += 1
-            continue
-        wanted[identity] = _Key(identity, wire, entry_id, source)
+        if identity in self.wanted:
+            self.result.deduplicated += 1
+            return
+        self.wanted[identity] = _Key(identity, wire, entry_id, source)
 
-    options: dict[str, Any] = {"ConsistentRead": consistent_read}
-    if projection:
-        names = list(dict.fromkeys([*schema.attributes, *projection]))
-        options["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(names)))
-        options["ExpressionAttributeNames"] = {f"#p{i}": name for i, name in enumerate(names)}
+    def adapter(self, client: Any, limits: BatchLimits) -> _BatchGetItem:
+        return _BatchGetItem(client, self.table, self.schema, self.options, self.found, limits)
 
-    found: dict[ItemKey, dict[str, Any]] = {}
-    engine: BatchEngine[Any] = BatchEngine(
-        _BatchGetItem(dynamodb, table, schema, options, found, limits),
-        policy=policy,
-        concurrency=concurrency,
-        raise_on_failure=False,
-        keep_answers=False,
-        pacer=pacer,
-    )
-    pending = list(wanted.values())
-    for wanted_key in pending:
-        engine.add(Entry(wanted_key, wanted_key.entry_id, wanted_key.wire, 0))
-    outcome = engine.close()
-    result.requests, result.resent = outcome.requests, outcome.resent
-    result.succeeded = outcome.succeeded
-    # by identity: two keys may share a name (binary values)
-    failed_keys = {f.entry.identity for f in outcome.failed}
-    result.failed.extend(replace(f, entry=f.entry.source) for f in outcome.failed)
+    @staticmethod
+    def engine_options(
+        policy: RetryPolicy, concurrency: int, pacer: Pacer | None
+    ) -> dict[str, Any]:
+        return {
+            "policy": policy,
+            "concurrency": concurrency,
+            "raise_on_failure": False,
+            "keep_answers": False,
+            "pacer": pacer,
+        }
 
-    order = pending if keep_order else None
-    identities = [k.identity for k in order] if order is not None else list(found)
-    result.items = [deserialize_item(found[i], numbers) for i in identities if i in found]
-    result.missing = [
-        deserialize_item(k.wire, numbers)
-        for k in pending
-        if k.identity not in found and k.identity not in failed_keys
-    ]
-    if result.failed and raise_on_failure:
-        raise BatchGetError(result)
-    return result
+    def entries(self) -> Iterator[Entry[_Key]]:
+        for wanted_key in self.wanted.values():
+            yield Entry(wanted_key, wanted_key.entry_id, wanted_key.wire, 0)
+
+    def finish(
+        self, outcome: BatchResult[Any], keep_order: bool, numbers: Numbers, raise_on_failure: bool
+    ) -> BatchGetResult:
+        result, found = self.result, self.found
+        result.requests, result.resent = outcome.requests, outcome.resent
+        result.succeeded = outcome.succeeded
+        # by identity: two keys may share a name (binary values)
+        failed_keys = {f.entry.identity for f in outcome.failed}
+        result.failed.extend(replace(f, entry=f.entry.source) for f in outcome.failed)
+
+        pending = self.wanted.values()
+        identities = [k.identity for k in pending] if keep_order else list(found)
+        result.items = [deserialize_item(found[i], numbers) for i in identities if i in found]
+        result.missing = [
+            deserialize_item(k.wire, numbers)
+            for k in pending
+            if k.identity not in found and k.identity not in failed_keys
+        ]
+        if result.failed and raise_on_failure:
+            raise BatchGetError(result)
+        return result

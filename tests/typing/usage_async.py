@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from resilient_aws.batch import AsyncSnsPublisher, AsyncSqsSender
-from resilient_aws.dynamodb import AsyncBatchWriter, BatchResult, scan
+from resilient_aws.dynamodb import AsyncBatchWriter, BatchGetResult, BatchResult, abatch_get, scan
 from resilient_aws.retry import RetryPolicy
 
 policy = RetryPolicy(max_attempts=10)
@@ -42,3 +42,10 @@ async def read_orders(dynamodb: Any) -> list[str]:
     async for page in scan("orders", client=dynamodb).apages():
         keys.extend(str(item["pk"]) for item in page.items)
     return keys
+
+
+async def read_by_key(dynamodb: Any) -> list[dict[str, Any]]:
+    got: BatchGetResult = await abatch_get(
+        "orders", [{"pk": "order-1"}, {"pk": "order-2"}], client=dynamodb, concurrency=4
+    )
+    return got.items + got.missing

@@ -79,6 +79,7 @@ def test_dynamodb_exports() -> None:
         "ParallelScan",
         "Read",
         "ReadSummary",
+        "abatch_get",
         "batch_get",
         "describe_key_schema",
         "deserialize_item",
