@@ -386,8 +386,11 @@ def request_span(
         return _NOOP
     attributes: dict[str, Any] = {OPERATION: operation, ENTRIES: entries}
     if service is None and client is not None:
-        model = getattr(getattr(client, "meta", None), "service_model", None)
-        service = getattr(model, "service_id", None)
+        try:  # a wrapper's ``meta`` may raise: the span goes without the service's name
+            model = getattr(getattr(client, "meta", None), "service_model", None)
+            service = getattr(model, "service_id", None)
+        except Exception as error:
+            _failed(error)
     name = operation
     if service:
         name = f"{service}.{operation}"
@@ -538,33 +541,52 @@ def inject_into(
     keyword arguments) with :func:`inject`'s fields added; ``entry`` itself when there is
     nothing to add, else a new dict (``entry`` is never changed).
 
-    What the caller set wins: a ``traceparent`` of its own keeps its ``tracestate`` too, an
-    ``AWSTraceHeader`` or ``TraceHeader`` of its own stays. The W3C attributes are left out
+    What the caller set wins, whole: an entry that already carries a trace context of its own
+    (a ``traceparent`` or ``tracestate`` attribute, an ``AWSTraceHeader`` or ``TraceHeader``)
+    gets nothing added, since a context of the current span beside it would name another
+    trace, and a consumer reading the W3C one first would continue that one. Attributes that
+    are not a mapping are left for the service to refuse. The W3C attributes are left out
     when they would take a message past SQS's and SNS's 10 message attributes
     (``tracestate`` first). They count toward the message's size, like any attribute: inject
     before checking it (the X-Ray system attribute does not count).
     """
+    if _carries_its_own(entry):
+        return entry
     fields = inject(carrier, context=context)
     if not fields:
         return entry
     merged = dict(entry)
     for key, value in fields.items():
-        existing = merged.get(key)
         if not isinstance(value, dict):
-            if existing is None:
-                merged[key] = value
+            merged[key] = value
             continue
-        existing = dict(existing) if isinstance(existing, Mapping) else {}
+        existing = dict(merged.get(key) or {})
         if key == "MessageAttributes":
-            if TRACEPARENT in existing:
-                continue
             room = MAX_MESSAGE_ATTRIBUTES - len(existing)
             value = dict(list(value.items())[: max(room, 0)])
-        else:
-            value = {k: v for k, v in value.items() if k not in existing}
         if value:
             merged[key] = {**existing, **value}
     return merged
+
+
+_OWN_CONTEXT = {
+    "MessageAttributes": (TRACEPARENT, TRACESTATE),
+    "MessageSystemAttributes": (AWS_TRACE_HEADER,),
+}
+
+
+def _carries_its_own(entry: Mapping[str, Any]) -> bool:
+    """Whether ``entry`` has a trace context of its caller's (or attributes of a shape that is
+    not a mapping: nothing is to be merged into those)."""
+    if any(key in entry for key in ("TraceHeader", TRACEPARENT, TRACESTATE)):
+        return True
+    for key, names in _OWN_CONTEXT.items():
+        attributes = entry.get(key)
+        if attributes is None:
+            continue
+        if not isinstance(attributes, Mapping) or any(name in attributes for name in names):
+            return True
+    return False
 
 
 def extract(message: Any, *, prefix: str = "outbox_") -> Context | None:
@@ -590,8 +612,13 @@ def extract(message: Any, *, prefix: str = "outbox_") -> Context | None:
         return None
     try:
         traceparent, tracestate, xray = _carried(message, prefix)
-    except Exception as error:  # a record shaped like nothing above: nothing carried
-        _failed(error)
+    except Exception as error:
+        # a record shaped like nothing above carries nothing: the producer's data, not a
+        # failure of tracing, so it does not spend the warning a broken tracer gets
+        with contextlib.suppress(Exception):
+            logger.debug(
+                "no trace context read (%s): the message is malformed", type(error).__name__
+            )
         return None
     if traceparent is None and xray is None:
         return None
@@ -616,7 +643,9 @@ def _carried(message: Mapping[str, Any], prefix: str) -> tuple[str | None, str |
         message = sns
     stream = message.get("dynamodb")
     if isinstance(stream, Mapping):
-        image = stream.get("NewImage") or stream.get("OldImage") or {}
+        image = stream.get("NewImage") or stream.get("OldImage")
+        if not isinstance(image, Mapping):
+            return None, None, None
         return (
             _typed_string(image.get(f"{prefix}{TRACEPARENT}")),
             _typed_string(image.get(f"{prefix}{TRACESTATE}")),
@@ -643,7 +672,10 @@ def _carried(message: Mapping[str, Any], prefix: str) -> tuple[str | None, str |
     if traceparent is None and xray is None:
         body = message.get("body", message.get("Body"))
         if isinstance(body, str) and body.startswith("{") and '"TopicArn"' in body:
-            envelope = json.loads(body)  # an SNS notification delivered without raw delivery
+            try:  # an SNS notification delivered without raw delivery, or a body like one
+                envelope = json.loads(body)
+            except (ValueError, RecursionError):
+                return None, None, None
             if isinstance(envelope, Mapping) and envelope.get("Type") == "Notification":
                 return _carried(envelope, prefix)
     return traceparent, tracestate, xray
@@ -682,12 +714,15 @@ def _from_w3c(traceparent: str, tracestate: str | None) -> Context | None:
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_MAX_XRAY_HEADER = 8192  # Lambda's bound for one (TraceHeader.XAmznTraceId)
 
 
 def _from_xray(trace: ModuleType, header: str) -> Context | None:
     """``Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0|1}`` (any order, other keys such
     as ``Lineage`` ignored); a header without ``Parent`` (a load balancer's) names no span to
     continue from."""
+    if len(header) > _MAX_XRAY_HEADER:
+        return None  # a few hundred bytes at most when real: not worth a split of megabytes
     fields = {}
     for part in header.split(";"):
         key, _, value = part.strip().partition("=")
