@@ -25,6 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_BUDGET_BYTES = 1024 * 1024
 OPTIONAL = ("pydantic", "aws_lambda_powertools", "moto", "pytest")
+# The extras of the async and tracing support: a sync import loads none of them, nor asyncio.
+ASYNC_AND_TRACING = ("aiobotocore", "aiohttp", "asyncio", "opentelemetry", "cryptography")
 
 # What a handler imports (the README's and docstrings' examples), on top of boto3: milliseconds,
 # the sum of every module's own time after ``import boto3`` (subpackages resolve their names
@@ -168,7 +170,7 @@ def test_every_subpackage_imports_from_the_layer_alone(layer: Path, module: str)
     out = _runtime_python(layer, code)
     path, modules = json.loads(out.stdout)
     assert Path(path).is_relative_to(layer.parent / "unpacked" / "python")
-    heavy = [name for name in modules if name.split(".")[0] in OPTIONAL]
+    heavy = [name for name in modules if name.split(".")[0] in OPTIONAL + ASYNC_AND_TRACING]
     assert heavy == []
     # tenacity is imported when a call is first retried, not before
     assert [name for name in modules if name.split(".")[0] == "tenacity"] == []
