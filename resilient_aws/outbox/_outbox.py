@@ -281,8 +281,9 @@ class Outbox:
             )
         for check in conditions:
             actions.append(self._condition(check))
-        written = _traced(self._sequenced(list(events)))
-        planned = [self._event(event) for event in written]
+        carried = tracing.inject("w3c")  # {} with no span current, tracing off or OTel absent
+        planned = [self._traced_event(event, carried) for event in self._sequenced(list(events))]
+        written = [plan.event for plan in planned]
         if self.payloads is not None:
             self._offload_to_fit(actions, planned, self.payloads)
         actions.extend(plan.action for plan in planned)
@@ -407,6 +408,16 @@ class Outbox:
         request = {"TableName": table, "Key": key}
         request.update(self._expression_parts(check.condition, check.names, check.values, name))
         return _Action(name, (table, identity), {"ConditionCheck": request}, item_size(key))
+
+    def _traced_event(self, event: OutboxEvent, carried: dict[str, Any]) -> _Planned:
+        """:meth:`_event` of ``event`` with the current span's context, unless it has a trace
+        of its own or only fits the item without the one the library would add."""
+        if not carried or event.trace is not None:
+            return self._event(event)
+        try:
+            return self._event(dataclasses.replace(event, trace=carried))
+        except EntryTooLargeError:
+            return self._event(event)  # raises again if the event is too large by itself
 
     def _event(self, event: OutboxEvent) -> _Planned:
         payload_json = self.layout.payload_json(event)
@@ -897,19 +908,6 @@ class Outbox:
             ClientRequestToken=str(uuid.uuid4()),
         )
         return [stored.event.id for stored in blocked]
-
-
-def _traced(events: list[OutboxEvent]) -> list[OutboxEvent]:
-    """``events``, those without a trace given the current span's context (if any)."""
-    if not events:
-        return events
-    carried = tracing.inject("w3c")  # {} with no span current, tracing off or OTel absent
-    if not carried:
-        return events
-    return [
-        event if event.trace is not None else dataclasses.replace(event, trace=carried)
-        for event in events
-    ]
 
 
 # A failure count written over a record that changed meanwhile (another relay counted its own

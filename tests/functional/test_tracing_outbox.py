@@ -436,8 +436,8 @@ print(json.dumps([m for m in sys.modules if m.split(".")[0] == "opentelemetry"])
     assert json.loads(done.stdout) == []
 
 
-def test_the_trace_counts_toward_the_item_size(
-    ddb: Any, outbox: Outbox, exporter: InMemorySpanExporter
+def test_the_trace_counts_toward_the_item_size_and_is_left_off_an_event_it_would_not_fit(
+    ddb: Any, outbox: Outbox, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def event(payload: str) -> OutboxEvent:
         return OutboxEvent("OrderPlaced", "order-1", payload, sequence=1, id="e-1")
@@ -447,10 +447,17 @@ def test_the_trace_counts_toward_the_item_size(
     exact = event("x" * fill)
     assert item_size(outbox.layout.record(exact, written_at=outbox.clock())) == DYNAMODB_ITEM_BYTES
     assert outbox._event(exact).action.size == DYNAMODB_ITEM_BYTES  # fits without a trace
+    # moto refuses items over 405,000 bytes, DynamoDB only over 409,600: taken as sent
+    sent: list[dict[str, Any]] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(ddb, "transact_write_items", lambda **request: sent.append(request) or {})
+        with tracing.span("write"):
+            (written,) = outbox.write(events=[exact])  # with its trace, one item too large
+    assert written.trace is None  # so it went without: the library's trace never refuses it
+    assert "outbox_traceparent" not in sent[0]["TransactItems"][0]["Put"]["Item"]
     with tracing.span("write"), pytest.raises(EntryTooLargeError) as raised:
-        outbox.write(events=[exact])  # the same event, plus its trace: one item too large
+        outbox.write(events=[event("x" * (fill + 1))])  # too large by itself
     assert "e-1" in str(raised.value)
-    assert outbox_items(ddb) == []  # refused before anything was sent
     traced = dataclasses.replace(
         exact, trace={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     )
