@@ -8,11 +8,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from resilient_aws._steps import Blocking, Call, Steps, arun_steps, run_steps
 from resilient_aws.errors import (
     ConfigurationError,
     IdempotencyError,
@@ -252,12 +253,12 @@ class IdempotencyStore:
 
     # -- the operations: each written once, as steps both drivers run --------------------------
     #
-    # An operation is a generator of steps (``_Steps``): it builds each DynamoDB request and
-    # yields it as a :class:`_Request`, gets the response back (or, thrown in, the error the
-    # retry core finally raised) and interprets it. What may block on other I/O (S3, KMS) is
-    # yielded as a :class:`_Blocking` step. ``_run`` answers the steps with the boto3 client and
-    # ``policy.call``; ``_arun`` with the aiobotocore client and ``policy.acall``, and runs the
-    # blocking steps in a worker thread. Conditions, owners, expiry, takeovers, sealed and
+    # An operation is a generator of steps (:mod:`resilient_aws._steps`): it builds each
+    # DynamoDB request and yields it as a ``Call``, gets the response back (or, thrown in, the
+    # error the retry core finally raised) and interprets it. What may block on other I/O (S3,
+    # KMS) is yielded as a ``Blocking`` step. ``_run`` answers the steps with the boto3 client
+    # and ``policy.call``; ``_arun`` with the aiobotocore client and ``policy.acall``, and runs
+    # the blocking steps in a worker thread. Conditions, owners, expiry, takeovers, sealed and
     # offloaded results and error mapping are decided here, the same for both.
 
     def put_in_progress(
@@ -397,7 +398,7 @@ class IdempotencyStore:
         in_progress_until_ms: int,
         validation: str | None,
         policy: RetryPolicy | None,
-    ) -> _Steps[IdempotencyRecord | None]:
+    ) -> Steps[IdempotencyRecord | None]:
         now = self.clock()
         item: dict[str, Any] = {
             **self._key(key),
@@ -413,7 +414,7 @@ class IdempotencyStore:
             # an expired record taken over is replaced: its offloaded result is deleted below
             extra["ReturnValues"] = "ALL_OLD"
         try:
-            response = yield _Request(
+            response = yield Call(
                 "put_item",
                 {
                     "TableName": self.table,
@@ -465,11 +466,11 @@ class IdempotencyStore:
         validation: str | None,
         policy: RetryPolicy | None,
         owner: str | None,
-    ) -> _Steps[None]:
+    ) -> Steps[None]:
         stored = data
         blob: bytes | None = None
         if self.encryptor is not None:
-            blob = yield _Blocking(self._seal, (key, data, policy))
+            blob = yield Blocking(self._seal, (key, data, policy))
         pointer: PayloadPointer | None = None
         if self.payloads is not None:
             body = blob if blob is not None else data.encode("utf-8")
@@ -480,7 +481,7 @@ class IdempotencyStore:
             # an upload refused after the function ran would let it run again
             fits_s3 = len(body) <= self.payloads.config.max_bytes
             if size > MAX_ITEM_BYTES or (fits_s3 and self.payloads.config.offloads(size)):
-                pointer, stored = yield _Blocking(
+                pointer, stored = yield Blocking(
                     self._offload, (key, body, blob is not None, policy)
                 )
         if pointer is None and blob is not None:
@@ -504,23 +505,23 @@ class IdempotencyStore:
             "ExpressionAttributeValues": values,
         }
         if self.payloads is None:
-            yield _Request("update_item", params)
+            yield Call("update_item", params)
             return
         # a result this call replaces (a second completion) leaves its object behind
         params["ReturnValues"] = "UPDATED_OLD"
         attempts: list[BaseException] = []
         try:
-            response = yield _Request("update_item", params, attempts)
+            response = yield Call("update_item", params, attempts)
         except BaseException as error:
             if pointer is not None:
-                yield _Blocking(self._not_marked, (key, pointer, attempts, error, policy))
+                yield Blocking(self._not_marked, (key, pointer, attempts, error, policy))
             raise
         replaced = (response or {}).get("Attributes") or {}
         yield from self._drop_replaced_steps(key, replaced.get(self.data_attr), policy, pointer)
 
-    def _hold(self, key: str, owner: str, reason: str, expires_at: int) -> _Steps[bool]:
+    def _hold(self, key: str, owner: str, reason: str, expires_at: int) -> Steps[bool]:
         try:
-            yield _Request(
+            yield Call(
                 "update_item",
                 {
                     "TableName": self.table,
@@ -551,9 +552,9 @@ class IdempotencyStore:
             return False
         return True
 
-    def _release(self, key: str, owner: str) -> _Steps[None]:
+    def _release(self, key: str, owner: str) -> Steps[None]:
         try:
-            yield _Request(
+            yield Call(
                 "delete_item",
                 {
                     "TableName": self.table,
@@ -573,8 +574,8 @@ class IdempotencyStore:
             if _code(error) != "ConditionalCheckFailedException":
                 raise
 
-    def _get(self, key: str, policy: RetryPolicy | None) -> _Steps[IdempotencyRecord | None]:
-        response = yield _Request(
+    def _get(self, key: str, policy: RetryPolicy | None) -> Steps[IdempotencyRecord | None]:
+        response = yield Call(
             "get_item", {"TableName": self.table, "Key": self._key(key), "ConsistentRead": True}
         )
         item = response.get("Item")
@@ -582,20 +583,20 @@ class IdempotencyStore:
             return None
         return (yield from self._read(item, policy))
 
-    def _read(self, item: dict[str, Any], policy: RetryPolicy | None) -> _Steps[IdempotencyRecord]:
+    def _read(self, item: dict[str, Any], policy: RetryPolicy | None) -> Steps[IdempotencyRecord]:
         """The record of ``item``; a step of its own when opening its result may call KMS or
         S3 (a store with an encryptor or payloads), else read where it stands."""
         if self.encryptor is None and self.payloads is None:
             return self._record(item, policy)
-        record: IdempotencyRecord = yield _Blocking(self._record, (item, policy))
+        record: IdempotencyRecord = yield Blocking(self._record, (item, policy))
         return record
 
     def _drop_replaced_steps(
         self, key: str, old: Any, policy: RetryPolicy | None, keep: PayloadPointer | None = None
-    ) -> _Steps[None]:
+    ) -> Steps[None]:
         text = old.get("S") if isinstance(old, dict) else None
         if isinstance(text, str) and text.startswith(OFFLOADED_PREFIX):
-            yield _Blocking(self._drop_replaced, (key, old, policy, keep))
+            yield Blocking(self._drop_replaced, (key, old, policy, keep))
 
     def _seal(self, key: str, data: str, policy: RetryPolicy | None) -> bytes:
         from resilient_aws.payloads.crypto import encrypt_with
@@ -607,72 +608,24 @@ class IdempotencyStore:
 
     # -- the two drivers -------------------------------------------------------------------------
 
-    def _run(self, steps: _Steps[T], policy: RetryPolicy | None) -> T:
+    def _run(self, steps: Steps[T], policy: RetryPolicy | None) -> T:
         """Run ``steps`` with the boto3 client, every request through ``policy.call``."""
-        core = policy or self.policy
-        answer: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = steps.send(answer) if error is None else steps.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            answer, error = None, None
-            try:
-                if isinstance(step, _Blocking):
-                    answer = step.fn(*step.args)
-                else:
-                    method = getattr(self.client, step.method)
-                    if step.attempts is not None:
-                        method = _Attempts(method, step.attempts)
-                    try:
-                        answer = core.call(method, **step.params)
-                    except ClientError as failed:
-                        self._raise_table_error(failed)
-                        raise
-            except BaseException as raised:
-                error = raised
+        return run_steps(lambda: self.client, policy or self.policy, steps, errors=self._means)
 
-    async def _arun(self, steps: _Steps[T], policy: RetryPolicy | None) -> T:
+    async def _arun(self, steps: Steps[T], policy: RetryPolicy | None) -> T:
         """Run ``steps`` with the aiobotocore client, every request through ``policy.acall``;
         S3 and KMS steps in a worker thread (their clients are boto3's)."""
-        import asyncio
-
         client = self.async_client
         if client is None:
             raise ConfigurationError(
                 "async_client",
                 "this store has no async client: pass async_client= or use it in `async with`",
             )
-        core = policy or self.policy
-        answer: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = steps.send(answer) if error is None else steps.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            answer, error = None, None
-            try:
-                if isinstance(step, _Blocking):
-                    answer = await asyncio.to_thread(step.fn, *step.args)
-                else:
-                    method = getattr(client, step.method)
-                    if step.attempts is not None:
-                        method = _AsyncAttempts(method, step.attempts)
-                    try:
-                        answer = await core.acall(method, **step.params)
-                    except ClientError as failed:
-                        self._raise_table_error(failed)
-                        raise
-            except BaseException as raised:
-                error = raised
+        return await arun_steps(lambda: client, policy or self.policy, steps, errors=self._means)
 
-    def _raise_table_error(self, error: ClientError) -> None:
-        """Raise the :class:`IdempotencyTableError` that ``error`` means, if it means one."""
-        translated = self._table_error(error)
-        if translated is not None:
-            raise translated from error
+    def _means(self, error: Exception) -> IdempotencyTableError | None:
+        """The :class:`IdempotencyTableError` a request's ``error`` means, if it means one."""
+        return self._table_error(error) if isinstance(error, ClientError) else None
 
     def record_size(
         self, key: str, data: str, validation: str | None, owner: str | None = None
@@ -1052,65 +1005,6 @@ class IdempotencyStore:
 
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
-
-
-class _Request:
-    """A step's DynamoDB request: ``client.<method>(**params)`` through the retry core. With
-    ``attempts``, the error of each attempt is appended to it, so that after the core gives up
-    the step knows whether any attempt may have been applied."""
-
-    __slots__ = ("attempts", "method", "params")
-
-    def __init__(
-        self, method: str, params: dict[str, Any], attempts: list[BaseException] | None = None
-    ) -> None:
-        self.method = method
-        self.params = params
-        self.attempts = attempts
-
-
-class _Blocking:
-    """A step that calls ``fn(*args)``, which may block on S3 or KMS (boto3): run where it
-    stands by the sync driver, in a worker thread by the async one."""
-
-    __slots__ = ("args", "fn")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-
-
-_Steps = Generator[_Request | _Blocking, Any, T]
-
-
-class _Attempts:
-    """A client method that keeps the error of each attempt the retry core makes with it. It
-    passes for the method (``__self__``, ``__name__``): the core still classifies by the
-    client's model."""
-
-    def __init__(self, method: Callable[..., Any], errors: list[BaseException]) -> None:
-        self._method = method
-        self.__self__ = getattr(method, "__self__", None)
-        self.__name__ = str(getattr(method, "__name__", "update_item"))
-        self.errors = errors
-
-    def __call__(self, **params: Any) -> Any:
-        try:
-            return self._method(**params)
-        except BaseException as error:
-            self.errors.append(error)
-            raise
-
-
-class _AsyncAttempts(_Attempts):
-    """:class:`_Attempts` for an aiobotocore client's method."""
-
-    async def __call__(self, **params: Any) -> Any:
-        try:
-            return await self._method(**params)
-        except BaseException as error:
-            self.errors.append(error)
-            raise
 
 
 def _is_async_client(client: Any) -> bool:
