@@ -15,7 +15,8 @@ task), :func:`redrive_lambda` (failed asynchronous invocations -> the function a
 queue), :func:`redrive_eventbridge` (rule target DLQs -> the event bus), and
 :func:`redrive_stream_pointers` (DynamoDB Streams / Kinesis on-failure pointers -> the records,
 read from the stream before they expire -> a queue, a function or a callable).
-:func:`aredrive_sqs` is :func:`redrive_sqs` on asyncio (aiobotocore, the ``aio`` extra).
+:func:`aredrive_sqs`, :func:`aredrive_lambda` and :func:`aredrive_eventbridge` are their sync
+namesakes on asyncio (aiobotocore, the ``aio`` extra).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
         StreamPointerExpiredError,
         TargetTypeMismatchError,
     )
+    from resilient_aws.redrive._aeventbridge import aredrive_eventbridge
+    from resilient_aws.redrive._alambda import aredrive_lambda
     from resilient_aws.redrive._asqs import aredrive_sqs
     from resilient_aws.redrive._eventbridge import redrive_eventbridge
     from resilient_aws.redrive._lambda import LambdaFailure, parse_lambda_failure, redrive_lambda
@@ -60,6 +63,8 @@ __all__ = [
     "StreamPointer",
     "StreamPointerExpiredError",
     "TargetTypeMismatchError",
+    "aredrive_eventbridge",
+    "aredrive_lambda",
     "aredrive_sqs",
     "fresh_deduplication_id",
     "parse_lambda_failure",
@@ -86,6 +91,8 @@ _MODULE_OF = {
     "StreamPointer": "resilient_aws.redrive._pointers",
     "StreamPointerExpiredError": "resilient_aws.errors",
     "TargetTypeMismatchError": "resilient_aws.errors",
+    "aredrive_eventbridge": "resilient_aws.redrive._aeventbridge",
+    "aredrive_lambda": "resilient_aws.redrive._alambda",
     "aredrive_sqs": "resilient_aws.redrive._asqs",
     "fresh_deduplication_id": "resilient_aws.redrive._sqs",
     "parse_lambda_failure": "resilient_aws.redrive._lambda",

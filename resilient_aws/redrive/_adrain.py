@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
 from resilient_aws.batch import AsyncSqsDeleter, AsyncSqsVisibilityChanger
 from resilient_aws.redrive._drain import (
     NOT_DELETED,
+    NOT_SENT,
     SETTLER_OPTIONS,
     Batch,
     DrainCore,
@@ -34,12 +35,19 @@ from resilient_aws.redrive._drain import (
     log_visibility_failures,
 )
 from resilient_aws.redrive._message import DlqMessage
+from resilient_aws.redrive._queues import QueueInfo, describe_queue_steps
 from resilient_aws.redrive._report import RedriveReport
+from resilient_aws.redrive._sqs import read_result
+from resilient_aws.redrive._steps import arun_steps
 from resilient_aws.retry import RetryPolicy
 
-__all__ = ["AsyncDelivery", "adrain"]
+__all__ = ["OUTCOME_UNKNOWN", "AsyncDelivery", "adrain", "accounted", "arun_source", "asend"]
 
 logger = logging.getLogger("resilient_aws.redrive")
+
+Prepare = Callable[[Any, QueueInfo], Coroutine[Any, Any, tuple[Any, RedriveReport, Any]]]
+"""What a redrive makes of the source queue, its checks done: the delivery, the empty report
+and the drain options (given the SQS client and the source)."""
 
 Route = Callable[[DlqMessage, RetryPolicy], Awaitable[tuple[str | None, str]]]
 
@@ -55,6 +63,63 @@ class AsyncDelivery(Protocol):
     async def adeliver(
         self, messages: list[DlqMessage], policy: RetryPolicy, outcome: Outcome
     ) -> None: ...
+
+
+OUTCOME_UNKNOWN = (
+    "OutcomeUnknown: the run was cancelled while its copy was being delivered (the target may "
+    "hold it); the message stays in the source"
+)
+
+
+async def asend(
+    sender: Any,
+    send: Callable[..., Awaitable[None]],
+    entries: Iterable[dict[str, Any]],
+    given: set[str],
+    outcome: Outcome,
+) -> None:
+    """Give each entry (``send``'s keyword arguments; ``id``, its message id, goes into
+    ``given``) to the async ``sender`` in its ``async with`` block, then add the sender's
+    failures to ``outcome``. Cancelled, the sender's exit still accounts for every entry
+    given (``NotSent``, or ``OutcomeUnknown`` for those in flight)."""
+    try:
+        async with sender:
+            for entry in entries:
+                given.add(entry["id"])
+                await send(**entry)
+    finally:
+        read_result(sender.result, outcome)
+
+
+@contextlib.contextmanager
+def accounted(messages: list[DlqMessage], outcome: Outcome) -> Iterator[set[str]]:
+    """The ids of the messages a delivery gives to a target, to be filled as it goes; when it
+    ends (cancelled, or failed), every message not given (nor failed already) fails as not
+    sent."""
+    given: set[str] = set()
+    try:
+        yield given
+    finally:
+        for message in messages:
+            if message.message_id not in given:
+                outcome.failed.setdefault(message.message_id, NOT_SENT)
+
+
+async def arun_source(
+    clients: Any, source_queue_url: str, policy: RetryPolicy, prepare: Prepare
+) -> RedriveReport:
+    """Drain ``source_queue_url`` on asyncio with what ``prepare(sqs, source)`` makes of it
+    (its checks done: the delivery, the empty report and the options); every client
+    ``clients`` opened is closed at the end, also when the run is cancelled or fails."""
+    try:
+        sqs = await clients.get("sqs")
+        source = await arun_steps(
+            sqs, policy, describe_queue_steps(source_queue_url, "source queue")
+        )
+        delivery, report, options = await prepare(sqs, source)
+        return await adrain(sqs, source.url, delivery, report, options, policy)
+    finally:
+        await clients.aclose()
 
 
 async def adrain(

@@ -13,13 +13,13 @@ from typing import Any
 from resilient_aws._aioclient import AsyncClientOwner
 from resilient_aws.batch import AsyncSqsSender
 from resilient_aws.errors import ConfigurationError
-from resilient_aws.redrive._adrain import adrain
-from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, NOT_SENT, Outcome
+from resilient_aws.redrive._adrain import accounted, adrain, asend
+from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, Outcome
 from resilient_aws.redrive._message import DlqMessage, Filter
 from resilient_aws.redrive._queues import describe_queue_steps
 from resilient_aws.redrive._report import RedriveReport
 from resilient_aws.redrive._routes import RoutedDelivery
-from resilient_aws.redrive._sqs import SqsDelivery, read_result, sqs_run, targets_steps
+from resilient_aws.redrive._sqs import SqsDelivery, sqs_run, targets_steps
 from resilient_aws.redrive._steps import arun_steps
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
@@ -34,17 +34,9 @@ class AsyncSqsDelivery(SqsDelivery):
         self, messages: list[DlqMessage], policy: RetryPolicy, outcome: Outcome
     ) -> None:
         sender = AsyncSqsSender(self.queue_url, policy=policy, **self.sender_options())
-        given: set[str] = set()
-        try:
-            async with sender:  # cancelled, its exit still accounts for every entry given
-                for body, options in self.entries(messages, outcome):
-                    given.add(options["id"])
-                    await sender.send_message(body, **options)
-        finally:
-            read_result(sender.result, outcome)
-            for message in messages:
-                if message.message_id not in given:
-                    outcome.failed.setdefault(message.message_id, NOT_SENT)
+        entries = ({"body": body, **options} for body, options in self.entries(messages, outcome))
+        with accounted(messages, outcome) as given:
+            await asend(sender, sender.send_message, entries, given, outcome)
 
 
 class _SqsClient(AsyncClientOwner):

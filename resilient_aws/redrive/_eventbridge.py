@@ -14,16 +14,21 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from resilient_aws._json import dumps_verbatim, loads_verbatim
 from resilient_aws.batch import EventBridgePutter
-from resilient_aws.errors import RedriveNotFoundError
-from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, DrainOptions, Outcome, drain
-from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
-from resilient_aws.redrive._queues import describe_queue, sqs_client
+from resilient_aws.redrive._drain import (
+    DEFAULT_REMEMBER_MOVED,
+    SETTLER_OPTIONS,
+    DrainOptions,
+    Outcome,
+    drain,
+)
+from resilient_aws.redrive._message import DlqMessage, Filter
+from resilient_aws.redrive._queues import QueueInfo, describe_queue, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
-from resilient_aws.redrive._targets import Clients
+from resilient_aws.redrive._sqs import read_result
+from resilient_aws.redrive._steps import Steps, run_steps
+from resilient_aws.redrive._targets import Clients, drain_options, exists_steps
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
 __all__ = ["bus_of_rule", "event_entry", "redrive_eventbridge"]
@@ -84,41 +89,70 @@ def _time(value: Any) -> dt.datetime | None:
 
 
 class EventBridgeDelivery:
-    """Puts the events back on their bus (or on ``bus_name``), keeping their original time."""
+    """Puts the events back on their bus (or on ``bus_name``), keeping their original time.
 
-    def __init__(self, clients: Clients, *, bus_name: str | None, keep_time: bool) -> None:
+    ``clients`` are :class:`~resilient_aws.redrive._targets.Clients` (or, for the async
+    delivery, ``AsyncClients``): an events client per region of the rules."""
+
+    def __init__(self, clients: Any, *, bus_name: str | None, keep_time: bool) -> None:
         self.clients = clients
         self.bus_name = bus_name
         self.keep_time = keep_time
 
-    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
-        outcome = Outcome()
-        by_region: dict[str | None, list[tuple[DlqMessage, dict[str, Any]]]] = {}
+    def by_region(
+        self, messages: list[DlqMessage], outcome: Outcome
+    ) -> dict[str | None, list[dict[str, Any]]]:
+        """The ``put`` options (``id`` the message id) of each event, by the region of its
+        rule; a message that is not an event, or has no bus, fails in ``outcome``."""
+        by_region: dict[str | None, list[dict[str, Any]]] = {}
         for message in messages:
             try:
                 entry = event_entry(message, self.bus_name)
             except ValueError as error:
                 outcome.failed[message.message_id] = str(error)
                 continue
-            by_region.setdefault(entry.pop("region"), []).append((message, entry))
-        for region, entries in by_region.items():
-            putter = EventBridgePutter(
-                client=self.clients.get("events", region),
-                policy=policy,
-                concurrency=1,
-                raise_on_failure=False,
-                on_invalid="report",
-                keep_answers=False,
+            if not self.keep_time:
+                entry["time"] = None
+            by_region.setdefault(entry.pop("region"), []).append(
+                {"id": message.message_id, **entry}
             )
-            for message, entry in entries:
-                if not self.keep_time:
-                    entry["time"] = None
-                putter.put(id=message.message_id, **entry)
-            result = putter.close()
-            outcome.resent += result.resent
-            for failed in result.failed:
-                outcome.failed[failed.entry_id] = f"{failed.code}: {failed.message}"
+        return by_region
+
+    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
+        outcome = Outcome()
+        for region, entries in self.by_region(messages, outcome).items():
+            client = self.clients.get("events", region)
+            putter = EventBridgePutter(client=client, policy=policy, **SETTLER_OPTIONS)
+            for entry in entries:
+                putter.put(**entry)
+            read_result(putter.close(), outcome)
         return outcome
+
+
+def bus_steps(bus_name: str) -> Steps[None]:
+    """:class:`RedriveNotFoundError` if there is no event bus ``bus_name``, for either kind
+    of client (:mod:`._steps`)."""
+    return exists_steps("describe_event_bus", {"Name": bus_name}, bus_name, "target event bus")
+
+
+def eventbridge_run(
+    clients: Any, source: QueueInfo, delivery_type: type[EventBridgeDelivery], arguments: Any
+) -> tuple[Any, RedriveReport, DrainOptions]:
+    """The delivery, the empty report and the options of a drain of ``source`` onto the event
+    buses, for a sync or an async driver; ``arguments`` are those :func:`redrive_eventbridge`
+    was called with (its ``locals()``)."""
+    bus_name = arguments["bus_name"]
+    options = drain_options(source, arguments)
+    report = start_report(
+        source,
+        kind="eventbridge",
+        target=bus_name or "the bus of each rule",
+        run_id=arguments["run_id"],
+        dry_run=options.dry_run,
+        max_messages=options.max_messages,
+    )
+    delivery = delivery_type(clients, bus_name=bus_name, keep_time=arguments["keep_time"])
+    return delivery, report, options
 
 
 def redrive_eventbridge(
@@ -156,31 +190,6 @@ def redrive_eventbridge(
     clients = Clients(session, sqs=sqs, events=events_client)
     source = describe_queue(sqs, source_queue_url, policy, "source queue")
     if bus_name is not None:
-        try:
-            policy.call(clients.get("events").describe_event_bus, Name=bus_name)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                raise RedriveNotFoundError(bus_name, "target event bus") from None
-            raise
-    options = DrainOptions(
-        max_messages=max_messages,
-        rate=rate,
-        filter=compile_filter(filter),
-        dry_run=dry_run,
-        visibility_timeout=visibility_timeout,
-        wait_time_s=wait_time_s,
-        concurrency=concurrency,
-        fifo=source.fifo,
-        progress=progress,
-        remember_moved=remember_moved,
-    )
-    report = start_report(
-        source,
-        kind="eventbridge",
-        target=bus_name or "the bus of each rule",
-        run_id=run_id,
-        dry_run=dry_run,
-        max_messages=max_messages,
-    )
-    delivery = EventBridgeDelivery(clients, bus_name=bus_name, keep_time=keep_time)
+        run_steps(clients.get("events"), policy, bus_steps(bus_name))
+    delivery, report, options = eventbridge_run(clients, source, EventBridgeDelivery, locals())
     return drain(sqs, source.url, delivery, report, options, policy)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import field
 from typing import Any, Literal
 
@@ -25,14 +25,15 @@ from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import dumps_verbatim
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.redrive._drain import DEFAULT_REMEMBER_MOVED, DrainOptions, Outcome, drain
-from resilient_aws.redrive._message import DlqMessage, Filter, compile_filter
-from resilient_aws.redrive._queues import describe_queue, sqs_client
+from resilient_aws.redrive._message import DlqMessage, Filter
+from resilient_aws.redrive._queues import QueueInfo, describe_queue, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._sqs import resolve_target
 from resilient_aws.redrive._targets import (
     Clients,
     QueueItem,
     check_function,
+    drain_options,
     invoke,
     send_items,
     unwrap_sns,
@@ -122,17 +123,22 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _region(arn: str) -> str | None:
+def region_of(arn: str) -> str | None:
+    """The region of a function ARN (``None`` for a bare name: the client's own region)."""
     parts = arn.split(":")
     return parts[3] or None if arn.startswith("arn:") and len(parts) > 3 else None
 
 
 class LambdaDelivery:
-    """Re-invokes each failed event asynchronously, or sends it to a queue."""
+    """Re-invokes each failed event asynchronously, or sends it to a queue.
+
+    ``clients`` are :class:`~resilient_aws.redrive._targets.Clients` (or, for the async
+    delivery, ``AsyncClients``): a Lambda client per region of the functions, and the SQS
+    client for a queue target."""
 
     def __init__(
         self,
-        clients: Clients,
+        clients: Any,
         *,
         function_name: str | None,
         queue_url: str | None,
@@ -145,25 +151,27 @@ class LambdaDelivery:
         self.queue_fifo = queue_fifo
         self.run_id = run_id
 
-    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
-        outcome = Outcome()
+    def parse(
+        self, messages: list[DlqMessage], outcome: Outcome
+    ) -> list[tuple[DlqMessage, LambdaFailure]]:
+        """The failed invocation of each message; one of neither shape fails in ``outcome``."""
         parsed: list[tuple[DlqMessage, LambdaFailure]] = []
         for message in messages:
             try:
                 parsed.append((message, parse_lambda_failure(message)))
             except ValueError as error:
                 outcome.failed[message.message_id] = str(error)
-        if self.queue_url is not None:
-            items = [QueueItem(m.message_id, f.payload.decode("utf-8")) for m, f in parsed]
-            failed, outcome.resent = send_items(
-                self.queue_url,
-                items,
-                client=self.clients.get("sqs"),
-                policy=policy,
-                fifo=self.queue_fifo,
-            )
-            outcome.failed.update(failed)
-            return outcome
+        return parsed
+
+    def queue_items(self, parsed: list[tuple[DlqMessage, LambdaFailure]]) -> list[QueueItem]:
+        """What goes to the target queue: each payload, named by its message id."""
+        return [QueueItem(m.message_id, f.payload.decode("utf-8")) for m, f in parsed]
+
+    def invocations(
+        self, parsed: list[tuple[DlqMessage, LambdaFailure]], outcome: Outcome
+    ) -> Iterator[tuple[str, str, bytes]]:
+        """``(message id, function, payload)`` of each invocation to make; a message whose
+        function is not known fails in ``outcome``."""
         for message, failure in parsed:
             function = self.function_name or failure.function
             if function is None:
@@ -172,11 +180,63 @@ class LambdaDelivery:
                     "function_name"
                 )
                 continue
-            client = self.clients.get("lambda", _region(function))
-            problem = invoke(client, function, failure.payload, "Event", policy)
+            yield message.message_id, function, failure.payload
+
+    def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
+        outcome = Outcome()
+        parsed = self.parse(messages, outcome)
+        if self.queue_url is not None:
+            failed, outcome.resent = send_items(
+                self.queue_url,
+                self.queue_items(parsed),
+                client=self.clients.get("sqs"),
+                policy=policy,
+                fifo=self.queue_fifo,
+            )
+            outcome.failed.update(failed)
+            return outcome
+        for message_id, function, payload in self.invocations(parsed, outcome):
+            client = self.clients.get("lambda", region_of(function))
+            problem = invoke(client, function, payload, "Event", policy)
             if problem is not None:
-                outcome.failed[message.message_id] = problem
+                outcome.failed[message_id] = problem
         return outcome
+
+
+def lambda_run(
+    clients: Any,
+    source: QueueInfo,
+    target: QueueInfo | None,
+    delivery_type: type[LambdaDelivery],
+    arguments: Any,
+) -> tuple[Any, RedriveReport, DrainOptions]:
+    """The delivery, the empty report and the options of a drain of ``source`` into Lambda
+    (or the ``target`` queue), for a sync or an async driver; ``arguments`` are those
+    :func:`redrive_lambda` was called with (its ``locals()``)."""
+    options = drain_options(source, arguments)
+    run_id = arguments["run_id"] or uuid.uuid4().hex
+    function_name = arguments["function_name"]
+    report = start_report(
+        source,
+        kind="lambda",
+        target=(target.url if target else function_name) or "the function named by each record",
+        run_id=run_id,
+        dry_run=options.dry_run,
+        max_messages=options.max_messages,
+    )
+    delivery = delivery_type(
+        clients,
+        function_name=function_name,
+        queue_url=target.url if target else None,
+        queue_fifo=target.fifo if target else False,
+        run_id=run_id,
+    )
+    return delivery, report, options
+
+
+def check_lambda_target(function_name: str | None, target_queue_url: str | None) -> None:
+    if function_name is not None and target_queue_url is not None:
+        raise ConfigurationError("target", "give function_name or target_queue_url, not both")
 
 
 def redrive_lambda(
@@ -211,47 +271,16 @@ def redrive_lambda(
     ``concurrency``, ``progress``, ``remember_moved``) work the same way. Lambda retries an asynchronous
     invocation that fails again by itself; it comes back to the queue if it fails for good.
     """
-    if function_name is not None and target_queue_url is not None:
-        raise ConfigurationError("target", "give function_name or target_queue_url, not both")
+    check_lambda_target(function_name, target_queue_url)
     policy = policy or DEFAULT_POLICY
     sqs = sqs_client(client, session)
     clients = Clients(session, sqs=sqs, **{"lambda": lambda_client})
     source = describe_queue(sqs, source_queue_url, policy, "source queue")
-    queue_fifo = False
-    target_name: str | None = function_name
+    target = None
     if target_queue_url is not None:
         target = resolve_target(sqs, source, target_queue_url, policy)
-        queue_fifo, target_name = target.fifo, target.url
     elif function_name is not None:
-        check_function(
-            clients.get("lambda", _region(function_name)), function_name, policy, "target function"
-        )
-    options = DrainOptions(
-        max_messages=max_messages,
-        rate=rate,
-        filter=compile_filter(filter),
-        dry_run=dry_run,
-        visibility_timeout=visibility_timeout,
-        wait_time_s=wait_time_s,
-        concurrency=concurrency,
-        fifo=source.fifo,
-        progress=progress,
-        remember_moved=remember_moved,
-    )
-    run_id = run_id or uuid.uuid4().hex
-    report = start_report(
-        source,
-        kind="lambda",
-        target=target_name or "the function named by each record",
-        run_id=run_id,
-        dry_run=dry_run,
-        max_messages=max_messages,
-    )
-    delivery = LambdaDelivery(
-        clients,
-        function_name=function_name,
-        queue_url=target_queue_url,
-        queue_fifo=queue_fifo,
-        run_id=run_id,
-    )
+        lam = clients.get("lambda", region_of(function_name))
+        check_function(lam, function_name, policy, "target function")
+    delivery, report, options = lambda_run(clients, source, target, LambdaDelivery, locals())
     return drain(sqs, source.url, delivery, report, options, policy)

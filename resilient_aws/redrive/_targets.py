@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -12,15 +13,25 @@ from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import loads_verbatim
 from resilient_aws.batch import SqsSender
 from resilient_aws.errors import RedriveNotFoundError, RetryError
-from resilient_aws.redrive._message import DlqMessage
+from resilient_aws.redrive._drain import SETTLER_OPTIONS, DrainOptions, failures
+from resilient_aws.redrive._message import DlqMessage, compile_filter
+from resilient_aws.redrive._steps import Call, Steps, run_steps
 from resilient_aws.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from resilient_aws.redrive._queues import QueueInfo
+
 __all__ = [
+    "AsyncClients",
     "Clients",
     "QueueItem",
     "check_function",
+    "drain_options",
     "error_text",
+    "exists_steps",
     "invoke",
+    "invoke_steps",
+    "queue_entries",
     "send_items",
     "unwrap_sns",
 ]
@@ -42,6 +53,49 @@ class Clients:
         return default_client(service, self.session, region=region)
 
 
+class AsyncClients:
+    """:class:`Clients` on asyncio: the aiobotocore clients given, else clients opened for the
+    run from ``session`` (an aiobotocore session; default a new one), one per service and
+    region, configured by ``policy`` as the sync default clients are (botocore's own retries
+    off). :meth:`aclose` closes every client opened, never one given."""
+
+    def __init__(self, session: Any, policy: RetryPolicy, **given: Any) -> None:
+        self.session = session
+        self.policy = policy
+        self.given = {name: client for name, client in given.items() if client is not None}
+        self.opened: dict[tuple[str, str | None], Any] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._opening: Any = None  # an asyncio.Lock, made in the loop (no asyncio at import)
+
+    async def get(self, service: str, region: str | None = None) -> Any:
+        if service in self.given:
+            return self.given[service]
+        key = (service, region)
+        if key in self.opened:
+            return self.opened[key]
+        if self._opening is None:
+            import asyncio
+
+            self._opening = asyncio.Lock()
+        async with self._opening:  # two tasks asking at once get one client, not two
+            if key not in self.opened:
+                if self.session is None:
+                    from aiobotocore.session import get_session
+
+                    self.session = get_session()
+                context = self.session.create_client(
+                    service, region_name=region, config=self.policy.botocore_config()
+                )
+                self.opened[key] = await self._stack.enter_async_context(context)
+        return self.opened[key]
+
+    async def aclose(self) -> None:
+        """Close every client opened (each one, even if closing another fails or is
+        cancelled)."""
+        self.opened.clear()
+        await self._stack.aclose()
+
+
 def error_text(error: BaseException) -> str:
     """``"Code: message"`` of a botocore or retry error, never the request's payload."""
     if isinstance(error, ClientError):
@@ -52,11 +106,22 @@ def error_text(error: BaseException) -> str:
 
 def check_function(client: Any, function: str, policy: RetryPolicy, role: str) -> None:
     """:class:`RedriveNotFoundError` if ``function`` does not exist."""
+    run_steps(client, policy, function_steps(function, role))
+
+
+def function_steps(function: str, role: str) -> Steps[None]:
+    """:func:`check_function` for either kind of client (:mod:`._steps`)."""
+    return exists_steps("get_function_configuration", {"FunctionName": function}, function, role)
+
+
+def exists_steps(method: str, params: dict[str, Any], name: str, role: str) -> Steps[None]:
+    """Ask ``method`` about a resource: :class:`RedriveNotFoundError` naming ``name`` (the
+    ``role`` it plays in the run) if there is no such resource."""
     try:
-        policy.call(client.get_function_configuration, FunctionName=function)
+        yield Call(method, params)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise RedriveNotFoundError(function, role) from None
+            raise RedriveNotFoundError(name, role) from None
         raise
 
 
@@ -68,9 +133,17 @@ def invoke(
     A synchronous invocation fails if the function raised (``FunctionError``) or reported
     failed records (``batchItemFailures``); an asynchronous one once Lambda has queued it.
     """
+    return run_steps(client, policy, invoke_steps(function, payload, invocation_type))
+
+
+def invoke_steps(function: str, payload: bytes, invocation_type: str) -> Steps[str | None]:
+    """:func:`invoke` for either kind of client (:mod:`._steps`); the answer of a synchronous
+    (``RequestResponse``) invocation is read as a boto3 body, so on aiobotocore only
+    ``Event``."""
     try:
-        response = policy.call(
-            client.invoke, FunctionName=function, InvocationType=invocation_type, Payload=payload
+        response = yield Call(
+            "invoke",
+            {"FunctionName": function, "InvocationType": invocation_type, "Payload": payload},
         )
     except (ClientError, BotoCoreError, RetryError) as error:
         return error_text(error)
@@ -122,26 +195,36 @@ def send_items(
     queue_url: str, items: Sequence[QueueItem], *, client: Any, policy: RetryPolicy, fifo: bool
 ) -> tuple[dict[str, str], int]:
     """Send ``items`` with :class:`SqsSender`: (entry id -> failure, entries re-sent)."""
-    sender = SqsSender(
-        queue_url,
-        client=client,
-        policy=policy,
-        concurrency=1,
-        ordered=fifo,
-        raise_on_failure=False,
-        on_invalid="report",
-        keep_answers=False,
-    )
+    sender = SqsSender(queue_url, client=client, policy=policy, ordered=fifo, **SETTLER_OPTIONS)
+    for entry in queue_entries(items, fifo):
+        sender.send_message(**entry)
+    result = sender.close()
+    return failures(result), result.resent
+
+
+def queue_entries(items: Iterable[QueueItem], fifo: bool) -> Iterator[dict[str, Any]]:
+    """The ``send_message`` options of each item, for a sync or an async sender made with
+    ``ordered=fifo`` and :data:`SETTLER_OPTIONS` (failures read from its result)."""
     for item in items:
-        sender.send_message(
-            item.body,
+        yield dict(
+            body=item.body,
             id=item.entry_id,
             attributes=item.attributes,
             group_id=item.group_id if fifo else None,
             deduplication_id=item.deduplication_id if fifo else None,
         )
-    result = sender.close()
-    return {f.entry_id: f"{f.code}: {f.message}" for f in result.failed}, result.resent
+
+
+def drain_options(source: QueueInfo, arguments: dict[str, Any]) -> DrainOptions:
+    """The drain options of a run of ``source``; ``arguments`` are those the redrive was
+    called with (its ``locals()``: one list of options for the sync and async entry points)."""
+    from resilient_aws.redrive._sqs import _DRAIN_KNOBS  # _sqs imports this module
+
+    return DrainOptions(
+        filter=compile_filter(arguments["filter"]),
+        fifo=source.fifo,
+        **{name: arguments[name] for name in _DRAIN_KNOBS},
+    )
 
 
 def unwrap_sns(message: DlqMessage) -> tuple[Any, dict[str, str]]:

@@ -279,6 +279,8 @@ def test_redrive_exports() -> None:
         "StreamPointer",
         "StreamPointerExpiredError",
         "TargetTypeMismatchError",
+        "aredrive_eventbridge",
+        "aredrive_lambda",
         "aredrive_sqs",
         "fresh_deduplication_id",
         "parse_lambda_failure",
