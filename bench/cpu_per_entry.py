@@ -9,7 +9,8 @@ c. BatchWriter, concurrency 1 and 8, against a bare ``batch_write_item`` loop th
 
 CPU is ``time.process_time`` of this process (every thread), the least of interleaved rounds:
 another process on the machine only ever adds to a round, so the least is the closest to the
-cost. Run: ``python bench/cpu_per_entry.py [--rounds 7] [--messages 20000] [--items 5000]``.
+cost. Run: ``python bench/cpu_per_entry.py [--rounds 7] [--messages 20000] [--items 5000]
+[--stubber-only]``.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def main() -> None:
     # moto's SQS slows down with every message it holds, even in deleted queues: keep it small
     parser.add_argument("--http-messages", type=int, default=1_000)
     parser.add_argument("--skip-stubber", action="store_true")
+    parser.add_argument(
+        "--stubber-only", action="store_true", help="only the Stubber rows: no server started"
+    )
     args = parser.parse_args()
 
     bodies = [f'{{"order": {i}, "note": "{"x" * 60}"}}' for i in range(args.messages)]
@@ -114,6 +118,8 @@ def main() -> None:
     if not args.skip_stubber:
         figures = least(sqs_runs, args.rounds, len(bodies))
         report(f"SQS, Stubber, {len(bodies):,} messages", figures, "hand-built send_message_batch")
+    if args.stubber_only:
+        return
 
     few = bodies[: args.http_messages]
     with moto_server(in_process=False) as (endpoint, _):

@@ -33,7 +33,6 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from resilient_aws import tracing
-from resilient_aws._dataclass import lean_dataclass
 from resilient_aws.errors import BatchWriteError, ConfigurationError, EntryValidationError
 from resilient_aws.limits import BatchLimits
 from resilient_aws.results import Answer, BatchResult, FailedEntry
@@ -131,13 +130,46 @@ class Entry(Generic[S]):
         return f"Entry({self.entry_id!r}, size={self.size}, sends={self.sends})"
 
 
-@lean_dataclass(frozen=True)
 class Sent(Generic[S]):
-    """What one request did: the entries that succeeded (with the service's answer) and failed."""
+    """What one request did: the entries that succeeded (with the service's answer) and failed.
+
+    Read-only by convention: one is built per request, so it is a plain slotted class (a frozen
+    dataclass sets each field through ``object.__setattr__``, as much as the rest of reading a
+    clean response).
+    """
+
+    __slots__ = ("botocore_retries", "failed", "succeeded")
 
     succeeded: list[tuple[Entry[S], Any]]
     failed: list[FailedEntry[Entry[S]]]
-    botocore_retries: int = 0
+    botocore_retries: int
+
+    def __init__(
+        self,
+        succeeded: list[tuple[Entry[S], Any]],
+        failed: list[FailedEntry[Entry[S]]],
+        botocore_retries: int = 0,
+    ) -> None:
+        self.succeeded = succeeded
+        self.failed = failed
+        self.botocore_retries = botocore_retries
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.succeeded, self.failed, self.botocore_retries) == (
+            other.succeeded,
+            other.failed,
+            other.botocore_retries,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # it holds lists
+
+    def __repr__(self) -> str:
+        return (
+            f"Sent(succeeded={len(self.succeeded)}, failed={self.failed!r}, "
+            f"botocore_retries={self.botocore_retries})"
+        )
 
 
 class Adapter(Protocol[S]):
@@ -271,7 +303,8 @@ class BatchEngine(Generic[S]):
             size = self._pending_bytes = self._pending_bytes + entry.size
             if self._oldest is None:
                 self._oldest = time.monotonic()
-                self._start_flusher()
+                if self.flush_interval is not None:
+                    self._start_flusher()
                 # the caller's trace, for the requests made on other threads (they do not
                 # inherit it): taken once a request's worth, not per entry
                 self._trace_parent = tracing.current_context()
@@ -384,8 +417,17 @@ class BatchEngine(Generic[S]):
     def _send_full_chunks(self) -> None:
         concurrency = self.concurrency
         while True:
+            # _overlaps(), inlined: this runs once per request
+            share = self._cpu_share
+            inline = concurrency == 1 or share is None or share >= _CPU_BOUND
+            chunk: list[Entry[S]] = []
+            waits = False
             with self._lock:
-                if not self._full():
+                limits = self.limits  # _full(), inlined
+                if (
+                    len(self._pending) < limits.max_entries
+                    and self._pending_bytes < limits.max_request_bytes
+                ):
                     return
                 if self._workers >= concurrency and not self._backlogged():
                     # Every worker is busy and takes the next full chunk itself when its
@@ -393,11 +435,22 @@ class BatchEngine(Generic[S]):
                     # per request (most of what concurrency cost in client CPU).
                     return
                 busy = concurrency > 1 and len(self._futures) >= concurrency
+                if inline and not busy:
+                    # _send_one_chunk's request from the caller, cut under this same lock
+                    chunk, groups = self._take_chunk()
+                    if chunk:
+                        self._requests_in_flight += 1
+                    waits = not chunk and bool(self._pending)
             if busy:
                 # Wait for a slot, then look again before cutting a chunk: a worker ends only
                 # once the buffer is no longer full, and what it left is no full request.
                 self._wait_any()
-            elif not self._send_one_chunk():
+            elif not inline:
+                if not self._send_one_chunk():
+                    self._wait_any()
+            elif chunk:
+                self._settle(chunk, groups)  # accounts for every entry of it, whatever happens
+            elif waits:  # every full entry waits for a group in flight
                 self._wait_any()
 
     def _backlogged(self) -> bool:
@@ -496,7 +549,7 @@ class BatchEngine(Generic[S]):
 
     def _overlaps(self) -> bool:
         """Whether requests wait long enough that threads overlap them: measured on the first
-        request (sent by the caller), then on every one."""
+        requests (sent by the caller), then on one in ``_SAMPLE_EVERY``."""
         share = self._cpu_share
         return share is not None and share < _CPU_BOUND
 
@@ -638,7 +691,11 @@ class BatchEngine(Generic[S]):
                 self._not_sent(chunk, error)
                 raise
         self._sending(chunk)
-        measure = self.concurrency > 1
+        # Once the share is known, one request in _SAMPLE_EVERY is measured: its two thread
+        # clock reads are system calls, and what a client's requests wait on changes slowly.
+        measure = self.concurrency > 1 and (
+            self._cpu_share is None or self.result.requests % _SAMPLE_EVERY == 0
+        )
         with self._request_span(chunk) as span:
             if measure:
                 wall, cpu = time.perf_counter(), time.thread_time()
@@ -685,7 +742,8 @@ class BatchEngine(Generic[S]):
         always made, at the latest by then)."""
         policy = self.policy
         delay = self.pacer.reserve(len(chunk), policy)
-        chunk = self._still_worth_sending(chunk, delay)
+        if policy.deadline is not None or policy.max_elapsed is not None:
+            chunk = self._still_worth_sending(chunk, delay)
         if chunk and delay > 0:
             deadline = policy.deadline
             if deadline is not None:
@@ -826,9 +884,13 @@ class BatchEngine(Generic[S]):
         return None
 
     def _answered(self, sent: Sent[S]) -> None:
-        retry = [f for f in sent.failed if f.retryable]
-        permanent = [f for f in sent.failed if not f.retryable]
-        completed = len(sent.succeeded) + len(permanent)
+        succeeded, failed = sent.succeeded, sent.failed
+        if failed:
+            retry = [f for f in failed if f.retryable]
+            permanent = [f for f in failed if not f.retryable]
+        else:
+            retry = permanent = []
+        completed = len(succeeded) + len(permanent)
         recovered = self.pacer.record(self.policy, completed=completed, withheld=len(retry))
         budget = self.policy.budget
         if budget is not None and completed:
@@ -836,13 +898,13 @@ class BatchEngine(Generic[S]):
             with self._lock:
                 refund, self._stall_tokens = self._stall_tokens, 0
             budget.release(refund if recovered and refund else budget.success_refund)
-        if sent.failed:
-            self._report(sent.failed)
-        answers = self._answers(sent.succeeded) if self.keep_answers and sent.succeeded else None
+        if failed:
+            self._report(failed)
+        answers = self._answers(succeeded) if self.keep_answers and succeeded else None
         with self._lock:
-            for entry, _ in sent.succeeded:
+            for entry, _ in succeeded:
                 entry.settled = True
-            self.result.succeeded += len(sent.succeeded)
+            self.result.succeeded += len(succeeded)
             if answers:
                 self._keep(answers)
             for failure in permanent:
@@ -1102,6 +1164,9 @@ def _not_sent(entry: Entry[S], error: BaseException) -> FailedEntry[Entry[S]]:
 # nothing worth overlapping: the caller sends it itself. Two threads that both compute share
 # the GIL, each then measuring about half: threads stay once they have been started.
 _CPU_BOUND = 0.5
+
+# At concurrency > 1, the requests measured once the share is known: one in this many.
+_SAMPLE_EVERY = 4
 
 # No-progress rounds after which an entry is given up whatever the time: max_stalled is
 # measured on the policy's clock, which only the backoff moves when a policy never sleeps.

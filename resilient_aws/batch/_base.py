@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Hashable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -189,6 +190,10 @@ def _client(service: str, client: Any, session: Any) -> Any:
 # emulator's larger limits=); any other answered Id is not one the request sent.
 _INDEX = {str(i): i for i in range(1000)}
 _IDS = list(_INDEX)
+# the Ids of a request of n entries that is answered whole, in order (SQS's and SNS's 10)
+_MAX_ORDERED = 10
+_IDS_OF = [_IDS[:n] for n in range(_MAX_ORDERED + 1)]
+_ID = operator.itemgetter("Id")
 
 
 def _index(raw: Any) -> int:
@@ -206,14 +211,15 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
     """
     size = len(batch)
     successful = response.get("Successful", ())
-    if (
-        size <= len(_IDS)
-        and len(successful) == size
-        and not response.get("Failed")
-        and [ok.get("Id") for ok in successful] == _IDS[:size]
-    ):
+    if len(successful) == size and size <= _MAX_ORDERED and not response.get("Failed"):
         # What SQS and SNS answer for a request that went through whole: every Id, in order.
-        return Sent(list(zip(batch, successful, strict=True)), [], botocore_retries(response))
+        try:
+            whole = list(map(_ID, successful)) == _IDS_OF[size]
+        except (KeyError, TypeError):  # an answer without an Id, or no mapping: read below
+            whole = False
+        if whole:
+            # as many answers as entries (checked above): zip needs no strict
+            return Sent(list(zip(batch, successful, strict=False)), [], botocore_retries(response))
     answered: set[int] = set()
 
     def entry_of(answer: Mapping[str, Any]) -> Entry[Any]:

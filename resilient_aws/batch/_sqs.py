@@ -260,7 +260,8 @@ class Offloading(BatchSender):
 
     def send_request(self, batch: list[Entry[Any]]) -> Sent[Any]:
         if self.payloads is None:
-            return super().send_request(batch)
+            # BatchSender.send_request, inlined: this runs once per request
+            return self._read(batch, getattr(self.client, self.method)(**self._request(batch)))
         try:
             return super().send_request(batch)
         except BaseException as error:
@@ -302,6 +303,46 @@ class _SqsBatch(BatchSender):
         return by_id(batch, response, self.service)
 
 
+class _Message(Entry[dict[str, Any]]):
+    """A message that is a body alone, the common case: its default id (``#n``) and its
+    ``source`` (``{"id": ..., "body": ...}``, what ``FailedEntry.entry`` holds) are made when
+    first read, for a failure or a kept answer, not for every message sent."""
+
+    __slots__ = ("_id", "_source")
+
+    _id: str | int
+    _source: dict[str, Any] | None
+
+    def __init__(self, id_: str | int, payload: dict[str, Any], size: int) -> None:
+        # Entry.__init__'s fields, set here: entry_id and source are the properties below
+        self._id = id_
+        self._source = None
+        self.payload = payload
+        self.size = size
+        self.group = None
+        self.dedupe = None
+        self.slot = None
+        self.sends = 0
+        self.stalled = 0
+        self.first_sent = 0.0
+        self.settled = False
+
+    @property
+    def entry_id(self) -> str:  # type: ignore[override]
+        id_ = self._id
+        if type(id_) is not str:
+            id_ = self._id = f"#{id_}"
+        return id_
+
+    @property
+    def source(self) -> dict[str, Any]:  # type: ignore[override]
+        source = self._source
+        if source is None:
+            # made once: the caller's failed entry and the engine's are the same dict
+            source = self._source = {"id": self.entry_id, "body": self.payload["MessageBody"]}
+        return source
+
+
 class SqsSender(Offloading, _SqsBatch):
     """``SendMessageBatch`` for any number of messages; every message sent or reported.
 
@@ -340,6 +381,12 @@ class SqsSender(Offloading, _SqsBatch):
             ordered=queue_url.endswith(".fifo") if ordered is None else ordered,
             **options,
         )
+        # what send_message's fast path needs, looked up once: a standard queue without a
+        # payload store, the largest body it sends as it is, the engine's add
+        self._plain = not self.fifo and payloads is None
+        limit = self.limits.max_entry_bytes
+        self._max_plain = sys.maxsize if limit is None else limit
+        self._add_entry = self._engine.add
 
     def send_message(
         self,
@@ -353,6 +400,25 @@ class SqsSender(Offloading, _SqsBatch):
         deduplication_id: str | None = None,
     ) -> None:
         """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
+        if (
+            type(body) is str
+            and self._plain
+            and attributes is None
+            and system_attributes is None
+            and delay_seconds is None
+            and group_id is None
+            and deduplication_id is None
+            and (id is None or type(id) is str)
+            and body.isascii()
+            and 0 < len(body) <= self._max_plain
+            and TRACE_API not in sys.modules
+        ):
+            # A body alone (most messages): every check below would pass, and the size is its
+            # length. Its default id and the source a failure reports are made when first read.
+            self._add_entry(
+                _Message(next(self._ids) if id is None else id, {"MessageBody": body}, len(body))
+            )
+            return
         entry_id = f"#{next(self._ids)}" if id is None else id  # BatchSender._next_id, inlined
         source = {"id": entry_id, "body": body}
         if TRACE_API in sys.modules:  # a span may be current: its context rides on the message
