@@ -14,10 +14,10 @@ from resilient_aws.batch._sqs import (
     TRACE_API,
     Offloading,
     _pointer_like,
+    add_trace,
     attributes_problem,
     attributes_size,
     text_size,
-    traced,
     valid_text,
 )
 from resilient_aws.errors import EntryValidationError
@@ -75,8 +75,6 @@ class SnsPublisher(Offloading):
         """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
         entry_id = self._next_id(id)
         source = {"id": entry_id, "message": message}
-        if TRACE_API in sys.modules:  # a span may be current: its context rides on the message
-            attributes = traced("sns", attributes)[0]
         try:
             payload, size = self._checked(
                 entry_id,
@@ -106,6 +104,8 @@ class SnsPublisher(Offloading):
             if offloaded is None:
                 return
             size = offloaded
+        if TRACE_API in sys.modules:  # a span may be current: its context rides on the message
+            size = add_trace("sns", payload, size, self.limits.max_entry_bytes)
         self._add(source, entry_id, payload, size, group=group_id if self.ordered else None)
 
     def _checked(

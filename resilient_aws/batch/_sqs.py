@@ -141,28 +141,27 @@ TRACE_API = "opentelemetry.trace"
 and nothing more is looked up per message."""
 
 
-def traced(
-    carrier: Literal["sqs", "sns"],
-    attributes: Mapping[str, Any] | None,
-    system_attributes: Mapping[str, Any] | None = None,
-) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
-    """A message's attributes with the current trace context added (``traceparent``, and for
-    SQS the X-Ray ``AWSTraceHeader``): what the caller set wins, and SQS's and SNS's 10
-    attributes are never exceeded. Attributes that are not a mapping are left for the checks
-    to refuse."""
-    if not isinstance(attributes, (Mapping, type(None))) or not isinstance(
-        system_attributes, (Mapping, type(None))
-    ):
-        return attributes, system_attributes  # type: ignore[unreachable]  # untyped callers
-    entry: dict[str, Any] = {}
-    if attributes:
-        entry["MessageAttributes"] = attributes
-    if system_attributes:
-        entry["MessageSystemAttributes"] = system_attributes
-    merged = tracing.inject_into(entry, carrier)
-    if merged is entry:
-        return attributes, system_attributes
-    return merged.get("MessageAttributes"), merged.get("MessageSystemAttributes")
+def add_trace(
+    carrier: Literal["sqs", "sns"], payload: dict[str, Any], size: int, limit: int | None
+) -> int:
+    """Add the current trace context to a checked entry ``payload`` of ``size`` bytes, as far
+    as it fits: the W3C attributes within SQS's and SNS's 10 message attributes and within
+    ``limit`` (they count toward a message's size), the X-Ray ``AWSTraceHeader`` always (it
+    counts toward neither). A message that fits without the trace is never refused because of
+    it. What the caller set wins (:func:`~resilient_aws.tracing.inject_into`). The new size."""
+    merged = tracing.inject_into(payload, carrier)
+    if merged is payload:
+        return size
+    before, after = payload.get("MessageAttributes"), merged.get("MessageAttributes")
+    if after is not before:
+        extra = message_attributes_size(after) - message_attributes_size(before)
+        if limit is None or size + extra <= limit:
+            payload["MessageAttributes"] = after
+            size += extra
+    system = merged.get("MessageSystemAttributes")
+    if system is not payload.get("MessageSystemAttributes"):
+        payload["MessageSystemAttributes"] = system
+    return size
 
 
 class Offloading(BatchSender):
@@ -421,8 +420,6 @@ class SqsSender(Offloading, _SqsBatch):
             return
         entry_id = f"#{next(self._ids)}" if id is None else id  # BatchSender._next_id, inlined
         source = {"id": entry_id, "body": body}
-        if TRACE_API in sys.modules:  # a span may be current: its context rides on the message
-            attributes, system_attributes = traced("sqs", attributes, system_attributes)
         if not isinstance(body, str):
             self._refuse(  # type: ignore[unreachable]  # untyped callers
                 source,
@@ -474,6 +471,8 @@ class SqsSender(Offloading, _SqsBatch):
                 return
             size = offloaded
         limit = self.limits.max_entry_bytes
+        if TRACE_API in sys.modules:  # a span may be current: its context rides on the message
+            size = add_trace("sqs", payload, size, limit)
         if limit is not None and size > limit:
             self._refuse(source, EntryTooLargeError(entry_id, size, limit))
             return

@@ -2,8 +2,8 @@
 context into one the caller set, cost a message that fits, refuse what it would have sent),
 and what a malformed incoming message must never do to tracing (spend its one warning).
 
-The tests marked ``xfail(strict=True)`` are holes whose fix belongs in a sender or the outbox
-(not in :mod:`resilient_aws.tracing`): each says what is wrong and fails until it is fixed."""
+The senders and the outbox add the trace context only where it fits: a message or event that
+fits without it is never refused because of it."""
 
 from __future__ import annotations
 
@@ -177,11 +177,6 @@ def _fill(limit: int, *, spare: int) -> str:
     return "x" * (limit - spare)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqsSender.send_message adds the traceparent before the size check: a message that "
-    "fits without it is refused (EntryTooLargeError) once tracing is on. Fix in batch/_sqs.py.",
-)
 def test_an_sqs_message_that_fits_is_sent_with_tracing_on(
     aws: None, exporter: InMemorySpanExporter
 ) -> None:
@@ -195,11 +190,6 @@ def test_an_sqs_message_that_fits_is_sent_with_tracing_on(
     assert sender.result.succeeded == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SnsPublisher.publish adds the traceparent before the size check: a message that "
-    "fits without it is refused once tracing is on. Fix in batch/_sns.py.",
-)
 def test_an_sns_message_that_fits_is_published_with_tracing_on(
     aws: None, exporter: InMemorySpanExporter
 ) -> None:
@@ -219,12 +209,6 @@ def test_the_traceparent_is_what_costs_the_message() -> None:
     assert message_attributes_size(added) == len("traceparent") + len("String") + 55 > 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with payloads=, a message with 9 attributes is offloaded (its pointer takes the "
-    "10th); with tracing on the traceparent took that slot first and the message is refused. "
-    "Fix in batch/_sqs.py (and _sns.py): drop the W3C attributes when offloading needs the room.",
-)
 def test_an_offloaded_message_with_nine_attributes_is_sent_with_tracing_on(
     aws: None, exporter: InMemorySpanExporter
 ) -> None:
