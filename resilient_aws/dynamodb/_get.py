@@ -20,6 +20,7 @@ from resilient_aws.retry import DEFAULT_POLICY, FailedEntry, Pacer, RetryPolicy,
 __all__ = ["BatchGetResult", "batch_get"]
 
 _UNPROCESSED = classify_entry("dynamodb", "Unprocessed")
+_REFUSED_FOR_ONE_KEY = frozenset({"ValidationException", "ParamValidationError"})
 
 
 @lean_dataclass
@@ -190,6 +191,9 @@ class _Read:
             "raise_on_failure": False,
             "keep_answers": False,
             "pacer": pacer,
+            # DynamoDB refuses a whole request for one bad key (a wrong type or size when the
+            # schema was given, not described): halve it until that key stands alone
+            "split_codes": _REFUSED_FOR_ONE_KEY,
         }
 
     def entries(self) -> Iterator[Entry[_Key]]:

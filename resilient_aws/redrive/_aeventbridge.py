@@ -18,7 +18,7 @@ from resilient_aws.redrive._message import DlqMessage, Filter
 from resilient_aws.redrive._queues import QueueInfo
 from resilient_aws.redrive._report import RedriveReport
 from resilient_aws.redrive._steps import arun_steps
-from resilient_aws.redrive._targets import AsyncClients
+from resilient_aws.redrive._targets import CLIENT_ERRORS, AsyncClients
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
 __all__ = ["AsyncEventBridgeDelivery", "aredrive_eventbridge"]
@@ -33,7 +33,13 @@ class AsyncEventBridgeDelivery(EventBridgeDelivery):
     ) -> None:
         with accounted(messages, outcome) as given:
             for region, entries in self.by_region(messages, outcome).items():
-                client = await self.clients.get("events", region)
+                try:
+                    client = await self.clients.get("events", region)
+                except CLIENT_ERRORS as error:
+                    if region is None:
+                        raise  # the run's own configuration, not a message's
+                    self.unreachable(region, entries, error, outcome)
+                    continue
                 putter = AsyncEventBridgePutter(client=client, policy=policy, **SETTLER_OPTIONS)
                 await asend(putter, putter.put, entries, given, outcome)
 

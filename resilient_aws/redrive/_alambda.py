@@ -26,10 +26,12 @@ from resilient_aws.redrive._report import RedriveReport
 from resilient_aws.redrive._sqs import targets_steps
 from resilient_aws.redrive._steps import arun_steps
 from resilient_aws.redrive._targets import (
+    CLIENT_ERRORS,
     AsyncClients,
     function_steps,
     invoke_steps,
     queue_entries,
+    unreachable,
 )
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
@@ -58,7 +60,14 @@ class AsyncLambdaDelivery(LambdaDelivery):
                 await asend(sender, sender.send_message, entries, given, outcome)
                 return
             for message_id, function, payload in self.invocations(parsed, outcome):
-                client = await self.clients.get("lambda", region_of(function))
+                region = region_of(function)
+                try:
+                    client = await self.clients.get("lambda", region)
+                except CLIENT_ERRORS as error:
+                    if region is None:
+                        raise  # the run's own configuration, not a message's
+                    outcome.failed[message_id] = unreachable("lambda", region, error)
+                    continue
                 given.add(message_id)
                 try:
                     problem = await arun_steps(

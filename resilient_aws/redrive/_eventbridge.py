@@ -28,7 +28,13 @@ from resilient_aws.redrive._queues import QueueInfo, describe_queue, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._sqs import read_result
 from resilient_aws.redrive._steps import Steps, run_steps
-from resilient_aws.redrive._targets import Clients, drain_options, exists_steps
+from resilient_aws.redrive._targets import (
+    CLIENT_ERRORS,
+    Clients,
+    drain_options,
+    exists_steps,
+    unreachable,
+)
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
 
 __all__ = ["bus_of_rule", "event_entry", "redrive_eventbridge"]
@@ -118,10 +124,24 @@ class EventBridgeDelivery:
             )
         return by_region
 
+    @staticmethod
+    def unreachable(
+        region: str, entries: list[dict[str, Any]], error: BaseException, outcome: Outcome
+    ) -> None:
+        """No events client can be made for the ``region`` a rule ARN names: its events fail."""
+        for entry in entries:
+            outcome.failed[entry["id"]] = unreachable("events", region, error)
+
     def deliver(self, messages: list[DlqMessage], policy: RetryPolicy) -> Outcome:
         outcome = Outcome()
         for region, entries in self.by_region(messages, outcome).items():
-            client = self.clients.get("events", region)
+            try:
+                client = self.clients.get("events", region)
+            except CLIENT_ERRORS as error:
+                if region is None:
+                    raise  # the run's own configuration, not a message's
+                self.unreachable(region, entries, error, outcome)
+                continue
             putter = EventBridgePutter(client=client, policy=policy, **SETTLER_OPTIONS)
             for entry in entries:
                 putter.put(**entry)

@@ -30,12 +30,14 @@ from resilient_aws.redrive._queues import QueueInfo, describe_queue, sqs_client
 from resilient_aws.redrive._report import RedriveReport, start_report
 from resilient_aws.redrive._sqs import resolve_target
 from resilient_aws.redrive._targets import (
+    CLIENT_ERRORS,
     Clients,
     QueueItem,
     check_function,
     drain_options,
     invoke,
     send_items,
+    unreachable,
     unwrap_sns,
 )
 from resilient_aws.retry import DEFAULT_POLICY, RetryPolicy
@@ -196,7 +198,14 @@ class LambdaDelivery:
             outcome.failed.update(failed)
             return outcome
         for message_id, function, payload in self.invocations(parsed, outcome):
-            client = self.clients.get("lambda", region_of(function))
+            region = region_of(function)
+            try:
+                client = self.clients.get("lambda", region)
+            except CLIENT_ERRORS as error:
+                if region is None:
+                    raise  # the run's own configuration, not a message's
+                outcome.failed[message_id] = unreachable("lambda", region, error)
+                continue
             problem = invoke(client, function, payload, "Event", policy)
             if problem is not None:
                 outcome.failed[message_id] = problem

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from resilient_aws._batching import _error_message as error_message
 from resilient_aws._dataclass import lean_dataclass
 from resilient_aws._json import loads_verbatim
 from resilient_aws.batch import SqsSender
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from resilient_aws.redrive._queues import QueueInfo
 
 __all__ = [
+    "CLIENT_ERRORS",
     "AsyncClients",
     "Clients",
     "QueueItem",
@@ -33,8 +36,14 @@ __all__ = [
     "invoke_steps",
     "queue_entries",
     "send_items",
+    "unreachable",
     "unwrap_sns",
 ]
+
+logger = logging.getLogger("resilient_aws.redrive")
+
+CLIENT_ERRORS = (BotoCoreError, ValueError)
+"""What making a client for a region raises when the region is not one (``InvalidRegionError``)."""
 
 
 class Clients:
@@ -91,17 +100,37 @@ class AsyncClients:
 
     async def aclose(self) -> None:
         """Close every client opened (each one, even if closing another fails or is
-        cancelled)."""
+        cancelled). A client that fails to close is logged, not raised: the run ends with its
+        report, or with the error (a cancellation) that ended it, either of which it would
+        replace."""
         self.opened.clear()
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        except Exception:
+            logger.exception("closing a client the redrive opened failed")
+
+
+def unreachable(service: str, region: str, error: BaseException) -> str:
+    """Why a message fails whose own region (from its rule's or function's ARN) no ``service``
+    client can be made for: it stays, as a malformed message does, and the run goes on."""
+    return f"NoClient: no {service} client for region {region!r} ({error_text(error)})"
+
+
+# Codes whose message quotes the request's payload (Lambda: "Could not parse payload into json:
+# Unrecognized token '<payload>' ... [Source: (byte[])"<payload>" ...]").
+_QUOTING_PAYLOAD = {
+    "InvalidRequestContentException": "the payload is not valid JSON (message not shown: it "
+    "quotes the payload)",
+}
 
 
 def error_text(error: BaseException) -> str:
     """``"Code: message"`` of a botocore or retry error, never the request's payload."""
     if isinstance(error, ClientError):
         detail = error.response.get("Error", {})
-        return f"{detail.get('Code', 'ClientError')}: {detail.get('Message', '')}"
-    return f"{type(error).__name__}: {error}"
+        code = detail.get("Code", "ClientError")
+        return f"{code}: {_QUOTING_PAYLOAD.get(code) or detail.get('Message', '')}"
+    return f"{type(error).__name__}: {error_message(error)}"
 
 
 def check_function(client: Any, function: str, policy: RetryPolicy, role: str) -> None:
