@@ -40,6 +40,9 @@ def fresh_default_clients() -> Iterator[None]:
     clear_default_clients()
 
 
+# The store's records hold a random owner token, so the seed does not fix which calls are
+# throttled: 65 calls at 0.2 make a run with no throttle one in ~2e6, and a call throttled
+# through all ten attempts one in ~1e5 (20 orders at 0.3 were one in ~7,000 for each).
 # --8<-- [start:first-test]
 # app.py: written from the docs, no client= anywhere
 store = IdempotencyStore("idempotency", policy=RetryPolicy(max_attempts=10))  # a Lambda global
@@ -65,12 +68,12 @@ def test_a_throttled_idempotency_table_charges_each_order_once(
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        faults = chaos_defaults(throttle=0.3, seed=1)  # every client the library makes itself
-        answers = [charge({"order_id": f"o-{i % 5}", "total": i % 5}) for i in range(20)]
+        faults = chaos_defaults(throttle=0.2, seed=1)  # every client the library makes itself
+        answers = [charge({"order_id": f"o-{i % 5}", "total": i % 5}) for i in range(60)]
 
     assert faults.stats.throttled > 0  # the store's calls really were throttled...
     assert sorted(charged) == [f"o-{i}" for i in range(5)]  # ...and each order charged once
-    assert answers == [{"charged": i % 5} for i in range(20)]
+    assert answers == [{"charged": i % 5} for i in range(60)]
 
 
 # --8<-- [end:first-test]
@@ -95,8 +98,10 @@ def test_outbox_write_without_client_is_faulted_and_applied_once(
         dynamodb = boto3.client("dynamodb")
         create_outbox_table(dynamodb, "orders")
         outbox = Outbox("orders", policy=fake_clock.policy(max_attempts=20))
+        # A transaction holds random event ids, so the seed does not fix the draw: 40 writes
+        # make a run with no throttle one in ~1e9 (20 were one in ~45,000).
         faults = chaos_defaults(throttle=0.4, seed=2, services={"dynamodb"})
-        for i in range(20):
+        for i in range(40):
             outbox.write(
                 puts=[{"pk": f"order#{i}", "sk": "order", "total": i}],
                 events=[OutboxEvent("OrderPlaced", f"order#{i}", {"n": i})],
@@ -104,12 +109,12 @@ def test_outbox_write_without_client_is_faulted_and_applied_once(
         items = dynamodb.scan(TableName="orders", ConsistentRead=True)["Items"]
 
     assert faults.stats.throttled > 0
-    assert faults.stats.by_operation["TransactWriteItems"] >= 20  # calls seen on the client
+    assert faults.stats.by_operation["TransactWriteItems"] >= 40  # calls seen on the client
     assert len(faults.injectors) == 1  # one shared DynamoDB client
     orders = sorted(i["pk"]["S"] for i in items if i["sk"]["S"] == "order")
-    assert orders == sorted(f"order#{i}" for i in range(20))
+    assert orders == sorted(f"order#{i}" for i in range(40))
     events = [i for i in items if i["sk"]["S"] != "order"]
-    assert len(events) == 20  # one outbox record per event: none lost, none doubled
+    assert len(events) == 40  # one outbox record per event: none lost, none doubled
 
 
 def test_the_sweeper_and_its_target_without_clients_deliver_every_event_under_faults(

@@ -10,11 +10,13 @@ from resilient_aws.dynamodb import BatchWriter, batch_get, parallel_scan, scan
 from resilient_aws.testing import FakeClock, chaos
 from tests.dynamo_tables import all_items, create_table
 
-FAULTS = {"partial": 0.3, "throttle": 0.05, "error5xx": 0.02, "reset": 0.01}
+FAULTS: dict[str, Any] = {"partial": 0.3, "throttle": 0.05, "error5xx": 0.02, "reset": 0.01}
 ITEMS = 20_000
 
 
-@pytest.mark.parametrize("seed", [11, 12])
+# One seed: it meets every fault it injects (resets ~10 times in its ~1,500 calls);
+# a second seed ran the same paths under other draws, for 20 s more of the suite.
+@pytest.mark.parametrize("seed", [11])
 def test_twenty_thousand_items_nothing_lost_nothing_invented(ddb: Any, seed: int) -> None:
     table = create_table(ddb, "load", range_key=("sk", "N"))
     expected = {(f"user-{i % 500}", i) for i in range(ITEMS)}

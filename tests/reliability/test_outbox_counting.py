@@ -1,4 +1,4 @@
-"""1,000 transactions over 50 aggregates, relayed from moto's stream under chaos, with crashes
+"""500 transactions over 25 aggregates, relayed from moto's stream under chaos, with crashes
 and lost stream batches, and a sweeper on a schedule: every committed event arrives, in order
 per aggregate, and nothing arrives that was not committed. Events behind a lost one wait for
 the sweeper, so the sweep between rounds is what a deployment's schedule does.
@@ -39,9 +39,11 @@ from tests.outbox_support import (
     make_moto_dynamodb_atomic,
 )
 
-TRANSACTIONS = int(os.environ.get("OUTBOX_TRANSACTIONS", "1000"))
+# 20 events an aggregate, as many as 1,000 transactions over 50 aggregates gave (at a third of
+# the time: each transaction deep-copies moto's table); OUTBOX_TRANSACTIONS makes a longer soak.
+TRANSACTIONS = int(os.environ.get("OUTBOX_TRANSACTIONS", "500"))
 ROUNDS = 20
-AGGREGATES = 50
+AGGREGATES = 25
 REGION = "us-east-1"
 
 
@@ -51,6 +53,11 @@ def test_every_committed_event_is_delivered_in_order(
 ) -> None:
     make_moto_dynamodb_atomic(monkeypatch)  # the relay marks from several threads
     rng = random.Random(seed)
+    # The batches' fates have their own generator: drawn from the aggregates' one they shifted
+    # with how many batches a round had, which the writer's chaos (random event ids) changes
+    # from run to run, and about one run in 500 lost no batch. From this one, the 4th batch
+    # crashes before publishing, the 8th after, and the 13th is lost, in every run.
+    fates = random.Random(seed + 2)
     clock = FakeClock(start=2_000_000_000.0, seed=seed)
     policy = clock.policy(max_attempts=10, max_delay=1.0)
     with mock_aws():
@@ -120,7 +127,7 @@ def test_every_committed_event_is_delivered_in_order(
                                 image["outbox_aggregate_id"]["S"],
                                 int(image["outbox_sequence"]["N"]),
                             )
-                    draw = rng.random()
+                    draw = fates.random()
                     if draw < 0.05:
                         lost += 1
                         continue

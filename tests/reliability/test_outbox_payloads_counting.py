@@ -66,6 +66,18 @@ def test_every_large_event_is_delivered_whole_or_its_write_raised(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_moto_dynamodb_atomic(monkeypatch)
+    # The writer's transactions hold random event ids, so a seed does not fix the faults a run
+    # draws: one run in ~300 met no lost response (~6 a run). Every run is checked in full;
+    # seeds are tried until one run met every fault this test is about.
+    for attempt in range(4):
+        unmet = _chaos_run(seed + 100 * attempt)
+        if not unmet:
+            return
+    pytest.fail(f"no seed met every fault; the last one missed: {unmet}")
+
+
+def _chaos_run(seed: int) -> list[str]:
+    """One full run, every count checked; returns the faults this run did not meet."""
     rng = random.Random(seed)
     clock = FakeClock(start=2_000_000_000.0, seed=seed)
     policy = clock.policy(max_attempts=4, max_delay=1.0)
@@ -195,14 +207,19 @@ def test_every_large_event_is_delivered_whole_or_its_write_raised(
     for event_id, (aggregate, sequence) in committed.items():
         assert received[event_id] == digest(payload_of(aggregate, sequence)), event_id
     # a write that raised before its transaction committed nothing
-    for event_id, error in raised.items():
-        if error == PayloadUploadError.__name__:
+    for event_id, raised_as in raised.items():
+        if raised_as == PayloadUploadError.__name__:
             assert event_id not in committed
     # no orphan nobody knows of; no committed event without its object
     assert set(pointers.values()) <= left_in_bucket
     assert left_in_bucket <= set(pointers.values()) | named
-    # the faults really happened, on every side
-    assert w.stats.lost_responses > 0 and w.stats.faults > 0
-    assert s.stats.faults > 0 and c.stats.faults > 0 and q.stats.withheld_entries > 0
-    assert any(e == PayloadUploadError.__name__ for e in raised.values())
     assert len(committed) > len(handed) // 2
+    # the faults really happened, on every side
+    met = {
+        "writer's lost response": w.stats.lost_responses > 0,
+        "writer's S3 fault": s.stats.faults > 0,
+        "consumer's S3 fault": c.stats.faults > 0,
+        "withheld SQS entry": q.stats.withheld_entries > 0,
+        "PayloadUploadError": any(e == PayloadUploadError.__name__ for e in raised.values()),
+    }
+    return [fault for fault, happened in met.items() if not happened]
