@@ -59,6 +59,9 @@ ENVELOPE_VERSION = 1
 _HEADER = struct.Struct(">BBH")
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
+# What KMS answers for a data key that is not one of this key's, or is damaged: the blob does
+# not open here. (moto answers AccessDeniedException for the first; AWS IncorrectKeyException.)
+_NOT_THIS_KEYS = frozenset({"IncorrectKeyException", "InvalidCiphertextException"})
 _INSTALL_HINT = "needs the cryptography package: pip install 'resilient-aws[crypto]'"
 
 
@@ -287,7 +290,9 @@ class KmsEnvelope:
             )
         except ClientError as error:
             verdict = classify(error)
-            if verdict.retryable:
+            if verdict.code not in _NOT_THIS_KEYS:
+                # retryable, or KMS refusing the caller (AccessDenied, a disabled or deleted
+                # key): the blob may be sound, and nobody should be told it was tampered with
                 raise
             raise DecryptionError(
                 context, f"KMS refused its data key ({verdict.code})", code=verdict.code

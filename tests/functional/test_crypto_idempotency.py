@@ -7,10 +7,15 @@ import base64
 import json
 from typing import Any
 
-import boto3
 import pytest
+from botocore.exceptions import ClientError
 
-from resilient_aws.idempotency import IdempotencyResultError, IdempotencyStore, idempotent
+from resilient_aws.idempotency import (
+    IdempotencyError,
+    IdempotencyResultError,
+    IdempotencyStore,
+    idempotent,
+)
 from resilient_aws.idempotency._store import SEALED_PREFIX
 from resilient_aws.payloads.crypto import (
     ENVELOPE_MAGIC,
@@ -20,6 +25,7 @@ from resilient_aws.payloads.crypto import (
 )
 from resilient_aws.testing import FakeClock
 from tests.idempotency_support import EPOCH, create_idempotency_table, fake_store
+from tests.kms_support import aws_like_kms
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +40,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def kms(aws: None) -> Any:
-    return boto3.client("kms", region_name="us-east-1")
+    return aws_like_kms("us-east-1")
 
 
 @pytest.fixture
@@ -96,6 +102,34 @@ def test_a_record_encrypted_under_key_a_fails_to_decrypt_under_key_b(
     assert isinstance(error.value.__cause__, DecryptionError)
     assert "secret" not in str(error.value)
     assert body.runs == 1  # neither replayed nor run again
+
+
+def test_kms_refusing_the_caller_is_not_reported_as_tampering(
+    ddb: Any, table: str, kms: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # AccessDenied (a role without kms:Decrypt, a key policy) or a disabled key: the record
+    # may be sound. The call fails and is not run again, but nobody is told of tampering.
+    body = Charge()
+    first = sealer(kms, clock)
+    handler(fake_store(ddb, clock, table, encryptor=first), body)({"order_id": "o1"})
+    fresh = sealer(kms, clock, key_id=first.key_id)  # nothing cached: it must ask KMS
+
+    def refused(**_: Any) -> Any:
+        raise ClientError(
+            {
+                "Error": {"Code": "AccessDeniedException"},
+                "ResponseMetadata": {"HTTPStatusCode": 400},
+            },
+            "Decrypt",
+        )
+
+    monkeypatch.setattr(kms, "decrypt", refused)
+    with pytest.raises(IdempotencyError) as error:
+        handler(fake_store(ddb, clock, table, encryptor=fresh), body)({"order_id": "o1"})
+    assert not isinstance(error.value, IdempotencyResultError)
+    assert "AccessDeniedException" in str(error.value)
+    assert "tamper" not in str(error.value)
+    assert body.runs == 1
 
 
 def test_swapping_the_data_attribute_between_two_records_fails(

@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from resilient_aws.batch import SqsSender
 from resilient_aws.consumer import BatchProcessor
@@ -24,6 +25,7 @@ from resilient_aws.payloads.crypto import (
 )
 from resilient_aws.retry import classify
 from resilient_aws.testing import FakeClock, chaos
+from tests.kms_support import aws_like_kms
 
 REGION = "us-east-1"
 BUCKET = "payloads"
@@ -31,7 +33,7 @@ BUCKET = "payloads"
 
 @pytest.fixture
 def kms(aws: None) -> Any:
-    return boto3.client("kms", region_name=REGION)
+    return aws_like_kms(REGION)
 
 
 @pytest.fixture
@@ -100,9 +102,28 @@ def test_a_record_encrypted_under_key_a_fails_to_decrypt_under_key_b(
     blob = under_a.encrypt(b"result", context="k")
     with pytest.raises(DecryptionError) as error:
         under_b.decrypt(blob, context="k")
-    assert error.value.code == "AccessDeniedException"  # moto's answer to Decrypt(KeyId=B)
+    assert error.value.code == "IncorrectKeyException"  # AWS's answer to Decrypt(KeyId=B)
     # a fresh envelope on key A (nothing cached) opens it through KMS
     assert envelope(kms, under_a.key_id, clock).decrypt(blob, context="k") == b"result"
+
+
+def test_kms_refusing_the_caller_is_its_error_not_a_blob_that_does_not_open(
+    kms: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = new_key(kms)
+    blob = envelope(kms, key, clock).encrypt(b"result", context="k")
+    for code in ("AccessDeniedException", "DisabledException", "KMSInvalidStateException"):
+
+        def refused(code: str = code, **_: Any) -> Any:
+            raise ClientError(
+                {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": 400}}, "Decrypt"
+            )
+
+        monkeypatch.setattr(kms, "decrypt", refused)
+        with pytest.raises(ClientError) as error:
+            envelope(kms, key, clock).decrypt(blob, context="k")
+        assert not isinstance(error.value, DecryptionError)
+        assert error.value.response["Error"]["Code"] == code
 
 
 def test_the_data_key_is_reused_for_max_uses_and_max_age(kms: Any, clock: FakeClock) -> None:
@@ -145,7 +166,6 @@ def test_kms_throttles_under_chaos_are_retried_by_the_core(kms: Any, clock: Fake
 
 
 def test_kms_error_codes_are_classified() -> None:
-    from botocore.exceptions import ClientError
 
     def error(code: str, status: int) -> ClientError:
         return ClientError(

@@ -26,6 +26,7 @@ from resilient_aws.payloads import PayloadConfig, PayloadError, PayloadPointer, 
 from resilient_aws.payloads.crypto import ENVELOPE_MAGIC, CallableEncryptor, KmsEnvelope
 from resilient_aws.testing import FakeClock
 from tests.idempotency_support import EPOCH, create_idempotency_table, fake_store
+from tests.kms_support import aws_like_kms
 
 REGION = "us-east-1"
 BUCKET = "payloads"
@@ -50,7 +51,7 @@ def table(ddb: Any) -> str:
 
 @pytest.fixture
 def kms(aws: None) -> Any:
-    return boto3.client("kms", region_name=REGION)
+    return aws_like_kms(REGION)
 
 
 @pytest.fixture

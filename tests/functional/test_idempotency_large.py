@@ -27,6 +27,7 @@ from resilient_aws.payloads import PayloadConfig, PayloadStore
 from resilient_aws.payloads.crypto import ENVELOPE_MAGIC, KmsEnvelope
 from resilient_aws.testing import FakeClock, FakeLambdaContext, chaos
 from tests.idempotency_support import EPOCH, CallCounter, create_idempotency_table, fake_store
+from tests.kms_support import aws_like_kms
 
 REGION = "us-east-1"
 BUCKET = "results"
@@ -59,7 +60,7 @@ def s3(aws: None) -> Any:
 
 @pytest.fixture
 def kms(aws: None) -> Any:
-    return boto3.client("kms", region_name=REGION)
+    return aws_like_kms(REGION)
 
 
 def payload_store(s3: Any, clock: FakeClock, **config: Any) -> PayloadStore:

@@ -26,6 +26,7 @@ from resilient_aws.payloads import PayloadConfig, PayloadStore
 from resilient_aws.payloads.crypto import KmsEnvelope
 from resilient_aws.testing import FakeClock
 from tests.idempotency_support import EPOCH, create_idempotency_table, fake_store
+from tests.kms_support import aws_like_kms
 
 REGION = "us-east-1"
 BUCKET = "results"
@@ -58,7 +59,7 @@ def s3(aws: None) -> Any:
 
 @pytest.fixture
 def kms(aws: None) -> Any:
-    return boto3.client("kms", region_name=REGION)
+    return aws_like_kms(REGION)
 
 
 def payload_store(s3: Any, clock: FakeClock, **config: Any) -> PayloadStore:
