@@ -277,8 +277,18 @@ class _SqsBatch(BatchSender):
     client_name = "sqs"
     service = "sqs"
     default_limits = SQS_BATCH
+    # A request refused whole for one entry's sake is halved until that entry stands alone.
+    # InvalidMessageContents (a body with a character SQS does not take, such as U+0000) is
+    # answered per entry as far as we know; if a request is refused whole for it, the other
+    # nine still go.
     split_codes = frozenset(
-        {"AWS.SimpleQueueService.BatchRequestTooLong", "BatchRequestTooLong", PARAMETERS_REFUSED}
+        {
+            "AWS.SimpleQueueService.BatchRequestTooLong",
+            "BatchRequestTooLong",
+            "InvalidMessageContents",
+            "AWS.SimpleQueueService.InvalidMessageContents",
+            PARAMETERS_REFUSED,
+        }
     )
 
     def __init__(self, queue_url: str, **options: Any) -> None:

@@ -19,6 +19,7 @@ SENDERS = [
     pytest.param(
         "sqs", "send_message_batch", "AWS.SimpleQueueService.BatchRequestTooLong", id="sqs"
     ),
+    pytest.param("sqs", "send_message_batch", "InvalidMessageContents", id="sqs-invalid-contents"),
     pytest.param("sns", "publish_batch", "BatchRequestTooLong", id="sns"),
 ]
 
