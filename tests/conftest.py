@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -70,3 +71,41 @@ def aws() -> Iterator[None]:
 @pytest.fixture
 def ddb(aws: None) -> Any:
     return boto3.client("dynamodb", region_name="us-east-1")
+
+
+@pytest.fixture
+def exporter() -> Iterator[Any]:
+    """resilient_aws's spans go to an in-memory OpenTelemetry exporter for one test."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from resilient_aws import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.set_tracer_provider(provider)
+    yield exporter
+    tracing.set_tracer_provider(None)
+
+
+# The tracing tests import OpenTelemetry when they are collected, so in a whole run it would be
+# in sys.modules for every test, and the library would take its tracing-aware paths everywhere
+# (SqsSender's plain-message fast path never). A process that never imported OpenTelemetry is
+# the common case: every test but the tracing ones runs as in one.
+_OPENTELEMETRY_API = "opentelemetry.trace"
+
+
+@pytest.fixture(autouse=True)
+def _opentelemetry_not_imported(request: pytest.FixtureRequest) -> Iterator[None]:
+    module = request.node.module.__name__ if request.node.module is not None else ""
+    if "tracing" in module or "exporter" in request.fixturenames:
+        yield
+        return
+    imported = sys.modules.pop(_OPENTELEMETRY_API, None)
+    try:
+        yield
+    finally:
+        if imported is not None:
+            sys.modules[_OPENTELEMETRY_API] = imported

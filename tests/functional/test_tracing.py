@@ -5,11 +5,9 @@ docs/tracing.md."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,16 +16,6 @@ from resilient_aws import tracing
 from resilient_aws.testing import FakeClock, chaos
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.set_tracer_provider(provider)
-    yield exporter
-    tracing.set_tracer_provider(None)
 
 
 def lambda_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
@@ -66,8 +54,6 @@ def receive_event(sqs: Any, queue_url: str, count: int) -> dict[str, Any]:
 def test_the_docs_example(aws: None) -> None:
     # --8<-- [start:example]
     import boto3
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from resilient_aws import tracing

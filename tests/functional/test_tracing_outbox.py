@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +51,6 @@ TRACE_ATTRIBUTES = {"outbox_traceparent", "outbox_tracestate"}
 @pytest.fixture(autouse=True)
 def _atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
     make_moto_dynamodb_atomic(monkeypatch)
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.set_tracer_provider(provider)
-    yield exporter
-    tracing.set_tracer_provider(None)
 
 
 @pytest.fixture

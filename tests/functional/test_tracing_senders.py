@@ -6,13 +6,10 @@ a worker thread makes it. Without a tracer, messages carry nothing."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from resilient_aws import tracing
@@ -21,16 +18,6 @@ from resilient_aws.consumer import BatchProcessor
 from resilient_aws.errors import EntryValidationError
 
 REGION = "us-east-1"
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.set_tracer_provider(provider)
-    yield exporter
-    tracing.set_tracer_provider(None)
 
 
 def received(sqs: Any, url: str) -> list[dict[str, Any]]:

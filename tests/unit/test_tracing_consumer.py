@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -20,16 +18,6 @@ from resilient_aws.consumer import NOT_PROCESSED, PRECEDING_RECORD_FAILED, Batch
 from resilient_aws.testing import FakeClock, FakeLambdaContext
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:orders"
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.set_tracer_provider(provider)
-    yield exporter
-    tracing.set_tracer_provider(None)
 
 
 def sqs_record(index: int, carried: dict[str, Any], *, group: str | None = None) -> dict[str, Any]:
