@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,22 +89,27 @@ def exporter() -> Iterator[Any]:
     tracing.set_tracer_provider(None)
 
 
-# The tracing tests import OpenTelemetry when they are collected, so in a whole run it would be
-# in sys.modules for every test, and the library would take its tracing-aware paths everywhere
+# The tracing tests import OpenTelemetry when they are collected, so in a whole run it is
+# imported for every test, and the library would take its tracing-aware paths everywhere
 # (SqsSender's plain-message fast path never). A process that never imported OpenTelemetry is
-# the common case: every test but the tracing ones runs as in one.
-_OPENTELEMETRY_API = "opentelemetry.trace"
+# the common case: every test but the tracing ones runs as in one. The library's checks look
+# for a module name in sys.modules; the name is changed for the test, never sys.modules itself
+# (taking the module out would make the next import load a second copy of it).
+_NOT_IMPORTED = "opentelemetry.trace (not imported in this test)"
+_LOOKS_FOR_OPENTELEMETRY = (
+    "resilient_aws.tracing._TRACE",
+    "resilient_aws.batch._sqs.TRACE_API",
+    "resilient_aws.batch._sns.TRACE_API",
+    "resilient_aws.batch._eventbridge.TRACE_API",
+)
 
 
 @pytest.fixture(autouse=True)
-def _opentelemetry_not_imported(request: pytest.FixtureRequest) -> Iterator[None]:
+def _opentelemetry_not_imported(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     module = request.node.module.__name__ if request.node.module is not None else ""
     if "tracing" in module or "exporter" in request.fixturenames:
-        yield
         return
-    imported = sys.modules.pop(_OPENTELEMETRY_API, None)
-    try:
-        yield
-    finally:
-        if imported is not None:
-            sys.modules[_OPENTELEMETRY_API] = imported
+    for name in _LOOKS_FOR_OPENTELEMETRY:
+        monkeypatch.setattr(name, _NOT_IMPORTED)

@@ -90,6 +90,8 @@ def test_the_environment_is_read_from_os_environ_whatever_its_type(
 ) -> None:
     import os
 
+    # whatever an earlier test left there: the point is that the same value finds the same client
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     here = default_client("sqs")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rotated")
     assert default_client("sqs") is not here

@@ -8,7 +8,6 @@ the fast path."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +24,6 @@ from resilient_aws.retry import RetryPolicy
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
 TRACE_API = "opentelemetry.trace"
 POLICY = RetryPolicy(sleep=lambda _s: None, max_attempts=3)
-
-
-@pytest.fixture(autouse=True)
-def untraced(monkeypatch: pytest.MonkeyPatch) -> None:
-    # another test may have imported OpenTelemetry: plain messages then take the full path
-    monkeypatch.delitem(sys.modules, TRACE_API, raising=False)
 
 
 class Client:

@@ -128,3 +128,14 @@ def test_a_whole_response_in_order_pairs_each_entry_with_its_answer() -> None:
     sent = by_id(batch, {"Successful": successful, "Failed": []}, "sqs")
     assert sent.succeeded == list(zip(batch, successful, strict=True))
     assert sent.failed == [] and sent.botocore_retries == 0
+
+
+def test_a_plain_message_takes_the_fast_path_even_once_opentelemetry_was_imported() -> None:
+    # The tracing tests import OpenTelemetry; tests/conftest.py makes every other test run as
+    # a process that never did, where a plain message takes the fast path.
+    import opentelemetry.trace  # noqa: F401
+
+    sender = SqsSender("q", client=Answering(), raise_on_failure=False)
+    sender.send_message("body")
+    assert [type(e) for e in sender._engine._pending.values()] == [_Message]
+    sender.close()
