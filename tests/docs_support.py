@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 
 from tests.dynamo_tables import create_table
+from tests.sqs_events import lambda_event
 
 
 def table(name: str = "orders", **options: Any) -> str:
@@ -71,30 +72,7 @@ def sqs_event(url: str) -> dict[str, Any]:
         MessageAttributeNames=["All"],
     ).get("Messages", []):
         messages += batch
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    name: {
-                        "stringValue": value.get("StringValue"),
-                        "dataType": value["DataType"],
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                    }
-                    for name, value in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
+    return lambda_event(messages, arn)
 
 
 def sqs_event_of(bodies: list[Any]) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from resilient_aws.testing import FakeClock, FakeLambdaContext, chaos
 from tests.batch_targets import make_queue, sns_to_queue, stream_records
 from tests.idempotency_support import CallCounter
 from tests.outbox_support import StreamReader, create_outbox_table, make_moto_dynamodb_atomic
+from tests.sqs_events import lambda_event
 
 REGION = "us-east-1"
 BUCKET = "outbox-payloads"
@@ -158,34 +159,6 @@ def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
     ).get("Messages", []):
         got.extend(batch)
     return got
-
-
-def lambda_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
-    """The SQS event Lambda would hand a function for these received messages."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    name: {
-                        "stringValue": value.get("StringValue"),
-                        "dataType": value["DataType"],
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                    }
-                    for name, value in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
 
 
 def consume(sqs: Any, url: str, arn: str, store: PayloadStore) -> list[dict[str, Any]]:

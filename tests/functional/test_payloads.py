@@ -27,6 +27,7 @@ from resilient_aws.payloads import (
     resolve,
 )
 from resilient_aws.testing import FakeClock, chaos
+from tests.sqs_events import lambda_event
 
 REGION = "us-east-1"
 BUCKET = "payloads"
@@ -72,34 +73,6 @@ def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
         if not batch:
             return got
         got.extend(batch)
-
-
-def lambda_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
-    """The SQS event Lambda would hand a function for these received messages."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    name: {
-                        "stringValue": value.get("StringValue"),
-                        "dataType": value["DataType"],
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                    }
-                    for name, value in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
 
 
 def big(n: int, size: int) -> str:
