@@ -31,6 +31,21 @@ T = TypeVar("T")
 _local = threading.local()
 
 
+class _ThreadLoop:
+    """The event loop kept for one thread, closed when the thread ends (its thread-local goes):
+    left to the collector, an open loop is a ResourceWarning in every process that runs
+    record functions from worker threads."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        if not self.loop.is_running():
+            self.loop.close()
+
+
 def run_on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` to completion from synchronous code, on an event loop kept for the
     thread: a Lambda container reuses it across invocations, so that clients bound to a loop
@@ -45,10 +60,10 @@ def run_on_loop(coroutine: Coroutine[Any, Any, T]) -> T:
         raise RuntimeError(
             "an async record function in a running event loop: await processor.aprocess(...)"
         )
-    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _local.loop = asyncio.new_event_loop()
-    return loop.run_until_complete(coroutine)
+    kept: _ThreadLoop | None = getattr(_local, "kept", None)
+    if kept is None or kept.loop.is_closed():
+        kept = _local.kept = _ThreadLoop()
+    return kept.loop.run_until_complete(coroutine)
 
 
 class _Interrupted(Exception):  # noqa: N818  # carries a BaseException out of a lane
