@@ -11,6 +11,8 @@ from typing import Any
 
 import boto3
 
+from tests import batch_targets
+from tests.batch_targets import make_queue
 from tests.dynamo_tables import create_table
 from tests.sqs_events import lambda_event
 
@@ -24,7 +26,7 @@ def idempotency_table() -> str:
 
 
 def queue(name: str, **attributes: str) -> str:
-    url: str = boto3.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    url, _ = make_queue(boto3.client("sqs"), name, **attributes)
     return url
 
 
@@ -36,9 +38,7 @@ def queue_arn(url: str) -> str:
 
 def dlq_with_source(name: str) -> str:
     """A dead-letter queue ``{name}-dlq`` and the queue ``name`` whose redrive policy names it."""
-    dlq = queue(f"{name}-dlq")
-    policy = json.dumps({"deadLetterTargetArn": queue_arn(dlq), "maxReceiveCount": 3})
-    queue(name, RedrivePolicy=policy)
+    dlq, _ = batch_targets.dlq_with_source(boto3.client("sqs"), name)
     return dlq
 
 

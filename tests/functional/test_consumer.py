@@ -29,6 +29,7 @@ from resilient_aws.outbox import CallableTarget, Outbox, OutboxEvent, relay_hand
 from resilient_aws.testing import FakeClock, FakeLambdaContext, chaos
 from resilient_aws.testing._moto_sqs import speed_up_moto_sqs
 from tests.outbox_support import StreamReader, create_outbox_table
+from tests.sqs_events import lambda_event
 
 REGION = "us-east-1"
 
@@ -89,22 +90,7 @@ def receive_event(sqs: Any, url: str, arn: str, n: int = 10) -> dict[str, Any]:
     messages = sqs.receive_message(
         QueueUrl=url, MaxNumberOfMessages=n, AttributeNames=["All"], VisibilityTimeout=30
     ).get("Messages", [])
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
+    return lambda_event(messages, arn, REGION)
 
 
 def kinesis_event(kinesis: Any, stream: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from resilient_aws.consumer import BatchProcessor, SQSRecord
 from resilient_aws.errors import ConfigurationError, EntryTooLargeError
 from resilient_aws.payloads import PayloadConfig, PayloadStore
 from resilient_aws.testing import FakeClock, chaos
+from tests.sqs_events import lambda_event
 
 REGION = "us-east-1"
 BUCKET = "payloads"
@@ -61,28 +62,6 @@ def received(sqs: Any, url: str) -> list[dict[str, Any]]:
         if not batch:
             return got
         got.extend(batch)
-
-
-def event_of(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": {},
-                "messageAttributes": {
-                    name: {"stringValue": value.get("StringValue"), "dataType": value["DataType"]}
-                    for name, value in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
 
 
 HUGE_ATTRIBUTE = {"blob": {"DataType": "String", "StringValue": "a" * 1_100_000}}
@@ -208,7 +187,7 @@ def test_delete_after_keeps_an_object_that_a_failed_record_of_the_batch_still_ne
     with SqsSender(url, client=sqs, policy=clock.policy(), payloads=store) as sender:
         sender.send_message("x" * 300_000)
     (message,) = received(sqs, url)
-    event = event_of([message, message], arn)  # a duplicate delivery
+    event = lambda_event([message, message], arn)  # a duplicate delivery
     calls: list[int] = []
 
     def record_function(record: SQSRecord) -> None:
@@ -246,7 +225,7 @@ def test_s3_calls_of_the_consumer_stop_at_the_lambda_deadline(
     start = clock.monotonic()
     with chaos(s3, error5xx=1.0, operations={"GetObject"}) as injected:
         batch = processor.process(
-            event_of(received(sqs, url), arn), lambda record: None, _Context(3000)
+            lambda_event(received(sqs, url), arn), lambda record: None, _Context(3000)
         )
     assert [f.code for f in batch.failed] == ["PayloadError"]
     assert clock.monotonic() - start <= 2.0  # before the fix: 19 backoffs, ~10 s
@@ -269,7 +248,7 @@ def test_delete_after_stops_at_the_lambda_deadline(
     start = clock.monotonic()
     with chaos(s3, error5xx=1.0, operations={"DeleteObject"}):
         batch = processor.process(
-            event_of(received(sqs, url), arn), lambda record: None, _Context(3000)
+            lambda_event(received(sqs, url), arn), lambda record: None, _Context(3000)
         )
     assert not batch.failed
     assert clock.monotonic() - start <= 2.0
