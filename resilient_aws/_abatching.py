@@ -56,6 +56,8 @@ class AsyncBatchEngine(BatchEngine[S]):
     timer of your own.
     """
 
+    stages = False  # BatchEngine.send_staged makes the request on the caller's thread
+
     def __init__(self, adapter: Any, **options: Any) -> None:
         if options.get("flush_interval") is not None:
             raise ConfigurationError(

@@ -275,6 +275,9 @@ class BatchEngine(Generic[S]):
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self.closed = False
+        self.staged: list[Entry[S]] = []
+        """Entries an adapter staged under the engine's lock (see :meth:`send_staged`), not yet
+        counted nor buffered: fresh, without a group or a dedupe value."""
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -283,6 +286,8 @@ class BatchEngine(Generic[S]):
         with self._lock:
             if self.closed:
                 raise ConfigurationError("closed", "the writer is closed")
+            if self.staged:  # staged before this entry: buffered before it
+                self.absorb_staged()
             self.result.submitted += 1
             group = entry.group
             if group is not None and group in self._blocked_groups:
@@ -315,6 +320,68 @@ class BatchEngine(Generic[S]):
                 return  # every worker is busy and takes the next full chunk itself
         self._send_full_chunks()
 
+    # Staging: a sender's plain entries (no group, no dedupe value) are appended to
+    # ``staged`` under the lock, and handed over a request's worth at a time. When nothing else
+    # is buffered and the caller makes the requests itself (concurrency 1, or requests that wait
+    # on nothing), the request goes as it was staged, without the buffer's bookkeeping per
+    # entry: most of what a message cost the caller on top of its request. The sync engine
+    # only, and never with an interval flusher: it looks at the buffer alone.
+    stages = True
+
+    def send_staged(self) -> None:
+        """Send the first ``max_entries`` staged entries (whose bytes must fit one request) as
+        one request, or buffer them like :meth:`add` when that request cannot go now."""
+        with self._lock:
+            staged = self.staged
+            count = self.limits.max_entries
+            if len(staged) < count:
+                return  # another thread took them
+            if self.closed:
+                raise ConfigurationError("closed", "the writer is closed")
+            if self._pending:
+                # what waits in the buffer (entries sent back) goes first
+                self.absorb_staged()
+                direct = False
+            else:
+                concurrency = self.concurrency
+                share = self._cpu_share
+                direct = (concurrency == 1 or share is None or share >= _CPU_BOUND) and not (
+                    concurrency > 1 and len(self._futures) >= concurrency
+                )
+                if direct:
+                    chunk = staged[:count]
+                    del staged[:count]
+                    self.result.submitted += count
+                    self._requests_in_flight += 1
+                else:
+                    self.absorb_staged()
+        if direct:
+            self._settle(chunk, set())  # accounts for every entry of it, whatever happens
+        else:
+            self._send_full_chunks()
+
+    def absorb_staged(self) -> None:
+        """Under the lock: count and buffer the staged entries, in order (:meth:`add`'s
+        bookkeeping; a staged entry has no group and no dedupe value)."""
+        staged = self.staged
+        if not staged:
+            return
+        pending = self._pending
+        serial = self._serial
+        size = self._pending_bytes
+        for entry in staged:
+            serial += 1
+            entry.slot = serial
+            pending[serial] = entry
+            size += entry.size
+        self.result.submitted += len(staged)
+        staged.clear()
+        self._serial = serial
+        self._pending_bytes = size
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+            self._trace_parent = tracing.current_context()
+
     def reject(self, source: S, invalid: EntryValidationError) -> None:
         """Account for an entry refused before sending (``on_invalid="report"``)."""
         with self._lock:
@@ -331,6 +398,8 @@ class BatchEngine(Generic[S]):
         """
         while True:
             with self._lock:
+                if self.staged:
+                    self.absorb_staged()
                 pending = bool(self._pending)
             if pending:
                 if not self._send_one_chunk():
@@ -388,7 +457,7 @@ class BatchEngine(Generic[S]):
         # A writer dropped without ``with`` or close() would lose what it still buffers without
         # a word: say so, the way asyncio reports an exception nobody retrieved.
         try:
-            unsent = len(self._pending)
+            unsent = len(self._pending) + len(self.staged)
             if self.closed or not unsent:
                 return
             operation = self.adapter.operation
@@ -983,10 +1052,13 @@ class BatchEngine(Generic[S]):
                 pending = self._pending
                 front: dict[Hashable, Entry[S]] = {}
                 for entry in back:
-                    if entry.slot in pending:  # a later write of the same key replaced it
+                    slot = entry.slot
+                    if slot is None:  # sent as it was staged: never had a place in the buffer
+                        slot = entry.slot = self._serial = self._serial + 1
+                    elif slot in pending:  # a later write of the same key replaced it
                         self.result.deduplicated += 1
                         continue
-                    front[entry.slot] = entry
+                    front[slot] = entry
                     self._pending_bytes += entry.size
                 # a plain dict (cheaper per entry added than an OrderedDict) rebuilt with what
                 # goes back in front: a buffer holds a few requests' worth, and only on a retry
@@ -1062,6 +1134,7 @@ class BatchEngine(Generic[S]):
 
     def _fail_unsent(self) -> None:
         with self._lock:
+            self.absorb_staged()
             unsent = list(self._pending.values())
             self._pending.clear()
             self._pending_bytes = 0

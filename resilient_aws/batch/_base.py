@@ -115,7 +115,11 @@ class BatchSender:
     @property
     def result(self) -> BatchResult[Any]:
         """Every entry so far, and the service's answers for those that succeeded."""
-        return self._engine.result
+        engine = self._engine
+        if engine.staged:  # counted once buffered
+            with engine._lock:
+                engine.absorb_staged()
+        return engine.result
 
     def flush(self) -> None:
         """Send everything buffered and wait until every request in flight has settled."""
@@ -218,8 +222,8 @@ def by_id(batch: list[Entry[Any]], response: dict[str, Any], service: str) -> Se
         except (KeyError, TypeError):  # an answer without an Id, or no mapping: read below
             whole = False
         if whole:
-            # as many answers as entries (checked above): zip needs no strict
-            return Sent(list(zip(batch, successful, strict=False)), [], botocore_retries(response))
+            # as many answers as entries (checked above); a keyword costs zip() a parse per call
+            return Sent(list(zip(batch, successful)), [], botocore_retries(response))  # noqa: B905
     answered: set[int] = set()
 
     def entry_of(answer: Mapping[str, Any]) -> Entry[Any]:

@@ -300,7 +300,7 @@ class _SqsBatch(BatchSender):
         # a larger limits= than SQS allows (an emulator) needs more ids than the ones kept
         ids = _IDS if len(batch) <= len(_IDS) else tuple(map(str, range(len(batch))))
         entries = []
-        for id_, entry in zip(ids, batch, strict=False):
+        for id_, entry in zip(ids, batch):  # noqa: B905  # as many ids as entries or more
             # the payload is the sender's own dict, made for this entry: its Id is set in place
             # (an entry is in one request at a time) instead of copying it per request
             payload = entry.payload
@@ -395,7 +395,16 @@ class SqsSender(Offloading, _SqsBatch):
         self._plain = not self.fifo and payloads is None
         limit = self.limits.max_entry_bytes
         self._max_plain = sys.maxsize if limit is None else limit
-        self._add_entry = self._engine.add
+        engine = self._engine
+        self._add_entry = engine.add
+        # ...and its staging (BatchEngine.send_staged): bodies small enough that a request's
+        # worth of them fits one request are staged, the rest added (0: none staged)
+        stages = engine.stages and engine.flush_interval is None
+        per_request = self.limits.max_request_bytes // self.limits.max_entries
+        self._max_staged = min(self._max_plain, per_request) if stages else 0
+        self._staged = engine.staged
+        self._stage_lock = engine._lock
+        self._stage_size = self.limits.max_entries
 
     def send_message(
         self,
@@ -424,9 +433,24 @@ class SqsSender(Offloading, _SqsBatch):
         ):
             # A body alone (most messages): every check below would pass, and the size is its
             # length. Its default id and the source a failure reports are made when first read.
-            self._add_entry(
-                _Message(next(self._ids) if id is None else id, {"MessageBody": body}, len(body))
+            message = _Message(
+                next(self._ids) if id is None else id, {"MessageBody": body}, len(body)
             )
+            if len(body) <= self._max_staged:
+                engine = self._engine
+                with self._stage_lock:
+                    # only while nothing is buffered: what is (entries sent back, larger
+                    # bodies) decides when a request is full, message by message
+                    stage = not engine._pending and not engine.closed
+                    if stage:
+                        staged = self._staged
+                        staged.append(message)
+                        if len(staged) < self._stage_size:
+                            return
+                if stage:
+                    engine.send_staged()
+                    return
+            self._add_entry(message)
             return
         entry_id = f"#{next(self._ids)}" if id is None else id  # BatchSender._next_id, inlined
         source = {"id": entry_id, "body": body}

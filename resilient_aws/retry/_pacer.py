@@ -90,6 +90,7 @@ class Pacer:
         self._probes = 0
         # (sent, completed) per second of the last window that withheld entries
         self._previous: tuple[float, float] | None = None
+        self._go_now = False  # reserve() answers 0 without the lock or the clock
 
     @property
     def headroom(self) -> float:
@@ -112,6 +113,10 @@ class Pacer:
 
     def reserve(self, entries: int, policy: RetryPolicy) -> float:
         """Book the next request of ``entries`` entries: the seconds to wait before sending it."""
+        if self._go_now:
+            # Read without the lock: a rate or a stall another thread sets as we read comes
+            # after this request, as it would have had this request taken the lock first.
+            return 0.0
         with self._lock:
             now = policy.clock()
             if self._window_start is None:
@@ -131,6 +136,9 @@ class Pacer:
             if self._stalls:
                 spacing = max(spacing, self._backoff)
             self._next_at = start + spacing
+            # unpaced, not stalled, nothing booked ahead: every request goes now until a
+            # response stalls or a window sets a rate (a healthy writer pays nothing)
+            self._go_now = self._rate is None and not self._stalls and start == now
             return start - now
 
     def record(
@@ -151,6 +159,7 @@ class Pacer:
                     self._backoff = 0.0
                     self._next_at = min(self._next_at, now)
             elif withheld:
+                self._go_now = False
                 if not self._stalls:
                     self._stalled_since = now
                 self._stalls += 1
@@ -185,6 +194,7 @@ class Pacer:
                 self._adapt(self._previous, sent, completed)
             self._previous = (sent, completed) if paced else None
             self._rate = max(_MIN_RATE, self._headroom * completed)
+            self._go_now = False
         elif not self._withheld and self._rate is not None and self._bound:
             # Only a window the rate held back says the service takes more than it was sent:
             # one that sent less (the tail of a batch, a slow producer) says nothing.

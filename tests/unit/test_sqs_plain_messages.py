@@ -137,5 +137,6 @@ def test_a_plain_message_takes_the_fast_path_even_once_opentelemetry_was_importe
 
     sender = SqsSender("q", client=Answering(), raise_on_failure=False)
     sender.send_message("body")
-    assert [type(e) for e in sender._engine._pending.values()] == [_Message]
+    engine = sender._engine
+    assert [type(e) for e in [*engine.staged, *engine._pending.values()]] == [_Message]
     sender.close()
