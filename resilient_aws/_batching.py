@@ -138,11 +138,14 @@ class Sent(Generic[S]):
     clean response).
     """
 
-    __slots__ = ("botocore_retries", "failed", "succeeded")
+    __slots__ = ("botocore_retries", "counted", "failed", "succeeded")
 
     succeeded: list[tuple[Entry[S], Any]]
     failed: list[FailedEntry[Entry[S]]]
     botocore_retries: int
+    counted: bool
+    """The engine's: the entries that succeeded are in the result (one mark per request, not
+    one per entry)."""
 
     def __init__(
         self,
@@ -153,6 +156,7 @@ class Sent(Generic[S]):
         self.succeeded = succeeded
         self.failed = failed
         self.botocore_retries = botocore_retries
+        self.counted = False
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -276,8 +280,10 @@ class BatchEngine(Generic[S]):
         self._stop = threading.Event()
         self.closed = False
         self.staged: list[Entry[S]] = []
-        """Entries an adapter staged under the engine's lock (see :meth:`send_staged`), not yet
-        counted nor buffered: fresh, without a group or a dedupe value."""
+        """Entries an adapter staged (see :meth:`send_staged`), not yet counted nor buffered:
+        fresh, without a group or a dedupe value. Appended to without the lock (``append`` is
+        atomic), taken from only under it and only from the front, by a slice then a ``del``
+        of that slice: an entry appended as others are taken stays, it is never cleared away."""
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -321,11 +327,13 @@ class BatchEngine(Generic[S]):
         self._send_full_chunks()
 
     # Staging: a sender's plain entries (no group, no dedupe value) are appended to
-    # ``staged`` under the lock, and handed over a request's worth at a time. When nothing else
-    # is buffered and the caller makes the requests itself (concurrency 1, or requests that wait
-    # on nothing), the request goes as it was staged, without the buffer's bookkeeping per
-    # entry: most of what a message cost the caller on top of its request. The sync engine
-    # only, and never with an interval flusher: it looks at the buffer alone.
+    # ``staged`` without the lock, and handed over a request's worth at a time. When nothing
+    # else is buffered and the caller makes the requests itself (concurrency 1, or requests
+    # that wait on nothing), the request goes as it was staged, without the buffer's
+    # bookkeeping per entry: most of what a message cost the caller on top of its request. The
+    # sync engine only, and never with an interval flusher: it looks at the buffer alone.
+    # A sender that stages reads ``closed`` after appending: if the writer is closed by then,
+    # :meth:`unstage` takes the entry back, or close() took it (and accounted for it).
     stages = True
 
     def send_staged(self) -> None:
@@ -334,10 +342,8 @@ class BatchEngine(Generic[S]):
         with self._lock:
             staged = self.staged
             count = self.limits.max_entries
-            if len(staged) < count:
-                return  # another thread took them
-            if self.closed:
-                raise ConfigurationError("closed", "the writer is closed")
+            if len(staged) < count or self.closed:
+                return  # another thread took them, or close() did
             if self._pending:
                 # what waits in the buffer (entries sent back) goes first
                 self.absorb_staged()
@@ -364,23 +370,35 @@ class BatchEngine(Generic[S]):
         """Under the lock: count and buffer the staged entries, in order (:meth:`add`'s
         bookkeeping; a staged entry has no group and no dedupe value)."""
         staged = self.staged
-        if not staged:
+        count = len(staged)
+        if not count:
             return
+        taken = staged[:count]
+        del staged[:count]  # not clear(): an entry appended since stays staged
         pending = self._pending
         serial = self._serial
         size = self._pending_bytes
-        for entry in staged:
+        for entry in taken:
             serial += 1
             entry.slot = serial
             pending[serial] = entry
             size += entry.size
-        self.result.submitted += len(staged)
-        staged.clear()
+        self.result.submitted += count
         self._serial = serial
         self._pending_bytes = size
         if self._oldest is None:
             self._oldest = time.monotonic()
             self._trace_parent = tracing.current_context()
+
+    def unstage(self, entry: Entry[S]) -> None:
+        """``entry`` was staged as the writer closed: refuse it as :meth:`add` would, unless
+        close() took it first (it was then sent or reported ``NotSent``)."""
+        with self._lock:
+            staged = self.staged
+            for index, candidate in enumerate(staged):
+                if candidate is entry:
+                    del staged[index]
+                    raise ConfigurationError("closed", "the writer is closed")
 
     def reject(self, source: S, invalid: EntryValidationError) -> None:
         """Account for an entry refused before sending (``on_invalid="report"``)."""
@@ -760,10 +778,13 @@ class BatchEngine(Generic[S]):
                 self._not_sent(chunk, error)
                 raise
         self._sending(chunk)
-        # Once the share is known, one request in _SAMPLE_EVERY is measured: its two thread
-        # clock reads are system calls, and what a client's requests wait on changes slowly.
+        # Once the share is known, one request in _SAMPLE_EVERY is measured (a quarter as
+        # often while requests clearly compute): its two thread clock reads are system calls,
+        # and what a client's requests wait on changes slowly.
+        share = self._cpu_share
         measure = self.concurrency > 1 and (
-            self._cpu_share is None or self.result.requests % _SAMPLE_EVERY == 0
+            share is None
+            or self.result.requests % (_SAMPLE_EVERY if share < _COMPUTING else _SAMPLE_RARELY) == 0
         )
         with self._request_span(chunk) as span:
             if measure:
@@ -864,21 +885,29 @@ class BatchEngine(Generic[S]):
         except BaseException as interrupt:
             # An interrupt (or a bug in a listener or a wait strategy) while the answer was
             # being read: what the service took is still counted, the rest reported.
-            self._settle_leftovers(chunk, interrupt, applied=[e for e, _ in sent.succeeded])
+            applied = [e for e, _ in sent.succeeded]
+            self._settle_leftovers(chunk, interrupt, applied=applied, counted=sent.counted)
             raise
 
     def _settle_leftovers(
-        self, chunk: list[Entry[S]], error: BaseException, applied: Sequence[Entry[S]]
+        self,
+        chunk: list[Entry[S]],
+        error: BaseException,
+        applied: Sequence[Entry[S]],
+        *,
+        counted: bool = False,
     ) -> None:
-        """Account for the entries of ``chunk`` that handling its answer left unsettled."""
+        """Account for the entries of ``chunk`` that handling its answer left unsettled:
+        ``applied`` the service took (``counted``: already in the result), the rest unknown."""
         took = {id(entry) for entry in applied}
         with self._lock:
             for entry in chunk:
                 if entry.settled or self._pending.get(entry.slot) is entry:
-                    continue  # counted, reported or back in the buffer already
+                    continue  # reported or back in the buffer already
                 if id(entry) in took:
                     entry.settled = True
-                    self.result.succeeded += 1
+                    if not counted:
+                        self.result.succeeded += 1
                 else:
                     self._record_failure(_outcome_unknown(entry, error))
 
@@ -971,9 +1000,8 @@ class BatchEngine(Generic[S]):
             self._report(failed)
         answers = self._answers(succeeded) if self.keep_answers and succeeded else None
         with self._lock:
-            for entry, _ in succeeded:
-                entry.settled = True
             self.result.succeeded += len(succeeded)
+            sent.counted = True  # an interrupt from here on must not count them again
             if answers:
                 self._keep(answers)
             for failure in permanent:
@@ -1240,6 +1268,11 @@ _CPU_BOUND = 0.5
 
 # At concurrency > 1, the requests measured once the share is known: one in this many.
 _SAMPLE_EVERY = 4
+# ...and one in this many while the share is at least _COMPUTING. One sample of requests that
+# started waiting brings the share under it (a quarter of the way per sample), so that the
+# samples that move them to threads come every _SAMPLE_EVERY requests again.
+_SAMPLE_RARELY = 16
+_COMPUTING = 0.8
 
 # No-progress rounds after which an entry is given up whatever the time: max_stalled is
 # measured on the policy's clock, which only the backoff moves when a policy never sleeps.

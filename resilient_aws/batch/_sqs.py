@@ -321,6 +321,9 @@ class _Message(Entry[dict[str, Any]]):
 
     _id: str | int
     _source: dict[str, Any] | None
+    # a message of a standard queue has neither: read from the class, never stored per message
+    group = None
+    dedupe = None
 
     def __init__(self, id_: str | int, payload: dict[str, Any], size: int) -> None:
         # Entry.__init__'s fields, set here: entry_id and source are the properties below
@@ -328,8 +331,6 @@ class _Message(Entry[dict[str, Any]]):
         self._source = None
         self.payload = payload
         self.size = size
-        self.group = None
-        self.dedupe = None
         self.slot = None
         self.sends = 0
         self.stalled = 0
@@ -403,7 +404,6 @@ class SqsSender(Offloading, _SqsBatch):
         per_request = self.limits.max_request_bytes // self.limits.max_entries
         self._max_staged = min(self._max_plain, per_request) if stages else 0
         self._staged = engine.staged
-        self._stage_lock = engine._lock
         self._stage_size = self.limits.max_entries
 
     def send_message(
@@ -438,17 +438,16 @@ class SqsSender(Offloading, _SqsBatch):
             )
             if len(body) <= self._max_staged:
                 engine = self._engine
-                with self._stage_lock:
-                    # only while nothing is buffered: what is (entries sent back, larger
-                    # bodies) decides when a request is full, message by message
-                    stage = not engine._pending and not engine.closed
-                    if stage:
-                        staged = self._staged
-                        staged.append(message)
-                        if len(staged) < self._stage_size:
-                            return
-                if stage:
-                    engine.send_staged()
+                # only while nothing is buffered: what is (entries sent back, larger bodies)
+                # decides when a request is full, message by message
+                if not engine._pending:
+                    # appended without the lock (BatchEngine.staged says why that is safe)
+                    staged = self._staged
+                    staged.append(message)
+                    if engine.closed:
+                        engine.unstage(message)
+                    elif len(staged) >= self._stage_size:
+                        engine.send_staged()
                     return
             self._add_entry(message)
             return

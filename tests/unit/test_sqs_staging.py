@@ -243,3 +243,106 @@ def test_send_staged_lets_what_waits_in_the_buffer_go_first() -> None:
     sender.close()
     assert client.requests[1] == ["s9"]
     assert sender.result.submitted == sender.result.succeeded == 11
+
+
+class ClosingOnAppend(list):  # type: ignore[type-arg]
+    """A stage whose first append lets the writer close before the producer looks again."""
+
+    def __init__(self, sender: SqsSender) -> None:
+        super().__init__()
+        self.sender = sender
+
+    def append(self, entry: Any) -> None:
+        super().append(entry)
+        if len(self) == 1:
+            self.sender.close()
+
+
+def test_a_message_staged_as_the_writer_closes_is_sent_by_the_close() -> None:
+    client = Recording()
+    sender = SqsSender(QUEUE, client=client)
+    sender._engine.staged = sender._staged = ClosingOnAppend(sender)
+    sender.send_message("just in time")  # close() took it: no error, and it was sent
+    assert client.requests == [["just in time"]]
+    assert sender.result.submitted == sender.result.succeeded == 1
+
+
+class AppendedAsTaken(list):  # type: ignore[type-arg]
+    """A stage to which another producer appends while its front is being taken."""
+
+    def __init__(self, late: Entry[Any]) -> None:
+        super().__init__()
+        self.late: Entry[Any] | None = late
+
+    def __getitem__(self, index: Any) -> Any:
+        taken = super().__getitem__(index)
+        if isinstance(index, slice) and self.late is not None:
+            late, self.late = self.late, None
+            self.append(late)
+        return taken
+
+
+def test_a_message_staged_while_others_are_taken_stays_staged() -> None:
+    client = Recording()
+    sender = SqsSender(QUEUE, client=client)
+    late = staged_entries(["late"])[0]
+    sender._engine.staged = sender._staged = AppendedAsTaken(late)
+    for i in range(3):
+        sender.send_message(f"m{i}")
+    assert sender.result.submitted == 3  # reading the result took the three
+    assert list(sender._engine.staged) == [late]
+    sender.close()
+    assert client.bodies() == ["m0", "m1", "m2", "late"]
+    assert sender.result.submitted == sender.result.succeeded == 4
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_producers_and_a_reader_of_the_result_on_many_threads_lose_nothing(
+    concurrency: int,
+) -> None:
+    import sys
+
+    client = Recording()
+    threads, per_thread = 4, 1000
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        with SqsSender(QUEUE, client=client, concurrency=concurrency) as sender:
+            done = threading.Event()
+
+            def produce(t: int) -> None:
+                for i in range(per_thread):
+                    sender.send_message(f"t{t}-{i}")
+
+            def read() -> None:
+                while not done.is_set():
+                    assert sender.result.submitted <= threads * per_thread
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            done.set()
+            reader.join()
+    finally:
+        sys.setswitchinterval(interval)
+    sent = client.bodies()
+    assert len(sent) == len(set(sent)) == threads * per_thread
+    result = sender.result
+    assert result.submitted == result.succeeded == threads * per_thread
+
+
+def test_send_staged_sends_nothing_once_the_writer_is_closing() -> None:
+    # close() set `closed` and has yet to report what is staged: it is not sent any more
+    client = Recording()
+    sender = SqsSender(QUEUE, client=client, raise_on_failure=False)
+    engine = sender._engine
+    engine.staged.extend(staged_entries([f"s{i}" for i in range(SQS_BATCH.max_entries)]))
+    engine.closed = True
+    engine.send_staged()
+    assert client.requests == []
+    engine._fail_unsent()
+    assert [f.code for f in sender.result.failed] == ["NotSent"] * SQS_BATCH.max_entries
