@@ -200,17 +200,18 @@ class AsyncBatchEngine(BatchEngine[S]):
 
     async def _send_async(self, chunk: list[Entry[S]]) -> None:
         """:meth:`BatchEngine._send`, awaiting the pacer and the adapter."""
-        chunk, delay = self._paced(chunk)
-        if not chunk:
-            return
-        if delay > 0:
-            try:
+        try:
+            chunk, delay = self._paced(chunk)
+            if not chunk:
+                return
+            if delay > 0:
                 await (self.policy.async_sleep or asyncio.sleep)(delay)
-            except BaseException as error:
-                self._not_sent(chunk, error)
-                raise
-        self._sending(chunk)
-        with self._request_span(chunk) as span:
+            self._sending(chunk)
+            scope = self._request_span(chunk)
+        except BaseException as error:  # a cancellation or an interrupt before it left
+            self._not_sent(chunk, error)
+            raise
+        with scope as span:
             try:
                 sent = await self.adapter.asend_request(chunk)  # type: ignore[attr-defined]
             except (ClientError, BotoCoreError) as error:

@@ -366,26 +366,31 @@ class BatchEngine(Generic[S]):
         else:
             self._send_full_chunks()
 
-    def absorb_staged(self) -> None:
+    def absorb_staged(self, *, closing: bool = False) -> None:
         """Under the lock: count and buffer the staged entries, in order (:meth:`add`'s
-        bookkeeping; a staged entry has no group and no dedupe value)."""
-        staged = self.staged
-        count = len(staged)
-        if not count:
+        bookkeeping; a staged entry has no group and no dedupe value). Once the writer is
+        closed, only close() takes them (``closing``): a producer that staged one as it closed
+        looks for it to refuse it (:meth:`unstage`)."""
+        if self.closed and not closing:
             return
-        taken = staged[:count]
-        del staged[:count]  # not clear(): an entry appended since stays staged
+        staged = self.staged
+        if not staged:
+            return
         pending = self._pending
-        serial = self._serial
-        size = self._pending_bytes
-        for entry in taken:
-            serial += 1
+        result = self.result
+        # One entry at a time, every step of it with no call in between: a Ctrl-C goes off at
+        # the loop's back edge, between two entries, each either staged or buffered and counted.
+        # From the front, by index: an entry appended meanwhile stays staged.
+        while staged:
+            entry = staged[0]
+            size = entry.size
+            serial = self._serial + 1
             entry.slot = serial
             pending[serial] = entry
-            size += entry.size
-        self.result.submitted += count
-        self._serial = serial
-        self._pending_bytes = size
+            del staged[0]
+            self._serial = serial
+            self._pending_bytes += size
+            result.submitted += 1
         if self._oldest is None:
             self._oldest = time.monotonic()
             self._trace_parent = tracing.current_context()
@@ -768,25 +773,29 @@ class BatchEngine(Generic[S]):
         call the adapter: what a request means for its entries is decided by the phases they
         share (``_paced``, ``_sending``, ``_failed_request``, ``_answer``).
         """
-        chunk, delay = self._paced(chunk)
-        if not chunk:
-            return
-        if delay > 0:
-            try:
+        try:
+            chunk, delay = self._paced(chunk)
+            if not chunk:
+                return
+            if delay > 0:
                 self.policy.sleep(delay)
-            except BaseException as error:
-                self._not_sent(chunk, error)
-                raise
-        self._sending(chunk)
-        # Once the share is known, one request in _SAMPLE_EVERY is measured (a quarter as
-        # often while requests clearly compute): its two thread clock reads are system calls,
-        # and what a client's requests wait on changes slowly.
-        share = self._cpu_share
-        measure = self.concurrency > 1 and (
-            share is None
-            or self.result.requests % (_SAMPLE_EVERY if share < _COMPUTING else _SAMPLE_RARELY) == 0
-        )
-        with self._request_span(chunk) as span:
+            self._sending(chunk)
+            # Once the share is known, one request in _SAMPLE_EVERY is measured (a quarter as
+            # often while requests clearly compute): its two thread clock reads are system
+            # calls, and what a client's requests wait on changes slowly.
+            share = self._cpu_share
+            measure = self.concurrency > 1 and (
+                share is None
+                or self.result.requests % (_SAMPLE_EVERY if share < _COMPUTING else _SAMPLE_RARELY)
+                == 0
+            )
+            scope = self._request_span(chunk)
+        except BaseException as error:
+            # an interrupt before the request left (a Ctrl-C goes off on a clock read, a sleep
+            # or a loop): none of it was sent
+            self._not_sent(chunk, error)
+            raise
+        with scope as span:
             if measure:
                 wall, cpu = time.perf_counter(), time.thread_time()
             try:
@@ -855,10 +864,12 @@ class BatchEngine(Generic[S]):
             self.result.resent += resent
 
     def _not_sent(self, chunk: list[Entry[S]], error: BaseException) -> None:
-        """``error`` (an interrupt, a cancellation) came before ``chunk`` was sent."""
+        """``error`` (an interrupt, a cancellation) came before ``chunk`` was sent; entries
+        already given up (their time was up) are not reported twice."""
         with self._lock:
             for entry in chunk:
-                self._record_failure(_not_sent(entry, error))
+                if not entry.settled:
+                    self._record_failure(_not_sent(entry, error))
 
     def _unknown(self, chunk: list[Entry[S]], error: BaseException) -> None:
         """A bug in an adapter, an interrupt or a cancellation ended the request mid-way: its
@@ -1162,7 +1173,7 @@ class BatchEngine(Generic[S]):
 
     def _fail_unsent(self) -> None:
         with self._lock:
-            self.absorb_staged()
+            self.absorb_staged(closing=True)
             unsent = list(self._pending.values())
             self._pending.clear()
             self._pending_bytes = 0

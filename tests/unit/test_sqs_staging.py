@@ -273,27 +273,45 @@ class AppendedAsTaken(list):  # type: ignore[type-arg]
     def __init__(self, late: Entry[Any]) -> None:
         super().__init__()
         self.late: Entry[Any] | None = late
+        self.armed = False
 
     def __getitem__(self, index: Any) -> Any:
         taken = super().__getitem__(index)
-        if isinstance(index, slice) and self.late is not None:
+        if self.armed and self.late is not None:
             late, self.late = self.late, None
             self.append(late)
         return taken
 
 
-def test_a_message_staged_while_others_are_taken_stays_staged() -> None:
+def test_a_message_staged_while_the_stage_is_absorbed_is_absorbed_too() -> None:
     client = Recording()
     sender = SqsSender(QUEUE, client=client)
     late = staged_entries(["late"])[0]
-    sender._engine.staged = sender._staged = AppendedAsTaken(late)
+    stage = sender._engine.staged = sender._staged = AppendedAsTaken(late)
     for i in range(3):
         sender.send_message(f"m{i}")
-    assert sender.result.submitted == 3  # reading the result took the three
-    assert list(sender._engine.staged) == [late]
+    stage.armed = True
+    assert sender.result.submitted == 4  # reading the result took the three, and the late one
+    assert list(stage) == []
     sender.close()
     assert client.bodies() == ["m0", "m1", "m2", "late"]
     assert sender.result.submitted == sender.result.succeeded == 4
+
+
+def test_a_message_staged_while_a_request_is_taken_stays_staged() -> None:
+    client = Recording()
+    sender = SqsSender(QUEUE, client=client)
+    late = staged_entries(["late"])[0]
+    stage = sender._engine.staged = sender._staged = AppendedAsTaken(late)
+    for i in range(SQS_BATCH.max_entries - 1):
+        sender.send_message(f"m{i}")
+    stage.armed = True
+    sender.send_message("last")  # the tenth: send_staged takes ten, the late one stays
+    assert client.bodies() == [*(f"m{i}" for i in range(9)), "last"]
+    assert list(stage) == [late]
+    sender.close()
+    assert client.bodies()[-1] == "late"
+    assert sender.result.submitted == sender.result.succeeded == 11
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
