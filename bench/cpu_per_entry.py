@@ -9,13 +9,15 @@ c. BatchWriter, concurrency 1 and 8, against a bare ``batch_write_item`` loop th
 
 CPU is ``time.process_time`` of this process (every thread), the least of interleaved rounds:
 another process on the machine only ever adds to a round, so the least is the closest to the
-cost. Run: ``python bench/cpu_per_entry.py [--rounds 7] [--messages 20000] [--items 5000]
+cost; and the median of the ratios within each round (steadier: the machine's pace drifts between
+rounds, less within one). Run: ``python bench/cpu_per_entry.py [--rounds 7] [--messages 20000] [--items 5000]
 [--stubber-only]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -80,19 +82,27 @@ def sqs_sender(sqs: Any = None, queue: str = QUEUE, **options: Any) -> Callable[
     return run
 
 
-def least(runs: dict[str, Callable[[], float]], rounds: int, per: int) -> dict[str, float]:
-    """Microseconds per entry: the least of ``rounds`` interleaved rounds."""
+def least(runs: dict[str, Callable[[], float]], rounds: int, per: int) -> dict[str, list[float]]:
+    """Microseconds per entry of each run, round by round (runs interleaved within a round)."""
     seen: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
             seen[name].append(run() / per * 1e6)
-    return {name: min(values) for name, values in seen.items()}
+    return seen
 
 
-def report(title: str, figures: dict[str, float], base: str) -> None:
+def report(title: str, rounds: dict[str, list[float]], base: str) -> None:
+    """The least of the rounds and its ratio, and the median of the ratios within a round: a
+    round measures every run within seconds, so its ratio is steadier than a ratio of minima
+    taken from different rounds."""
     print(title)
-    for name, micros in figures.items():
-        print(f"  {name:34s} {micros:7.1f} us  {micros / figures[base]:.3f}x")
+    least_base = min(rounds[base])
+    for name, micros in rounds.items():
+        ratios = [m / b for m, b in zip(micros, rounds[base], strict=True)]
+        print(
+            f"  {name:34s} {min(micros):7.1f} us  {min(micros) / least_base:.3f}x"
+            f"   median of round ratios {statistics.median(ratios):.3f}x"
+        )
 
 
 def main() -> None:

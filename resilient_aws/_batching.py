@@ -358,11 +358,11 @@ class BatchEngine(Generic[S]):
                     chunk = staged[:count]
                     del staged[:count]
                     self.result.submitted += count
-                    self._requests_in_flight += 1
                 else:
                     self.absorb_staged()
         if direct:
-            self._settle(chunk, set())  # accounts for every entry of it, whatever happens
+            # _settle without its bookkeeping: no group, and no interval flusher to tell
+            self._send(chunk)  # accounts for every entry of it, whatever happens
         else:
             self._send_full_chunks()
 

@@ -393,9 +393,9 @@ class SqsSender(Offloading, _SqsBatch):
         )
         # what send_message's fast path needs, looked up once: a standard queue without a
         # payload store, the largest body it sends as it is, the engine's add
-        self._plain = not self.fifo and payloads is None
         limit = self.limits.max_entry_bytes
-        self._max_plain = sys.maxsize if limit is None else limit
+        plain = not self.fifo and payloads is None
+        self._max_plain = (sys.maxsize if limit is None else limit) if plain else 0
         engine = self._engine
         self._add_entry = engine.add
         # ...and its staging (BatchEngine.send_staged): bodies small enough that a request's
@@ -420,7 +420,6 @@ class SqsSender(Offloading, _SqsBatch):
         """Buffer one message. ``id`` names it in errors and in ``result`` (default ``#n``)."""
         if (
             type(body) is str
-            and self._plain
             and attributes is None
             and system_attributes is None
             and delay_seconds is None
@@ -428,15 +427,13 @@ class SqsSender(Offloading, _SqsBatch):
             and deduplication_id is None
             and (id is None or type(id) is str)
             and body.isascii()
-            and 0 < len(body) <= self._max_plain
+            and 0 < (size := len(body)) <= self._max_plain  # 0: not a standard queue alone
             and TRACE_API not in sys.modules
         ):
             # A body alone (most messages): every check below would pass, and the size is its
             # length. Its default id and the source a failure reports are made when first read.
-            message = _Message(
-                next(self._ids) if id is None else id, {"MessageBody": body}, len(body)
-            )
-            if len(body) <= self._max_staged:
+            message = _Message(next(self._ids) if id is None else id, {"MessageBody": body}, size)
+            if size <= self._max_staged:
                 engine = self._engine
                 # only while nothing is buffered: what is (entries sent back, larger bodies)
                 # decides when a request is full, message by message
