@@ -4,7 +4,6 @@ the staging first came without a lock."""
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import Counter
 from typing import Any
 
@@ -15,24 +14,7 @@ from resilient_aws.batch import SqsSender
 from resilient_aws.errors import ConfigurationError
 from resilient_aws.limits import SQS_BATCH
 from resilient_aws.testing import FakeClock
-
-QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/q"
-
-
-class Recording:
-    """Accepts every message and records each request's bodies."""
-
-    def __init__(self) -> None:
-        self.requests: list[list[str]] = []
-        self._lock = threading.Lock()
-
-    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:  # noqa: N803
-        with self._lock:
-            self.requests.append([e["MessageBody"] for e in Entries])
-        return {"Successful": [{"Id": e["Id"], "MessageId": "m"} for e in Entries]}
-
-    def bodies(self) -> list[str]:
-        return [body for request in self.requests for body in request]
+from tests.unit.test_sqs_staging import QUEUE, Recording
 
 
 def balanced(sender: SqsSender) -> bool:
