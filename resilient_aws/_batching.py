@@ -282,8 +282,9 @@ class BatchEngine(Generic[S]):
         self.staged: list[Entry[S]] = []
         """Entries an adapter staged (see :meth:`send_staged`), not yet counted nor buffered:
         fresh, without a group or a dedupe value. Appended to without the lock (``append`` is
-        atomic), taken from only under it and only from the front, by a slice then a ``del``
-        of that slice: an entry appended as others are taken stays, it is never cleared away."""
+        atomic), taken from only under it, from the front (a slice then a ``del`` of it, or one
+        entry at a time) or, for an entry staged as the writer closed, at its own index: an
+        entry appended meanwhile stays, it is never cleared away."""
 
     # -- feeding --------------------------------------------------------------------------------
 
@@ -339,31 +340,37 @@ class BatchEngine(Generic[S]):
     def send_staged(self) -> None:
         """Send the first ``max_entries`` staged entries (whose bytes must fit one request) as
         one request, or buffer them like :meth:`add` when that request cannot go now."""
-        with self._lock:
-            staged = self.staged
-            count = self.limits.max_entries
-            if len(staged) < count or self.closed:
-                return  # another thread took them, or close() did
-            if self._pending:
-                # what waits in the buffer (entries sent back) goes first
-                self.absorb_staged()
-                direct = False
-            else:
-                concurrency = self.concurrency
-                share = self._cpu_share
-                direct = (concurrency == 1 or share is None or share >= _CPU_BOUND) and not (
-                    concurrency > 1 and len(self._futures) >= concurrency
-                )
-                if direct:
-                    chunk = staged[:count]
-                    del staged[:count]
-                    self.result.submitted += count
-                else:
+        chunk: list[Entry[S]] | None = None
+        handed: list[bool] = []
+        try:
+            with self._lock:
+                staged = self.staged
+                count = self.limits.max_entries
+                if len(staged) < count or self.closed:
+                    return  # another thread took them, or close() did
+                if self._pending:
+                    # what waits in the buffer (entries sent back) goes first
                     self.absorb_staged()
-        if direct:
-            # _settle without its bookkeeping: no group, and no interval flusher to tell
-            self._send(chunk)  # accounts for every entry of it, whatever happens
-        else:
+                else:
+                    concurrency = self.concurrency
+                    share = self._cpu_share
+                    if (concurrency == 1 or share is None or share >= _CPU_BOUND) and not (
+                        concurrency > 1 and len(self._futures) >= concurrency
+                    ):
+                        chunk = staged[:count]
+                        del staged[:count]
+                        self.result.submitted += count
+                    else:
+                        self.absorb_staged()
+            if chunk is not None:
+                # _settle without its bookkeeping: no group, and no interval flusher to tell
+                self._send(chunk, handed)  # accounts for every entry of it, whatever happens
+        except BaseException as error:
+            # an interrupt as the lock was let go or as _send started: the chunk never left
+            if chunk is not None and not handed:
+                self._not_sent(chunk, error)
+            raise
+        if chunk is None:
             self._send_full_chunks()
 
     def absorb_staged(self, *, closing: bool = False) -> None:
@@ -747,7 +754,7 @@ class BatchEngine(Generic[S]):
 
     def _settle(self, chunk: list[Entry[S]], groups: set[Hashable]) -> None:
         try:
-            self._send(chunk)
+            self._send_handed(chunk)
         finally:
             with self._lock:
                 if groups:
@@ -766,14 +773,20 @@ class BatchEngine(Generic[S]):
             self._requests_in_flight -= 1
             self._settled.notify_all()
 
-    def _send(self, chunk: list[Entry[S]]) -> None:
+    def _send(self, chunk: list[Entry[S]], handed: list[bool] | None = None) -> None:
         """One request of ``chunk``, paced; what it did not complete goes back to the buffer.
 
         The sync driver; ``resilient_aws._abatching`` is the async one. Both only wait and
         call the adapter: what a request means for its entries is decided by the phases they
-        share (``_paced``, ``_sending``, ``_failed_request``, ``_answer``).
+        share (``_paced``, ``_sending``, ``_failed_request``, ``_answer``). ``handed`` gets a
+        mark once this call answers for every entry of ``chunk``: an interrupt that goes off
+        before (as the call starts) leaves them to the caller (:meth:`_send_handed`).
         """
+        sending = False  # the request may have left: its entries are accounted for by then
+        halves = None
         try:
+            if handed is not None:
+                handed.append(True)
             chunk, delay = self._paced(chunk)
             if not chunk:
                 return
@@ -789,40 +802,55 @@ class BatchEngine(Generic[S]):
                 or self.result.requests % (_SAMPLE_EVERY if share < _COMPUTING else _SAMPLE_RARELY)
                 == 0
             )
-            scope = self._request_span(chunk)
+            with self._request_span(chunk) as span:
+                if measure:
+                    wall, cpu = time.perf_counter(), time.thread_time()
+                try:
+                    sending = True
+                    sent = self.adapter.send_request(chunk)
+                except (ClientError, BotoCoreError) as error:
+                    if measure:
+                        self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
+                    tracing.mark_failed(span, error)
+                    halves = self._failed_request(chunk, error)
+                except BaseException as error:
+                    self._unknown(chunk, error)
+                    raise
+                else:
+                    if measure:
+                        self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
+                    self._answer(chunk, sent)
+                    if sent.failed:
+                        span.set_attribute(tracing.FAILED, len(sent.failed))
+                    return
         except BaseException as error:
-            # an interrupt before the request left (a Ctrl-C goes off on a clock read, a sleep
-            # or a loop): none of it was sent
-            self._not_sent(chunk, error)
+            # An interrupt (a Ctrl-C goes off on a clock read, a sleep, a loop, a call) before
+            # the request left: none of it was sent. Or as the span ended, with the request
+            # split in two: neither half was sent. Once sent, the request accounted for itself.
+            if not sending:
+                self._not_sent(chunk, error)
+            elif halves is not None:
+                self._not_sent(halves[0] + halves[1], error)
             raise
-        with scope as span:
-            if measure:
-                wall, cpu = time.perf_counter(), time.thread_time()
-            try:
-                sent = self.adapter.send_request(chunk)
-            except (ClientError, BotoCoreError) as error:
-                if measure:
-                    self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
-                tracing.mark_failed(span, error)
-                halves = self._failed_request(chunk, error)
-            except BaseException as error:
-                self._unknown(chunk, error)
-                raise
-            else:
-                if measure:
-                    self._measure(time.perf_counter() - wall, time.thread_time() - cpu)
-                self._answer(chunk, sent)
-                if sent.failed:
-                    span.set_attribute(tracing.FAILED, len(sent.failed))
-                return
         if halves is not None:
             first, second = halves
             try:
-                self._send(first)
+                self._send_handed(first)
             except BaseException as interrupt:  # the first half accounted for itself
                 self._not_sent(second, interrupt)
                 raise
-            self._send(second)
+            self._send_handed(second)
+
+    def _send_handed(self, chunk: list[Entry[S]]) -> None:
+        """:meth:`_send` ``chunk``, out of the buffer already: reported ``NotSent`` if an
+        interrupt goes off before ``_send`` answers for it."""
+        handed: list[bool] = []
+        try:
+            self._send(chunk, handed)
+        except BaseException as error:
+            if not handed:
+                self._not_sent(chunk, error)
+            raise
 
     def _request_span(self, chunk: list[Entry[S]]) -> Any:
         """The span of one request (a shared no-op while tracing is off)."""
@@ -1071,7 +1099,10 @@ class BatchEngine(Generic[S]):
                 if stalled:
                     entry.stalled += 1 + botocore
                 reason = None
-                if budget_refused:
+                if self.closed:
+                    # sent by another thread as the writer closed: nothing sends it again
+                    reason = "closed"
+                elif budget_refused:
                     reason = "budget"
                 elif (
                     writer_stalled
@@ -1095,6 +1126,7 @@ class BatchEngine(Generic[S]):
                     if slot is None:  # sent as it was staged: never had a place in the buffer
                         slot = entry.slot = self._serial = self._serial + 1
                     elif slot in pending:  # a later write of the same key replaced it
+                        entry.settled = True
                         self.result.deduplicated += 1
                         continue
                     front[slot] = entry

@@ -22,8 +22,9 @@ class FailedEntry(Generic[E]):
     ``entry`` is the caller's own object; ``entry_id`` names it in logs and reprs (the payload is
     never printed). ``retryable`` says whether the error was worth retrying, ``attempts`` how many
     times the entry was sent, and ``gave_up`` why the core stopped re-sending a retryable entry
-    (``"attempts"``, ``"elapsed"``, ``"deadline"``, ``"budget"``, ``"stop"``), ``None`` if the
-    error was permanent.
+    (``"attempts"``, ``"elapsed"``, ``"deadline"``, ``"budget"``, ``"stop"``, or ``"closed"``:
+    withheld from a request another thread made as the writer was closed), ``None`` if the error
+    was permanent.
     """
 
     entry: E = field(repr=False)
