@@ -301,3 +301,30 @@ def test_ctrl_c_on_the_clock_read_that_measures_a_request_reports_its_messages(
     assert client.bodies() == []
     # at 2c671cf: submitted 10, requests 1, succeeded 0, failed 0
     assert balanced(result), result
+
+
+class InterruptedSpan:
+    """A request's span whose end is where a Ctrl-C goes off (a tracer's hook, a signal)."""
+
+    def __enter__(self) -> Any:
+        from resilient_aws.tracing import NO_SPAN
+
+        return NO_SPAN
+
+    def __exit__(self, *exc_info: Any) -> None:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_as_a_split_requests_span_ends_reports_both_halves_without_a_tracer() -> None:
+    # the same hole as above, found without sys.settrace (which hides the line from coverage)
+    client = RefusesFirstRequestWhole()
+    sender = SqsSender(QUEUE, client=client, concurrency=1, raise_on_failure=False)
+    sender._engine._request_span = lambda chunk: InterruptedSpan()  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt), sender:
+        for i in range(SQS_BATCH.max_entries):
+            sender.send_message(f"m{i}")
+    result = sender.result
+    assert client.requests[1:] == []
+    assert balanced(result), result
+    assert sorted(f.entry_id for f in result.failed) == sorted(f"#{i}" for i in range(10))
+    assert {f.code for f in result.failed} == {"NotSent"}
