@@ -352,11 +352,9 @@ class BatchEngine(Generic[S]):
                     # what waits in the buffer (entries sent back) goes first
                     self.absorb_staged()
                 else:
-                    concurrency = self.concurrency
-                    share = self._cpu_share
-                    if (concurrency == 1 or share is None or share >= _CPU_BOUND) and not (
-                        concurrency > 1 and len(self._futures) >= concurrency
-                    ):
+                    # the caller makes the request (as _send_full_chunks decides: at concurrency
+                    # 1 no share is measured and no future runs) and a slot is free
+                    if not self._overlaps() and len(self._futures) < self.concurrency:
                         chunk = staged[:count]
                         del staged[:count]
                         self.result.submitted += count

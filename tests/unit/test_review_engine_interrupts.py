@@ -58,20 +58,25 @@ def ctrl_c_on_entry(code: Any, *, nth: int = 1, caller: str | None = None) -> It
 # -- 1. Ctrl-C as send_staged hands its request to _send ------------------------------------------
 
 
+def ten_interrupted(client: Any, interruption: Any, **options: Any) -> Any:
+    """Ten messages sent through an SqsSender (concurrency 1 unless given) while
+    ``interruption`` makes a Ctrl-C go off; the result once the sender's block has ended."""
+    options = {"concurrency": 1, **options}
+    sender = SqsSender(QUEUE, client=client, raise_on_failure=False, **options)
+    with pytest.raises(KeyboardInterrupt), sender, interruption:
+        for i in range(SQS_BATCH.max_entries):
+            sender.send_message(f"m{i}")
+    return sender.result
+
+
 def test_ctrl_c_as_a_staged_request_is_handed_to_send_loses_no_message() -> None:
     # send_staged took ten messages off the stage and counted them (submitted += 10) under the
     # lock; a Ctrl-C at the start of _send, before its try, leaves them neither sent nor
     # reported: close() has nothing left to report them from.
     client = Recording()
-    sender = SqsSender(QUEUE, client=client, concurrency=1, raise_on_failure=False)
-    with (
-        pytest.raises(KeyboardInterrupt),
-        sender,
-        ctrl_c_on_entry(BatchEngine._send.__code__, caller="send_staged"),
-    ):
-        for i in range(SQS_BATCH.max_entries):
-            sender.send_message(f"m{i}")
-    result = sender.result
+    result = ten_interrupted(
+        client, ctrl_c_on_entry(BatchEngine._send.__code__, caller="send_staged")
+    )
     assert client.bodies() == []
     # at 2c671cf: submitted 10, succeeded 0, failed 0
     assert balanced(result), result
@@ -98,16 +103,8 @@ class RefusesFirstRequestWhole(Recording):
 def test_ctrl_c_before_the_second_half_of_a_split_request_leaves_reports_it() -> None:
     # _send: `self._send(second)` is outside any try: a Ctrl-C at its start loses the half
     client = RefusesFirstRequestWhole()
-    sender = SqsSender(QUEUE, client=client, concurrency=1, raise_on_failure=False)
     # calls of _send: the request, its first half, its second half
-    with (
-        pytest.raises(KeyboardInterrupt),
-        sender,
-        ctrl_c_on_entry(BatchEngine._send.__code__, nth=3),
-    ):
-        for i in range(SQS_BATCH.max_entries):
-            sender.send_message(f"m{i}")
-    result = sender.result
+    result = ten_interrupted(client, ctrl_c_on_entry(BatchEngine._send.__code__, nth=3))
     assert client.requests[1:] == [[f"m{i}" for i in range(5)]]
     # at 2c671cf: submitted 10, succeeded 5, failed 0 (m5..m9 lost)
     assert balanced(result), result
@@ -115,16 +112,8 @@ def test_ctrl_c_before_the_second_half_of_a_split_request_leaves_reports_it() ->
 
 def test_ctrl_c_before_the_first_half_of_a_split_request_leaves_reports_both() -> None:
     client = RefusesFirstRequestWhole()
-    sender = SqsSender(QUEUE, client=client, concurrency=1, raise_on_failure=False)
     # calls of _send: the request, then its first half, interrupted as it starts
-    with (
-        pytest.raises(KeyboardInterrupt),
-        sender,
-        ctrl_c_on_entry(BatchEngine._send.__code__, nth=2),
-    ):
-        for i in range(SQS_BATCH.max_entries):
-            sender.send_message(f"m{i}")
-    result = sender.result
+    result = ten_interrupted(client, ctrl_c_on_entry(BatchEngine._send.__code__, nth=2))
     assert client.requests[1:] == []
     assert balanced(result), result
     assert [f.code for f in result.failed] == ["NotSent"] * SQS_BATCH.max_entries
@@ -135,11 +124,7 @@ def test_ctrl_c_as_the_span_of_a_split_request_ends_reports_both_halves() -> Non
     # it: a Ctrl-C as the scope exits (tracing off: _NoopScope.__exit__, a Python method) loses
     # the whole request
     client = RefusesFirstRequestWhole()
-    sender = SqsSender(QUEUE, client=client, concurrency=1, raise_on_failure=False)
-    with pytest.raises(KeyboardInterrupt), sender, ctrl_c_on_entry(_NoopScope.__exit__.__code__):
-        for i in range(SQS_BATCH.max_entries):
-            sender.send_message(f"m{i}")
-    result = sender.result
+    result = ten_interrupted(client, ctrl_c_on_entry(_NoopScope.__exit__.__code__))
     assert len(client.requests) == 1  # the refused one
     # at 2c671cf: submitted 10, succeeded 0, failed 0 (all ten lost)
     assert balanced(result), result
@@ -260,15 +245,7 @@ def test_ctrl_c_as_the_request_span_starts_reports_its_messages() -> None:
     from resilient_aws.tracing import _NoopScope
 
     client = Recording()
-    sender = SqsSender(QUEUE, client=client, concurrency=1, raise_on_failure=False)
-    with (
-        pytest.raises(KeyboardInterrupt),
-        sender,
-        ctrl_c_on_entry(_NoopScope.__enter__.__code__, caller="_send"),
-    ):
-        for i in range(SQS_BATCH.max_entries):
-            sender.send_message(f"m{i}")
-    result = sender.result
+    result = ten_interrupted(client, ctrl_c_on_entry(_NoopScope.__enter__.__code__, caller="_send"))
     assert client.bodies() == []
     # at 2c671cf: submitted 10, requests 1, succeeded 0, failed 0
     assert balanced(result), result
@@ -291,13 +268,9 @@ def test_ctrl_c_on_the_clock_read_that_measures_a_request_reports_its_messages(
         return real()
 
     client = Recording()
-    sender = SqsSender(QUEUE, client=client, concurrency=4, raise_on_failure=False)
     monkeypatch.setattr(time, "perf_counter", perf_counter)
-    with pytest.raises(KeyboardInterrupt), sender:
-        for i in range(SQS_BATCH.max_entries):
-            sender.send_message(f"m{i}")
+    result = ten_interrupted(client, contextlib.nullcontext(), concurrency=4)
     monkeypatch.undo()
-    result = sender.result
     assert client.bodies() == []
     # at 2c671cf: submitted 10, requests 1, succeeded 0, failed 0
     assert balanced(result), result
